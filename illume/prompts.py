@@ -1,0 +1,69 @@
+"""The prompt format of the method (SPEC section 1), in one place.
+
+Plain-prompt models see the image placeholder followed by
+    answers:     "Q: {question} A:"
+    rationales:  "{question} {answer}, seeing that"
+Chat-template models (SmolVLM/Idefics3, Qwen2-VL, chat LLaVAs) get the question as the
+user's turn with the image, and the assistant's turn starts with the same continuation,
+so the rationale still continues "... {answer}, seeing that".
+
+Training appends the target (answer or rationale) to exactly these prompts, so the
+backend, the connector's evaluation and the training job can never disagree.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+RATIONALE_CONNECTIVE = "seeing that"
+
+
+def answer_prompt(question: str) -> str:
+    return f"Q: {question} A:"
+
+
+def rationale_prompt(question: str, answer: str) -> str:
+    return f"{question} {answer}, {RATIONALE_CONNECTIVE}"
+
+
+def uses_chat_template(processor: Any) -> bool:
+    return bool(getattr(processor, "chat_template", None))
+
+
+def image_placeholder(processor: Any) -> str:
+    """The text the processor expands into image tokens (plain-prompt models)."""
+    if type(processor).__name__.startswith("PaliGemma"):
+        return ""  # PaliGemma's processor prepends the image tokens itself
+    return getattr(processor, "image_token", None) or "<image>"
+
+
+def _chat_prefix(processor: Any, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def render_answer_prompt(processor: Any, question: str) -> str:
+    """The full model input text (image placeholder included) for answering."""
+    if uses_chat_template(processor):
+        return _chat_prefix(processor, question)
+    return f"{image_placeholder(processor)}{answer_prompt(question)}"
+
+
+def render_rationale_prompt(processor: Any, question: str, answer: str) -> str:
+    """The full model input text (image placeholder included) for explaining an answer."""
+    if uses_chat_template(processor):
+        return f"{_chat_prefix(processor, question)}{answer}, {RATIONALE_CONNECTIVE}"
+    return f"{image_placeholder(processor)}{rationale_prompt(question, answer)}"
+
+
+def target_text(text: str) -> str:
+    """How a target (answer or rationale) is appended to its prompt when training."""
+    return " " + text.strip()
+
+
+def first_sentence(text: str) -> str:
+    """Cut a generated continuation at the end of its first sentence."""
+    text = " ".join(text.split())
+    for index, char in enumerate(text):
+        if char in ".!?" and (index + 1 == len(text) or text[index + 1] == " "):
+            return text[: index + 1]
+    return text

@@ -1,0 +1,171 @@
+"""The record schema shared by the backend, the connector and the training job.
+
+Every record is a plain dataclass that round-trips through one JSON object per line.
+Files are written atomically: a reader never sees a half-written file, even after a kill.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Type, TypeVar
+
+from illume.errors import IllumeError
+
+
+@dataclass
+class Item:
+    """One image + question + answer, with optional reference explanations."""
+
+    item_id: str
+    image: str  # local path, http(s) URL, Label Studio URL or data: URI
+    question: str
+    answer: str
+    explanations: list[str] = field(default_factory=list)
+    split: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Candidate:
+    """One sampled rationale with the model's confidence in it."""
+
+    text: str
+    score: float  # mean token log-probability under the sampling model
+    temperature: float
+
+
+@dataclass
+class Feedback:
+    """What annotators said about one item's candidates (one record per item)."""
+
+    item_id: str
+    image: str
+    question: str
+    answer: str
+    candidates: list[str]
+    accepted: list[str]  # candidates ticked by enough annotators
+    rejected: list[str]  # candidates nobody (or too few) ticked
+    written: list[str] = field(default_factory=list)  # rationales typed by annotators
+    annotation_ids: list[int] = field(default_factory=list)
+    annotators: int = 1
+    iteration: int = 0
+
+
+RATIONALE = "rationale"
+ANSWER_ONLY = "answer"
+
+
+@dataclass
+class TrainingRow:
+    """One supervised row: answer-only rows teach answering, rationale rows explaining."""
+
+    kind: str  # RATIONALE or ANSWER_ONLY
+    item_id: str
+    image: str
+    question: str
+    answer: str
+    rationale: str | None = None
+    iteration: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in (RATIONALE, ANSWER_ONLY):
+            raise ValueError(f"TrainingRow.kind must be {RATIONALE!r} or {ANSWER_ONLY!r}, got {self.kind!r}")
+        if self.kind == RATIONALE and not self.rationale:
+            raise ValueError(f"rationale row for item {self.item_id!r} has no rationale text")
+
+
+@dataclass
+class PreferencePair:
+    """TRL's vision DPO layout: images, prompt, chosen, rejected (plus our own keys)."""
+
+    item_id: str
+    images: list[str]
+    question: str
+    answer: str
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+R = TypeVar("R")
+
+
+def to_json(record: Any) -> str:
+    return json.dumps(dataclasses.asdict(record), ensure_ascii=False, sort_keys=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that it is either the old content or the new, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
+    """Atomically write records (dataclasses or dicts) one JSON object per line."""
+    lines = [to_json(r) if dataclasses.is_dataclass(r) else json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:
+    """Read records of one dataclass type; a bad line names the file and the line."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise IllumeError(f"{path}, line {number}: not valid JSON ({exc.msg})",
+                                  "Re-create the file, e.g. with `illume-sync export`.") from exc
+            try:
+                yield cls(**{k: v for k, v in data.items() if k in names})
+            except (TypeError, ValueError) as exc:
+                raise IllumeError(f"{path}, line {number}: not a valid {cls.__name__} ({exc})",
+                                  "Re-create the file, e.g. with `illume-sync export`.") from exc
+
+
+def read_jsonl(path: str | os.PathLike, cls: Type[R]) -> list[R]:
+    return list(iter_jsonl(path, cls))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# The export directory: what `illume-sync export` writes and `training` reads.
+EXPORT_ROWS = "rows.jsonl"  # TrainingRow, both kinds
+EXPORT_PAIRS = "preferences.jsonl"  # PreferencePair
+EXPORT_FEEDBACK = "feedback.jsonl"  # Feedback, one per completed item
+EXPORT_MANIFEST = "manifest.json"  # counts, rationale_weight, sha256 per file, annotation ids
+
+
+def rationale_weight(rows: Iterable[TrainingRow]) -> float:
+    """SPEC section 1: w = #answer-only rows / #rationale rows (1.0 when either is empty)."""
+    rationale = answer = 0
+    for row in rows:
+        if row.kind == RATIONALE:
+            rationale += 1
+        else:
+            answer += 1
+    return answer / rationale if rationale and answer else 1.0

@@ -1,0 +1,148 @@
+"""Tiny, randomly initialised VLMs of real architectures, built locally (no hub access).
+
+Tests and benchmarks use them to exercise exactly the loading path of real checkpoints:
+each builder writes a save_pretrained directory (model + processor + tokenizer) that
+`illume.vlm.VLM.load` reads back like any Hugging Face checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+ARCHITECTURES = ("llava", "idefics3", "qwen2_vl")
+
+_DEFAULT_CORPUS = (
+    "what color is the shape ? red blue green yellow the circle square triangle is left of right "
+    "because it has a long neck seeing that the giraffe is tall there are two dogs on grass "
+    "Q: A: yes no one two three four five large small above below next to the sky is blue"
+)
+
+
+def train_tokenizer(corpus: Iterable[str], special_tokens: list[str], vocab_size: int = 400):
+    """A byte-level BPE tokenizer trained on the spot, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token=None)
+
+
+def _llama_text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, hidden: int = 64):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=512, pad_token_id=pad_id, bos_token_id=bos_id,
+                       eos_token_id=eos_id, tie_word_embeddings=False)
+
+
+def build_llava(out: Path, corpus: Iterable[str]) -> Path:
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>", "<image>"])
+    image_size, patch = 32, 8
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch, projection_dim=32)
+    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         image_seq_length=(image_size // patch) ** 2)
+    model = LlavaForConditionalGeneration(config)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    _save(model, processor, out)
+    return out
+
+
+def build_idefics3(out: Path, corpus: Iterable[str]) -> Path:
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor, Idefics3VisionConfig)
+
+    specials = ["<pad>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<global-img>",
+                "<end_of_utterance>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    tokenizer = train_tokenizer(list(corpus) + ["User: Assistant:"], specials)
+    image_size, patch, scale = 32, 8, 2
+    vision = Idefics3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=2, image_size=image_size, patch_size=patch)
+    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=scale,
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id)
+    model = Idefics3ForConditionalGeneration(config)
+    image_processor = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": image_size},
+                                             max_image_size={"longest_edge": image_size})
+    chat_template = ("{% for message in messages %}{{ message['role'] | capitalize }}:"
+                     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+                     "{% else %} {{ part['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+                     "{% if add_generation_prompt %}Assistant:{% endif %}")
+    image_seq_len = (image_size // patch) ** 2 // (scale ** 2)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=image_seq_len, chat_template=chat_template)
+    _save(model, processor, out)
+    return out
+
+
+def build_qwen2_vl(out: Path, corpus: Iterable[str]) -> Path:
+    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+                              Qwen2VLProcessor)
+
+    specials = ["<pad>", "<s>", "</s>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>",
+                "<|im_start|>", "<|im_end|>"]
+    tokenizer = train_tokenizer(list(corpus) + ["user assistant"], specials)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    head_dim = 16  # mrope sections below must add up to head_dim / 2
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                         pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"],
+                         tie_word_embeddings=False),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=8,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    assert config.text_config.hidden_size // config.text_config.num_attention_heads == head_dim
+    model = Qwen2VLForConditionalGeneration(config)
+    image_processor = Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                            min_pixels=32 * 32, max_pixels=32 * 32)
+    chat_template = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+                     "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+                     "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
+                     "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    _save(model, processor, out)
+    return out
+
+
+BUILDERS: dict[str, Callable[[Path, Iterable[str]], Path]] = {
+    "llava": build_llava, "idefics3": build_idefics3, "qwen2_vl": build_qwen2_vl,
+}
+
+
+def build_tiny_model(architecture: str, out: str | Path, corpus: Iterable[str] | None = None,
+                     seed: int = 0) -> Path:
+    """Build and save a tiny model of one architecture; returns its directory."""
+    if architecture not in BUILDERS:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    torch.manual_seed(seed)
+    out = Path(out)
+    return BUILDERS[architecture](out, corpus or _DEFAULT_CORPUS.split(" . "))
+
+
+def _save(model, processor, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)

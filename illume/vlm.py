@@ -1,0 +1,271 @@
+"""Load a vision-language model (+ optional LoRA adapter) and sample rationales from it.
+
+`VLM.load` takes a local directory or a Hugging Face id and goes through transformers'
+image-text-to-text auto classes, so tiny test models, the demo model and real checkpoints
+(SmolVLM, Qwen2-VL, LLaVA, PaliGemma, ...) share one code path.
+
+Sampling follows the method (SPEC section 1): N candidates at each of several
+temperatures, top-k over the best fraction of the vocabulary, stop at the end of a
+sentence. One batched `generate` call per temperature covers the whole batch of items.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from illume import prompts
+from illume.errors import IllumeError
+from illume.records import Candidate
+
+log = logging.getLogger(__name__)
+
+ADAPTER_META = "illume_adapter.json"  # written next to a trained adapter (training job)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperatures: tuple[float, ...] = (0.3, 0.8)
+    per_temperature: int = 5
+    top_k_fraction: float = 0.1  # top-k over the best 10% of the vocabulary
+    max_new_tokens: int = 100
+    seed: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.per_temperature * len(self.temperatures)
+
+
+@dataclass
+class Query:
+    """What the model looks at: an image, a question and (for rationales) an answer."""
+
+    image: Image.Image
+    question: str
+    answer: str = ""
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise IllumeError(f"device {device!r} was asked for, but CUDA is not available here",
+                              "Use --device cpu, or run on a machine with a GPU.")
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
+    if dtype:
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+        except KeyError:
+            raise IllumeError(f"unknown dtype {dtype!r}", "Use one of float32, bfloat16, float16.") from None
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def normalise(text: str) -> str:
+    """The key under which two candidates count as the same rationale."""
+    return re.sub(r"[^\w ]", "", " ".join(text.lower().split())).strip()
+
+
+def _check_model_dir(model: str) -> None:
+    path = Path(model)
+    looks_local = path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
+    if not looks_local:
+        return  # a hub id: transformers resolves it (from its cache when offline)
+    if not path.is_dir():
+        raise IllumeError(f"model directory {model} does not exist",
+                          "Pass a directory written by save_pretrained, or a Hugging Face model id.")
+    if not (path / "config.json").is_file():
+        raise IllumeError(f"{model} has no config.json, so it is not a saved model",
+                          "Pass the directory that save_pretrained wrote (it holds config.json and the weights).")
+
+
+class VLM:
+    """A loaded model + processor, ready to answer and to sample rationales."""
+
+    def __init__(self, model: Any, processor: Any, name: str, adapter: str | None, device: torch.device):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.adapter = adapter
+        self.device = device
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"  # generation continues the prompt's last token
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model: str, adapter: str | None = None, device: str | None = None,
+             dtype: str | None = None) -> "VLM":
+        """Load base model + processor (and a peft LoRA adapter directory, if given)."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = str(model)
+        _check_model_dir(model)
+        torch_device = pick_device(device)
+        try:
+            processor = AutoProcessor.from_pretrained(model)
+            net = AutoModelForImageTextToText.from_pretrained(model, dtype=pick_dtype(torch_device, dtype))
+        except IllumeError:
+            raise
+        except Exception as exc:  # transformers raises many types for a broken checkpoint
+            raise IllumeError(f"could not load the model from {model}: {type(exc).__name__}: {exc}",
+                              "Check that the directory is a complete save_pretrained checkpoint "
+                              "(config, weights, processor files) of an image-text-to-text model.") from exc
+        if adapter:
+            net = apply_adapter(net, adapter, model)
+        net.to(torch_device).eval()
+        return cls(net, processor, name=model, adapter=adapter, device=torch_device)
+
+    # ------------------------------------------------------------------ inputs
+    def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise texts (with image placeholders) and process images, as one padded batch."""
+        images = [img.convert("RGB") for img in images]
+        nested = type(self.processor).__name__.startswith(("Idefics", "SmolVLM"))
+        batch = self.processor(text=list(texts), images=[[i] for i in images] if nested else images,
+                               return_tensors="pt", padding=True)
+        dtype = next(self.model.parameters()).dtype
+        return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in batch.items()}
+
+    def rationale_texts(self, queries: Sequence[Query]) -> list[str]:
+        return [prompts.render_rationale_prompt(self.processor, q.question, q.answer) for q in queries]
+
+    def answer_texts(self, queries: Sequence[Query]) -> list[str]:
+        return [prompts.render_answer_prompt(self.processor, q.question) for q in queries]
+
+    # ------------------------------------------------------------------ generation
+    def _top_k(self, fraction: float) -> int:
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        return max(1, int(math.ceil(vocab * fraction)))
+
+    def _stop_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        return [i for i in ids if i is not None]
+
+    @torch.inference_mode()
+    def _generate(self, inputs: dict[str, torch.Tensor], *, do_sample: bool, temperature: float = 1.0,
+                  top_k: int | None = None, num_return_sequences: int = 1,
+                  max_new_tokens: int = 100) -> tuple[list[str], list[float]]:
+        """One generate call; returns decoded continuations and their mean token log-prob."""
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                      num_return_sequences=num_return_sequences,
+                                      return_dict_in_generate=True, output_logits=True,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._stop_ids(),
+                                      stop_strings=[".", "!", "?"], tokenizer=self.tokenizer)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_k=top_k, top_p=1.0)
+        else:
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+        out = self.model.generate(**inputs, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        new_tokens = out.sequences[:, prompt_len:]
+        # Mean log-probability under the model itself (raw logits, before temperature/top-k).
+        logits = torch.stack(out.logits, dim=1).float()
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        mask = self._generated_mask(new_tokens)
+        scores = ((token_logp * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [prompts.first_sentence(t) for t in texts], scores
+
+    def _generated_mask(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """1 for generated tokens up to and including the first stop token, 0 for padding after it."""
+        stop = torch.zeros_like(new_tokens, dtype=torch.bool)
+        for token_id in self._stop_ids():
+            stop |= new_tokens == token_id
+        after_stop = (stop.cumsum(1) - stop.long()) > 0
+        return (~after_stop).float()
+
+    def sample(self, queries: Sequence[Query], config: SamplingConfig = SamplingConfig(),
+               dedupe: bool = True) -> list[list[Candidate]]:
+        """Candidate rationales per query: config.count of them before deduplication."""
+        if not queries:
+            return []
+        inputs = self.encode([q.image for q in queries], self.rationale_texts(queries))
+        per_item: list[list[Candidate]] = [[] for _ in queries]
+        top_k = self._top_k(config.top_k_fraction)
+        for index, temperature in enumerate(config.temperatures):
+            torch.manual_seed(config.seed * 1000 + index)
+            texts, scores = self._generate(inputs, do_sample=True, temperature=temperature, top_k=top_k,
+                                           num_return_sequences=config.per_temperature,
+                                           max_new_tokens=config.max_new_tokens)
+            for row, (text, score) in enumerate(zip(texts, scores)):  # grouped per query
+                per_item[row // config.per_temperature].append(Candidate(text.strip(), float(score), temperature))
+        return [dedupe_candidates(c) for c in per_item] if dedupe else per_item
+
+    def explain(self, queries: Sequence[Query], temperature: float = 0.1, max_new_tokens: int = 100,
+                seed: int = 0) -> list[str]:
+        """One rationale per query at a low temperature (validation / test, SPEC section 1)."""
+        if not queries:
+            return []
+        inputs = self.encode([q.image for q in queries], self.rationale_texts(queries))
+        torch.manual_seed(seed)
+        texts, _ = self._generate(inputs, do_sample=True, temperature=temperature,
+                                  top_k=self._top_k(SamplingConfig.top_k_fraction), max_new_tokens=max_new_tokens)
+        return [t.strip() for t in texts]
+
+    def answer(self, queries: Sequence[Query], max_new_tokens: int = 10) -> list[str]:
+        """Greedy answers to "Q: {question} A:"."""
+        if not queries:
+            return []
+        inputs = self.encode([q.image for q in queries], self.answer_texts(queries))
+        texts, _ = self._generate(inputs, do_sample=False, max_new_tokens=max_new_tokens)
+        return [t.strip().rstrip(".").strip() for t in texts]
+
+    @property
+    def version(self) -> str:
+        """A human-readable version: the adapter's version name, else the model's name."""
+        if self.adapter:
+            meta = Path(self.adapter) / ADAPTER_META
+            if meta.is_file():
+                return json.loads(meta.read_text()).get("version") or Path(self.adapter).name
+            return Path(self.adapter).name
+        return Path(self.name).name or self.name
+
+
+MIN_RATIONALE_CHARS = 3
+
+
+def dedupe_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Drop fragments under 3 characters and keep the best-scored copy of each text."""
+    best: dict[str, Candidate] = {}
+    for cand in candidates:
+        key = normalise(cand.text)
+        if len(key) < MIN_RATIONALE_CHARS:
+            continue
+        if key not in best or cand.score > best[key].score:
+            best[key] = cand
+    return sorted(best.values(), key=lambda c: -c.score)
+
+
+def apply_adapter(net: Any, adapter: str, base: str) -> Any:
+    """Wrap a base model with a saved peft LoRA adapter, refusing one made for another base."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise IllumeError(f"adapter directory {adapter} has no adapter_config.json",
+                          "Pass the `adapter` directory written by the training job.")
+    meta = path / ADAPTER_META
+    if meta.is_file():
+        trained_on = json.loads(meta.read_text()).get("base_model")
+        if trained_on and Path(trained_on).name != Path(base).name and trained_on != base:
+            raise IllumeError(f"adapter {adapter} was trained on {trained_on}, not on {base}",
+                              "Load it with the base model it was trained on.")
+    try:
+        return PeftModel.from_pretrained(net, str(path)).merge_and_unload()
+    except Exception as exc:
+        raise IllumeError(f"could not apply adapter {adapter} to {base}: {type(exc).__name__}: {exc}",
+                          "Check that the adapter was trained on this base model.") from exc
