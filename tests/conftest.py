@@ -1,0 +1,50 @@
+"""Shared fixtures: one real Label Studio for the session, tiny models built locally."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VQAX_VAL = REPO.parent / "shared" / "data" / "vqax" / "val.json"
+
+
+@pytest.fixture(scope="session")
+def vqax_val_path() -> Path:
+    if not VQAX_VAL.is_file():
+        pytest.skip(f"{VQAX_VAL} is not present (it comes with the project's shared data)")
+    return VQAX_VAL
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """tiny_model_dir("llava") -> a save_pretrained directory, built once per session."""
+    from illume.tiny_models import build_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def build(architecture: str = "llava") -> Path:
+        if architecture not in built:
+            built[architecture] = build_tiny_model(architecture, tmp_path_factory.mktemp(f"tiny-{architecture}"))
+        return built[architecture]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio server (its own venv, SQLite, loopback) for the whole session."""
+    from connector.local_label_studio import LocalLabelStudio
+
+    server = LocalLabelStudio(tmp_path_factory.mktemp("label-studio"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ls_client(label_studio):
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
