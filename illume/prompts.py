@@ -30,9 +30,11 @@ def uses_chat_template(processor: Any) -> bool:
 
 
 def image_placeholder(processor: Any) -> str:
-    """The text the processor expands into image tokens (plain-prompt models)."""
-    if type(processor).__name__.startswith("PaliGemma"):
-        return ""  # PaliGemma's processor prepends the image tokens itself
+    """The text the processor expands into image tokens (plain-prompt models).
+
+    PaliGemma's processor also inserts <bos> after the image and ends the prompt with a
+    newline; its generated text starts after that newline.
+    """
     return getattr(processor, "image_token", None) or "<image>"
 
 

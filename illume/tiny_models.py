@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import torch
 
-ARCHITECTURES = ("llava", "idefics3", "qwen2_vl")
+ARCHITECTURES = ("llava", "idefics3", "paligemma")
 
 _DEFAULT_CORPUS = (
     "what color is the shape ? red blue green yellow the circle square triangle is left of right "
@@ -126,8 +126,32 @@ def build_qwen2_vl(out: Path, corpus: Iterable[str]) -> Path:
     return out
 
 
+def build_paligemma(out: Path, corpus: Iterable[str]) -> Path:
+    from transformers import (GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+                              PaliGemmaProcessor, SiglipImageProcessor, SiglipVisionConfig)
+
+    tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>", "<image>"])
+    image_size, patch = 32, 8
+    num_image_tokens = (image_size // patch) ** 2
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=image_size, patch_size=patch, projection_dim=64)
+    text = GemmaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id)
+    config = PaliGemmaConfig(vision_config=vision, text_config=text, projection_dim=64,
+                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    config.vision_config.num_image_tokens = num_image_tokens
+    model = PaliGemmaForConditionalGeneration(config)
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    image_processor.image_seq_length = num_image_tokens
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    _save(model, processor, out)
+    return out
+
+
 BUILDERS: dict[str, Callable[[Path, Iterable[str]], Path]] = {
-    "llava": build_llava, "idefics3": build_idefics3, "qwen2_vl": build_qwen2_vl,
+    "llava": build_llava, "idefics3": build_idefics3, "paligemma": build_paligemma,
 }
 
 
