@@ -1,0 +1,110 @@
+"""The one model in memory, its version, and atomic reloads.
+
+A reload loads the new checkpoint in a background thread, checks it with one generation,
+and only then swaps it in under a lock. Batches already running keep their reference to the
+old model and finish on it. A checkpoint that fails to load or to generate is refused, the
+reason is kept for GET /reload, and the old model keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from PIL import Image
+
+from illume.errors import IllumeError
+from illume.vlm import VLM, Query, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str, "str | None"], VLM]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    vlm: VLM
+    version: str
+
+
+@dataclass
+class ReloadStatus:
+    state: str = "idle"  # idle | loading | ready | failed
+    model: str | None = None
+    adapter: str | None = None
+    version: str | None = None  # the version asked for (or derived once loaded)
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def smoke_test(vlm: VLM) -> None:
+    """One short generation on a blank image: a checkpoint that cannot do this is refused."""
+    query = Query(Image.new("RGB", (32, 32), "gray"), "what is shown", "nothing")
+    vlm.sample([query], SamplingConfig(temperatures=(0.7,), per_temperature=1, max_new_tokens=4), dedupe=False)
+
+
+class ModelHolder:
+    def __init__(self, loaded: Loaded, loader: Loader | None = None, device: str | None = None,
+                 dtype: str | None = None) -> None:
+        self._current = loaded
+        self._swap_lock = threading.Lock()
+        self._reload_lock = threading.Lock()  # one reload at a time
+        self._loader = loader or (lambda model, adapter: VLM.load(model, adapter, device=device, dtype=dtype))
+        self.status = ReloadStatus(version=loaded.version)
+
+    @classmethod
+    def load(cls, model: str, adapter: str | None = None, version: str | None = None,
+             device: str | None = None, dtype: str | None = None) -> "ModelHolder":
+        vlm = VLM.load(model, adapter, device=device, dtype=dtype)
+        return cls(Loaded(vlm, version or vlm.version), device=device, dtype=dtype)
+
+    @property
+    def current(self) -> Loaded:
+        with self._swap_lock:
+            return self._current
+
+    @property
+    def version(self) -> str:
+        return self.current.version
+
+    def start_reload(self, model: str, adapter: str | None, version: str | None) -> ReloadStatus:
+        """Begin loading in the background; refuse when a reload is already running."""
+        if not self._reload_lock.acquire(blocking=False):
+            raise IllumeError(f"a reload of {self.status.model} is already running",
+                              "Wait for it to finish (GET /reload shows its state), then retry.")
+        self.status = ReloadStatus(state="loading", model=model, adapter=adapter, version=version,
+                                   started_at=time.time(), history=self.status.history)
+        threading.Thread(target=self._reload, args=(model, adapter, version), name="illume-reload",
+                         daemon=True).start()
+        return self.status
+
+    def _reload(self, model: str, adapter: str | None, version: str | None) -> None:
+        status = self.status
+        try:
+            vlm = self._loader(model, adapter)
+            smoke_test(vlm)
+            loaded = Loaded(vlm, version or vlm.version)
+            with self._swap_lock:
+                old, self._current = self._current, loaded
+            status.state, status.version = "ready", loaded.version
+            log.info("reloaded: %s -> %s", old.version, loaded.version)
+        except Exception as exc:  # any failure keeps the old model serving
+            reason = exc.what if isinstance(exc, IllumeError) else f"{type(exc).__name__}: {exc}"
+            status.state, status.error = "failed", f"checkpoint refused: {reason}"
+            log.error("reload of %s (adapter %s) refused, still serving %s: %s", model, adapter,
+                      self.version, reason)
+        finally:
+            status.finished_at = time.time()
+            status.history.append({k: getattr(status, k) for k in ("state", "model", "adapter", "version", "error")})
+            del status.history[:-20]
+            self._reload_lock.release()
+
+    def wait_reload(self, timeout: float) -> ReloadStatus:
+        """Block until no reload runs (for scripts and tests)."""
+        if self._reload_lock.acquire(timeout=timeout):
+            self._reload_lock.release()
+        return self.status

@@ -1,0 +1,106 @@
+"""`illume-backend`: serve candidate rationales to Label Studio (uvicorn, one model in memory).
+
+Every option can also be set by an environment variable (shown in --help), so the same
+command runs in docker-compose. Example:
+
+    illume-backend --model ./checkpoints/base --adapter ./checkpoints/round-2/adapter \\
+        --basic-auth ls:secret --admin-token "$ILLUME_ADMIN_TOKEN" --allowed-roots /data/images
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from illume.errors import IllumeError
+from illume.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImagePolicy, split_list
+from illume.vlm import SamplingConfig
+from ml_backend.settings import Settings
+
+log = logging.getLogger("ml_backend")
+
+
+def parse_basic_auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise click.BadParameter("expected user:password", param_hint="--basic-auth")
+    return user, password
+
+
+def parse_temperatures(value: str) -> tuple[float, ...]:
+    try:
+        temperatures = tuple(float(t) for t in split_list(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers",
+                                 param_hint="--temperatures") from None
+    if not temperatures or any(t <= 0 for t in temperatures):
+        raise click.BadParameter("give at least one temperature, all above 0", param_hint="--temperatures")
+    return temperatures
+
+
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+@click.option("--model", envvar="ILLUME_MODEL", required=True, help="Base model: save_pretrained directory or hub id.")
+@click.option("--adapter", envvar="ILLUME_ADAPTER", help="LoRA adapter directory trained by the training job.")
+@click.option("--version", "model_version", envvar="ILLUME_MODEL_VERSION",
+              help="Version name to report (default: the adapter's version, else the model's name).")
+@click.option("--host", envvar="ILLUME_HOST", default="0.0.0.0")
+@click.option("--port", envvar="ILLUME_PORT", default=9090, type=int)
+@click.option("--device", envvar="ILLUME_DEVICE", help="cpu, cuda, cuda:1 (default: cuda when available).")
+@click.option("--dtype", envvar="ILLUME_DTYPE", help="float32, bfloat16 or float16.")
+@click.option("--basic-auth", envvar="ILLUME_BASIC_AUTH", help="user:password Label Studio must send (HTTP Basic).")
+@click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="Bearer token for POST/GET /reload (off without).")
+@click.option("--label-studio-url", envvar="LABEL_STUDIO_URL", help="Where tasks and their images live.")
+@click.option("--label-studio-api-key", envvar="LABEL_STUDIO_API_KEY",
+              help="Legacy token or personal access token, to read images and write candidates.")
+@click.option("--allowed-roots", envvar="ILLUME_ALLOWED_ROOTS", default="",
+              help="Comma-separated folders local image paths may be read from.")
+@click.option("--allowed-hosts", envvar="ILLUME_ALLOWED_HOSTS", default="",
+              help="Comma-separated hosts http(s) images may be fetched from.")
+@click.option("--max-bytes", envvar="ILLUME_MAX_IMAGE_BYTES", default=DEFAULT_MAX_BYTES, type=int)
+@click.option("--max-pixels", envvar="ILLUME_MAX_IMAGE_PIXELS", default=DEFAULT_MAX_PIXELS, type=int)
+@click.option("--batch-size", envvar="ILLUME_BATCH_SIZE", default=8, type=click.IntRange(1),
+              help="Tasks per model batch (gathered across concurrent requests).")
+@click.option("--queue-size", envvar="ILLUME_QUEUE_SIZE", default=32, type=click.IntRange(1),
+              help="Requests waiting or running before /predict answers 503.")
+@click.option("--temperatures", envvar="ILLUME_TEMPERATURES", default="0.3,0.8")
+@click.option("--per-temperature", envvar="ILLUME_PER_TEMPERATURE", default=5, type=click.IntRange(1))
+@click.option("--max-new-tokens", envvar="ILLUME_MAX_NEW_TOKENS", default=100, type=click.IntRange(1))
+@click.option("--top-k-fraction", envvar="ILLUME_TOP_K_FRACTION", default=0.1, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--seed", envvar="ILLUME_SEED", default=0, type=int)
+@click.option("--preselect", envvar="ILLUME_PRESELECT", default=1, type=click.IntRange(0),
+              help="How many of the best-scored candidates each prediction pre-ticks.")
+@click.option("--train-command", envvar="ILLUME_TRAIN_COMMAND",
+              help="Run in the background when Label Studio sends START_TRAINING.")
+@click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
+def main(model, adapter, model_version, host, port, device, dtype, basic_auth, admin_token, label_studio_url,
+         label_studio_api_key, allowed_roots, allowed_hosts, max_bytes, max_pixels, batch_size, queue_size,
+         temperatures, per_temperature, max_new_tokens, top_k_fraction, seed, preselect, train_command, log_level):
+    """Serve Label Studio's ML backend protocol: /health, /setup, /predict, /webhook, plus /reload."""
+    import uvicorn
+
+    from ml_backend.app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(
+        model=model, adapter=adapter, version=model_version, device=device, dtype=dtype,
+        basic_auth=parse_basic_auth(basic_auth), admin_token=admin_token,
+        images=ImagePolicy(allowed_roots=split_list(allowed_roots), allowed_hosts=split_list(allowed_hosts),
+                           label_studio_url=label_studio_url, label_studio_api_key=label_studio_api_key,
+                           max_bytes=max_bytes, max_pixels=max_pixels),
+        sampling=SamplingConfig(temperatures=parse_temperatures(temperatures), per_temperature=per_temperature,
+                                top_k_fraction=top_k_fraction, max_new_tokens=max_new_tokens, seed=seed),
+        batch_size=batch_size, queue_size=queue_size, preselect=preselect, train_command=train_command)
+    if settings.images.label_studio is None:
+        log.warning("LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set: candidates cannot be written into "
+                    "tasks and Label Studio images cannot be read")
+    try:
+        app = create_app(settings)
+    except IllumeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), workers=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Helpers for the backend tests: synthetic images, tasks, a uvicorn server in a thread."""
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from illume.vlm import SamplingConfig
+
+REPO = Path(__file__).resolve().parents[2]
+LABEL_CONFIG = (REPO / "label_config" / "illume_rationales.xml").read_text()
+FAST_SAMPLING = SamplingConfig(temperatures=(0.7, 1.0), per_temperature=3, max_new_tokens=8)
+
+
+def png_bytes(color: str = "red", size: tuple[int, int] = (48, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_uri(color: str = "red", size: tuple[int, int] = (48, 40)) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(color, size)).decode()
+
+
+def task(task_id: int, image: str, question: str = "what color is the shape ?", answer: str = "red") -> dict:
+    return {"id": task_id, "data": {"image": image, "question": question, "answer": answer}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerThread:
+    """A real uvicorn server in a thread (Label Studio must reach it over HTTP)."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)  # readiness poll
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
