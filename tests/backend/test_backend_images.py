@@ -1,0 +1,163 @@
+"""illume.images: every way an image may come in, and every refusal with its reason."""
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+
+import pytest
+
+from backend_helpers import data_uri, png_bytes
+from illume.errors import IllumeError
+from illume.images import ImagePolicy, LabelStudioAuth, load_image, looks_like_jwt
+
+
+def test_local_path_under_root_loads(image_root):
+    image = load_image(str(image_root / "red.png"), ImagePolicy(allowed_roots=[image_root]))
+    assert image.size == (48, 40) and image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_relative_path_is_looked_up_under_the_roots(image_root):
+    assert load_image("blue.png", ImagePolicy(allowed_roots=[image_root])).getpixel((1, 1)) == (0, 0, 255)
+
+
+def test_path_traversal_is_refused(image_root, tmp_path):
+    (tmp_path / "secret.png").write_bytes(png_bytes())
+    with pytest.raises(IllumeError, match="outside the allowed roots"):
+        load_image(str(image_root / ".." / "secret.png"), ImagePolicy(allowed_roots=[image_root]))
+    with pytest.raises(IllumeError, match="outside the allowed roots"):
+        load_image("../secret.png", ImagePolicy(allowed_roots=[image_root]))
+
+
+def test_symlink_out_of_root_is_refused(image_root, tmp_path):
+    (tmp_path / "outside.png").write_bytes(png_bytes())
+    (image_root / "link.png").symlink_to(tmp_path / "outside.png")
+    with pytest.raises(IllumeError, match="outside the allowed roots"):
+        load_image(str(image_root / "link.png"), ImagePolicy(allowed_roots=[image_root]))
+
+
+def test_local_path_without_roots_is_refused(image_root):
+    with pytest.raises(IllumeError, match="no allowed roots"):
+        load_image(str(image_root / "red.png"), ImagePolicy())
+
+
+def test_missing_file(image_root):
+    with pytest.raises(IllumeError, match="does not exist"):
+        load_image(str(image_root / "nope.png"), ImagePolicy(allowed_roots=[image_root]))
+
+
+def test_unreadable_file(image_root):
+    (image_root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(IllumeError, match="not a readable image"):
+        load_image(str(image_root / "broken.png"), ImagePolicy(allowed_roots=[image_root]))
+
+
+def test_byte_limit(image_root):
+    with pytest.raises(IllumeError, match="over the limit of 100"):
+        load_image(str(image_root / "red.png"), ImagePolicy(allowed_roots=[image_root], max_bytes=100))
+    with pytest.raises(IllumeError, match="over the limit of 100"):
+        load_image(data_uri(), ImagePolicy(max_bytes=100))
+
+
+def test_pixel_limit_checked_before_decoding(image_root):
+    (image_root / "wide.png").write_bytes(png_bytes(size=(400, 300)))
+    with pytest.raises(IllumeError, match="120000 pixels, over the limit of 10000"):
+        load_image(str(image_root / "wide.png"), ImagePolicy(allowed_roots=[image_root], max_pixels=10_000))
+
+
+def test_data_uri(image_root):
+    assert load_image(data_uri("blue"), ImagePolicy()).getpixel((0, 0)) == (0, 0, 255)
+    with pytest.raises(IllumeError, match="not a base64 image"):
+        load_image("data:text/plain,hello", ImagePolicy())
+    with pytest.raises(IllumeError, match="invalid base64"):
+        load_image("data:image/png;base64,@@@@", ImagePolicy())
+
+
+def test_disallowed_host_and_scheme():
+    with pytest.raises(IllumeError, match="host 'example.com' is not in the allowed hosts"):
+        load_image("https://example.com/cat.png", ImagePolicy(allowed_hosts=["images.example.org"]))
+    with pytest.raises(IllumeError, match="scheme 'ftp' is not supported"):
+        load_image("ftp://example.com/cat.png", ImagePolicy())
+    with pytest.raises(IllumeError, match="no Label Studio URL"):
+        load_image("/data/upload/1/cat.png", ImagePolicy())
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves a PNG at /ok.png, a redirect at /moved, and a token exchange for JWTs."""
+
+    seen_auth: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        _Handler.seen_auth.append(self.headers.get("Authorization", ""))
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/ok.png")
+            self.end_headers()
+            return
+        if self.path.startswith(("/ok.png", "/data/upload/", "/data/local-files/")):
+            body = png_bytes("green")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(404)
+        self.end_headers()
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        payload = json.dumps({"access": "fresh-access-" + body["refresh"][-4:]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Handler.seen_auth = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_allowed_host_loads_and_redirects_are_not_followed(http_server):
+    policy = ImagePolicy(allowed_hosts=["127.0.0.1"])
+    assert load_image(f"{http_server}/ok.png", policy).getpixel((0, 0)) == (0, 128, 0)
+    with pytest.raises(IllumeError, match="redirects"):
+        load_image(f"{http_server}/moved", policy)
+    with pytest.raises(IllumeError, match="HTTP 404"):
+        load_image(f"{http_server}/missing.png", policy)
+    with pytest.raises(IllumeError, match="over the limit of 50"):
+        load_image(f"{http_server}/ok.png", ImagePolicy(allowed_hosts=["127.0.0.1"], max_bytes=50))
+
+
+def _jwt() -> str:
+    part = lambda obj: base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")  # noqa: E731
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'token_type': 'refresh'})}.c2lnbmF0dXJl"
+
+
+def test_label_studio_urls_use_the_api_key(http_server):
+    legacy = ImagePolicy(label_studio_url=http_server, label_studio_api_key="abc123")
+    assert load_image("/data/upload/1/x.png", legacy).size == (48, 40)
+    assert load_image(f"{http_server}/data/upload/1/x.png", legacy).size == (48, 40)
+    assert _Handler.seen_auth[-2:] == ["Token abc123", "Token abc123"]
+
+    token = _jwt()
+    assert looks_like_jwt(token) and not looks_like_jwt("abc123")
+    personal = ImagePolicy(label_studio_url=http_server, label_studio_api_key=token)
+    load_image("/data/local-files/?d=images/x.png", personal)
+    assert _Handler.seen_auth[-1] == f"Bearer fresh-access-{token[-4:]}"
+
+
+def test_personal_token_refused_by_label_studio_says_so():
+    auth = LabelStudioAuth("http://127.0.0.1:9", _jwt(), timeout=2)
+    with pytest.raises(IllumeError, match="could not reach Label Studio"):
+        auth.headers()
