@@ -1,0 +1,321 @@
+"""`illume-sync`: the ILLUME loop between Label Studio, the ML backend and the training job.
+
+Exit codes: 0 done, 1 a problem you can fix (the message says what to do), 2 wrong usage.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from illume.errors import IllumeError
+
+EXIT_PROBLEM = 1
+
+
+class Commands(click.Group):
+    """Turns an IllumeError into its message on stderr and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except IllumeError as exc:
+            click.secho(f"error: {exc.what}", fg="red", err=True)
+            if exc.todo:
+                click.echo(f"  -> {exc.todo}", err=True)
+            ctx.exit(EXIT_PROBLEM)
+
+
+def server_options(command):
+    command = click.option("--api-key", envvar="LABEL_STUDIO_API_KEY", show_envvar=True,
+                           help="Label Studio API key: personal access token or legacy token.")(command)
+    command = click.option("--url", envvar="LABEL_STUDIO_URL", show_envvar=True,
+                           help="Label Studio address, e.g. http://localhost:8080.")(command)
+    return command
+
+
+def project_option(command):
+    return click.option("--project", "-p", required=True, envvar="ILLUME_PROJECT", show_envvar=True,
+                        help="Project id or exact title.")(command)
+
+
+def _client(url, api_key):
+    from connector.client import connect
+
+    return connect(url, api_key)
+
+
+def _project(client, ref):
+    from connector.project import find_project
+
+    return find_project(client, ref)
+
+
+class Progress:
+    """Counts on stderr, at most every `every` units (scripts read stdout only)."""
+
+    def __init__(self, label: str, total: int | None = None, every: int = 1) -> None:
+        self.label, self.total, self.every, self.done, self.shown = label, total, every, 0, 0
+
+    def __call__(self, amount: int = 1, absolute: bool = False) -> None:
+        self.done = amount if absolute else self.done + amount
+        if self.done - self.shown >= self.every or self.done == self.total:
+            self.shown = self.done
+            of = f"/{self.total}" if self.total else ""
+            click.echo(f"\r{self.label}: {self.done}{of}", err=True, nl=False)
+
+    def end(self) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="illume-studio")
+def main() -> None:
+    """Run the ILLUME loop with Label Studio: the model proposes rationales, people tick the
+    right ones, the ticks become training data, the retrained model proposes better ones.
+
+    \b
+    Typical round:
+      illume-sync init --project vqa --backend-url http://backend:9090
+      illume-sync import --project vqa items.jsonl
+      illume-sync predict --project vqa
+      (annotators tick candidates in Label Studio, or: illume-sync annotate --simulate)
+      illume-sync export --project vqa --out exports/round-1 --previous exports/round-0
+      illume-sync train --export exports/round-1 --base-model MODEL --out runs/round-1 ...
+
+    Label Studio is given by --url/--api-key or LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY.
+    Exit codes: 0 done, 1 a problem to fix (the message says what to do), 2 wrong usage.
+    """
+
+
+@main.command()
+@server_options
+@click.option("--project", "-p", "title", required=True, help="Project title (reused when it exists).")
+@click.option("--label-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labeling config XML (default: label_config/illume_rationales.xml).")
+@click.option("--overlap", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Annotators per task (crowd-sourcing; export then votes by majority).")
+@click.option("--backend-url", help="ML backend address as Label Studio reaches it, e.g. http://backend:9090.")
+@click.option("--backend-title", default="illume", show_default=True,
+              help="ML backend name; also the project's model version, so annotators see live predictions.")
+@click.option("--backend-user", help="HTTP Basic user Label Studio sends to the backend.")
+@click.option("--backend-password", envvar="ILLUME_BACKEND_PASSWORD", help="HTTP Basic password for the backend.")
+def init(url, api_key, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password):
+    """Create the project (or reuse the one with this title) and connect the ML backend.
+
+    Tasks are offered lowest model score first (Label Studio's uncertainty sampling), so
+    annotators see the items the model is least sure of. Safe to run again.
+    """
+    from connector.project import init_project, read_label_config
+
+    client = _client(url, api_key)
+    auth = (backend_user, backend_password or "") if backend_user else None
+    result = init_project(client, title, read_label_config(label_config), overlap, backend_url, backend_title, auth)
+    verb = "created" if result.created else "reused"
+    click.echo(f"{verb} project {result.project['id']} {title!r} (overlap {overlap}"
+               + (f", backend {backend_url}, model version {result.model_version!r})" if backend_url else ")"))
+    click.echo(json.dumps({"project": result.project["id"], "created": result.created}))
+
+
+@main.command(name="import")
+@server_options
+@project_option
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
+              help="Label Studio's local-files root as this machine sees it (for local image files).")
+@click.option("--limit", type=click.IntRange(min=1), help="Import at most this many items.")
+def import_(url, api_key, project, source, local_files_root, limit):
+    """Import items (VQA-X either layout, JSONL, CSV or an image folder with a sidecar file).
+
+    Items already in the project (same item id) are skipped, so re-running adds only new
+    ones. Reference explanations are stored out of the annotators' view.
+    """
+    from connector.importing import ImagePlacer, import_items, read_items
+    from connector.project import require_candidates
+
+    client = _client(url, api_key)
+    found = _project(client, project)
+    require_candidates(found)
+    items = list(read_items(source))[:limit]
+    base = source if source.is_dir() else source.parent
+    progress = Progress("imported", len(items))
+    result = import_items(client, found["id"], items, ImagePlacer(client, found["id"], local_files_root, base), progress)
+    progress.end()
+    click.echo(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}")
+
+
+@main.command()
+@server_options
+@project_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Tasks per prediction request (keep each well inside Label Studio's 100 s timeout).")
+def predict(url, api_key, project, batch_size):
+    """Have the ML backend predict every task lacking a prediction of the current model version."""
+    from connector.predicting import predict_missing
+
+    client = _client(url, api_key)
+    found = _project(client, project)
+    progress = Progress("predicted")
+    result = predict_missing(client, found, batch_size, progress)
+    progress.end()
+    click.echo(f"{result.predicted} of {result.requested} tasks got a prediction of version {result.version!r}")
+    if result.predicted < result.requested:
+        raise IllumeError(f"{result.requested - result.predicted} tasks still lack a prediction",
+                          "Check the ML backend's log (timeouts: lower --batch-size).")
+
+
+@main.command()
+@server_options
+@project_option
+@click.option("--simulate", is_flag=True, required=True,
+              help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
+@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Simulated annotators per task (each a Label Studio user).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="ROUGE-L against the references needed to tick a candidate.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a simulated annotator flips a decision.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def annotate(url, api_key, project, simulate, annotators, threshold, error_rate, seed):
+    """Tick candidates like the method's simulated critic and submit real annotations."""
+    from connector.simulate import simulate as run
+
+    client = _client(url, api_key)
+    found = _project(client, project)
+    progress = Progress("tasks", every=10)
+    result = run(client, found, annotators, threshold, error_rate, seed, progress)
+    progress.end()
+    click.echo(f"submitted {result.annotations} annotations ticking {result.ticked} of {result.shown} candidates"
+               + (f"; {result.skipped_without_candidates} tasks have no candidates yet (run predict)"
+                  if result.skipped_without_candidates else ""))
+
+
+@main.command()
+@server_options
+@project_option
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Export directory (replaced atomically when it exists).")
+@click.option("--previous", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="An earlier export to merge: its rows and pairs carry over, without duplicates.")
+@click.option("--min-agreement", type=click.IntRange(min=1),
+              help="Accept a candidate when at least K annotators ticked it (default: strict majority).")
+@click.option("--iteration", type=click.IntRange(min=0), help="Iteration number (default: previous + 1, or 0).")
+def export(url, api_key, project, out, previous, min_agreement, iteration):
+    """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, feedback.jsonl,
+    manifest.json and images/.
+
+    Rationale rows for every accepted candidate and written rationale; answer-only rows for
+    items without one; preference pairs (accepted vs not) in TRL's layout. Cancelled
+    annotations are skipped. Writes are atomic and repeatable.
+    """
+    from connector.export_project import export_project
+
+    client = _client(url, api_key)
+    found = _project(client, project)
+    progress = Progress("tasks", every=200)
+    manifest = export_project(client, found, out, min_agreement, previous, iteration, progress)
+    progress.end()
+    counts, agreement = manifest["counts"], manifest["agreement"]
+    click.echo(f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
+               f"({counts['new_rationale_rows']} new), {counts['answer_rows']} answer-only rows, {counts['pairs']} "
+               f"preference pairs; acceptance rate {manifest['acceptance']['rate']}"
+               + (f"; Fleiss' kappa {agreement['fleiss_kappa']}" if agreement["fleiss_kappa"] is not None else "")
+               + (f", Cohen's kappa {agreement['cohen_kappa']}" if agreement["cohen_kappa"] is not None else ""))
+
+
+@main.command()
+@click.option("--export", "export_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Export directory written by `illume-sync export`.")
+@click.option("--base-model", required=True, help="Base model directory (or id available locally).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
+@click.option("--eval-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out items (JSONL of Item) for the promotion gate.")
+@click.option("--serving-adapter", type=click.Path(exists=True, file_okay=False),
+              help="Adapter the backend serves now (default: the base model alone).")
+@click.option("--gate-metric", default="rouge_l", show_default=True, help="Rationale metric compared by the gate.")
+@click.option("--tolerance", type=float, default=0.0, show_default=True,
+              help="Promote even when the new score is lower by at most this much.")
+@click.option("--version", help="Model version name for the new adapter (default: the run directory's name).")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Training processes (>1 uses the deepspeed launcher).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", help="ML backend to reload on promotion.")
+@click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="The backend's admin token.")
+@click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
+@click.pass_context
+def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance, version, processes,
+          resume, backend_url, admin_token, train_args):
+    """Train an adapter on an export, evaluate it, and promote it only if it is not worse.
+
+    Promotion reloads the backend with the new adapter and version (with --backend-url);
+    then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
+    """
+    from connector.training_job import gate, reload_backend, run_training, rationale_score, training_command
+
+    version = version or out.name
+    command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args)
+    adapter = run_training(command, out / "train.log", echo=lambda line: click.echo(line, err=True))
+    click.echo(f"trained adapter {adapter}")
+    if eval_items is None:
+        click.echo("no --eval-items: promoting without a gate")
+        decision = None
+    else:
+        from illume.records import read_jsonl, Item
+
+        items = read_jsonl(eval_items, Item)
+        for item in items:
+            if not Path(item.image).is_absolute():
+                item.image = str(eval_items.parent / item.image)
+        decision = gate(rationale_score(base_model, str(adapter), items, gate_metric),
+                        rationale_score(base_model, serving_adapter, items, gate_metric), gate_metric, tolerance)
+        click.echo(decision.reason)
+    (out / "promotion.json").write_text(json.dumps({"adapter": str(adapter), "version": version,
+                                                    "promoted": decision is None or decision.promote,
+                                                    "reason": decision.reason if decision else "no gate"}, indent=1))
+    if decision is not None and not decision.promote:
+        ctx.exit(3)
+    if backend_url:
+        if not admin_token:
+            raise IllumeError("--backend-url needs --admin-token to reload", "Pass --admin-token or ILLUME_ADMIN_TOKEN.")
+        status = reload_backend(backend_url, admin_token, base_model, str(adapter), version)
+        click.echo(f"backend serves {status.get('serving_version')!r}")
+
+
+@main.command()
+@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", required=True, help="ML backend address.")
+@click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", required=True, help="The backend's admin token.")
+@click.option("--model", required=True, help="Base model directory.")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="Adapter directory (none: base only).")
+@click.option("--version", help="Model version name (default: the adapter's).")
+def reload(backend_url, admin_token, model, adapter, version):
+    """Make the ML backend serve another adapter (atomic swap; the old one serves until then)."""
+    from connector.training_job import reload_backend
+
+    status = reload_backend(backend_url, admin_token, model, adapter, version)
+    click.echo(f"backend serves {status.get('serving_version')!r}")
+
+
+@main.command()
+@server_options
+@project_option
+@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", help="Also report this ML backend's health.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(url, api_key, project, backend_url, as_json):
+    """Project counts (tasks, completed, by model version), acceptance rate and backend health."""
+    from connector.status import project_status
+
+    client = _client(url, api_key)
+    report = project_status(client, _project(client, project), backend_url)
+    if as_json:
+        click.echo(json.dumps(report, indent=1, sort_keys=True))
+        return
+    for key, value in report.items():
+        click.echo(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Items -> Label Studio tasks, without duplicates: each task carries its stable `item_id`.
+
+Task data: image, question, answer (shown), candidates (filled by the ML backend),
+item_id and references (not named by the labeling config, so annotators never see them;
+the simulated critic and evaluation read them).
+
+Images: http(s) URLs and Label Studio URLs are stored as they are. Local files are served
+by Label Studio's local-files storage: they must lie under the server's
+LOCAL_FILES_DOCUMENT_ROOT (`--local-files-root`, as this machine sees it); the project gets
+a local storage connection for each folder that holds images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+from urllib.parse import quote
+
+from connector.client import LabelStudioClient
+from illume.errors import IllumeError
+from illume.records import Item
+
+BATCH = 500
+
+
+def existing_item_ids(client: LabelStudioClient, project_id: int) -> set[str]:
+    ids: set[str] = set()
+    for task in client.pages("/api/tasks", {"project": project_id, "fields": "all"}, page_size=500):
+        item_id = (task.get("data") or {}).get("item_id")
+        if item_id is not None:
+            ids.add(str(item_id))
+    return ids
+
+
+@dataclass
+class ImagePlacer:
+    """Turns an item's image into a URL Label Studio can show."""
+
+    client: LabelStudioClient
+    project_id: int
+    local_root: Path | None = None
+    base_dir: Path | None = None  # resolves relative image paths
+
+    def __post_init__(self) -> None:
+        self._storages: set[Path] = set()
+
+    def url(self, image: str) -> str:
+        if image.startswith(("http://", "https://", "/data/", "data:")):
+            return image
+        path = Path(image)
+        if not path.is_absolute() and self.base_dir is not None:
+            path = self.base_dir / path
+        path = path.resolve()
+        if not path.is_file():
+            raise IllumeError(f"Image {image} does not exist", "Fix the item's image path (relative paths are "
+                                                                "resolved against the input file's folder).")
+        if self.local_root is None:
+            raise IllumeError(f"Image {path} is a local file, and Label Studio can only show local files served "
+                              "from its local-files root",
+                              "Put the images under the server's LOCAL_FILES_DOCUMENT_ROOT and pass "
+                              "--local-files-root, or use http(s) URLs.")
+        root = self.local_root.resolve()
+        if not path.is_relative_to(root):
+            raise IllumeError(f"Image {path} is outside the local-files root {root}",
+                              "Move the images under --local-files-root (Label Studio's LOCAL_FILES_DOCUMENT_ROOT).")
+        self._ensure_storage(path.parent, root)
+        return f"/data/local-files/?d={quote(str(path.relative_to(root)))}"
+
+    def _ensure_storage(self, folder: Path, root: Path) -> None:
+        if any(folder.is_relative_to(known) for known in self._storages):
+            return
+        storages = self.client.get("/api/storages/localfiles", params={"project": self.project_id})
+        for storage in storages if isinstance(storages, list) else []:
+            if folder.is_relative_to(Path(storage.get("path", "/nonexistent"))):
+                self._storages.add(Path(storage["path"]))
+                return
+        response = self.client.request("POST", "/api/storages/localfiles", expect=(200, 201, 400), json={
+            "project": self.project_id, "path": str(folder), "title": f"illume images {folder.name}",
+            "use_blob_urls": False, "regex_filter": None})
+        if response.status_code == 400:
+            raise IllumeError(f"Label Studio refused local storage {folder}: {response.text[:300]}",
+                              "The folder must exist on the Label Studio server under LOCAL_FILES_DOCUMENT_ROOT "
+                              "(and LOCAL_FILES_SERVING_ENABLED=true).")
+        self._storages.add(folder)
+
+
+def task_data(item: Item, image_url: str) -> dict:
+    return {"image": image_url, "question": item.question, "answer": item.answer, "item_id": item.item_id,
+            "references": list(item.explanations), "candidates": [], "split": item.split}
+
+
+@dataclass
+class ImportResult:
+    imported: int
+    skipped: int
+
+
+def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Item], placer: ImagePlacer,
+                 progress: Callable[[int], None] | None = None) -> ImportResult:
+    """Create a task per item whose item_id the project does not have yet."""
+    have = existing_item_ids(client, project_id)
+    batch: list[dict] = []
+    imported = skipped = 0
+
+    def flush() -> None:
+        nonlocal imported
+        if batch:
+            client.post(f"/api/projects/{project_id}/import", batch, params={"return_task_ids": "true"})
+            imported += len(batch)
+            if progress:
+                progress(len(batch))
+            batch.clear()
+
+    for item in items:
+        if item.item_id in have:
+            skipped += 1
+            continue
+        have.add(item.item_id)
+        batch.append(task_data(item, placer.url(item.image)))
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    return ImportResult(imported, skipped)
+
+
+def read_items(path: Path) -> Sequence[Item]:
+    """Items from VQA-X (either layout), JSONL, CSV or a folder with a sidecar (illume.datasets)."""
+    try:
+        from illume.datasets import read_items as read
+    except ImportError as exc:  # the readers ship with illume.datasets
+        raise IllumeError("This installation has no dataset readers (illume.datasets.read_items)",
+                          "Update illume-studio.") from exc
+    return read(path)

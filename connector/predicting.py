@@ -1,0 +1,56 @@
+"""Ask Label Studio to fetch predictions (from the connected ML backend) for tasks lacking one.
+
+Label Studio's Data Manager action `retrieve_tasks_predictions` sends the selected tasks to
+the backend in one /predict call; batches stay small so each call ends well inside Label
+Studio's predict timeout (ML_TIMEOUT_PREDICT, 100 s by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from connector.client import LabelStudioClient
+from connector.project import project_backends
+from illume.errors import IllumeError
+
+
+def current_model_version(client: LabelStudioClient, project: dict) -> str:
+    """The version the backend serves (as Label Studio last saw it), else the project's."""
+    backends = project_backends(client, project["id"])
+    if not backends:
+        raise IllumeError(f"Project {project['id']} ({project.get('title')!r}) has no ML backend connected",
+                          "Run `illume-sync init --backend-url URL` first.")
+    version = backends[0].get("model_version") or project.get("model_version")
+    return str(version or "")
+
+
+def tasks_without_prediction(client: LabelStudioClient, project_id: int, version: str) -> list[int]:
+    missing = []
+    for task in client.pages("/api/tasks", {"project": project_id}, page_size=500):
+        versions = task.get("predictions_model_versions") or []
+        if not task.get("total_predictions") or (version and version not in versions):
+            missing.append(task["id"])
+    return sorted(missing)
+
+
+@dataclass
+class PredictResult:
+    requested: int
+    predicted: int
+    version: str
+
+
+def predict_missing(client: LabelStudioClient, project: dict, batch_size: int = 16,
+                    progress: Callable[[int], None] | None = None) -> PredictResult:
+    if batch_size < 1:
+        raise IllumeError(f"--batch-size must be at least 1, got {batch_size}", "Pass e.g. --batch-size 16.")
+    version = current_model_version(client, project)
+    missing = tasks_without_prediction(client, project["id"], version)
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start:start + batch_size]
+        client.post("/api/dm/actions", {"selectedItems": {"all": False, "included": batch}},
+                    params={"id": "retrieve_tasks_predictions", "project": project["id"]}, timeout=600)
+        if progress:
+            progress(len(batch))
+    still = set(tasks_without_prediction(client, project["id"], current_model_version(client, project)))
+    return PredictResult(len(missing), len([t for t in missing if t not in still]), version)

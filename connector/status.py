@@ -1,0 +1,43 @@
+"""Where a project stands: tasks, completed, predictions by model version, acceptance, backend."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from connector.client import LabelStudioClient
+from connector.export import iter_tasks, judge_task
+from connector.predicting import project_backends
+from connector.training_job import backend_health
+
+
+def project_status(client: LabelStudioClient, project: dict, backend_url: str | None = None) -> dict[str, Any]:
+    tasks = completed = cancelled = shown = accepted = 0
+    by_version: Counter[str] = Counter()
+    response = client.stream(f"/api/projects/{project['id']}/export",
+                             params={"exportType": "JSON", "download_all_tasks": "true"})
+    try:
+        for task in iter_tasks(response.raw):
+            tasks += 1
+            for version in {p.get("model_version") or "" for p in task.get("predictions") or []}:
+                by_version[version] += 1
+            cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
+            judged = judge_task(task)
+            if judged is not None:
+                completed += 1
+                shown += len(judged.feedback.candidates)
+                accepted += len(judged.feedback.accepted)
+    finally:
+        response.close()
+    backends = project_backends(client, project["id"])
+    report: dict[str, Any] = {
+        "project": f"{project['id']} {project.get('title')!r}",
+        "tasks": tasks, "completed": completed, "open": tasks - completed, "cancelled_annotations": cancelled,
+        "tasks_by_model_version": dict(sorted(by_version.items())),
+        "acceptance_rate": round(accepted / shown, 4) if shown else None,
+        "project_model_version": project.get("model_version") or None,
+        "backends": [{"url": b.get("url"), "title": b.get("title"), "state": b.get("state"),
+                      "model_version": b.get("model_version")} for b in backends],
+    }
+    if backend_url:
+        report["backend_health"] = backend_health(backend_url)
+    return report

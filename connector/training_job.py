@@ -1,0 +1,140 @@
+"""Train on an export, gate the new adapter on held-out rationale scores, reload the backend.
+
+The training job runs as a subprocess (`python -m training`, or the `deepspeed` launcher for
+several processes; see training/README.md). Promotion compares the new adapter with the
+serving model on the same held-out items with the same evaluation (training.evaluate), so
+the gate never compares numbers measured differently.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import requests
+
+from illume.errors import IllumeError
+from illume.records import EXPORT_ROWS, Item
+from illume.vlm import ADAPTER_META
+
+ADAPTER_DIR = "adapter"
+
+
+def training_command(export: Path, base_model: str, out: Path, eval_items: Path | None = None,
+                     version: str | None = None, processes: int = 1, resume: bool = False,
+                     extra: Sequence[str] = ()) -> list[str]:
+    args = ["--export", str(export), "--base-model", base_model, "--out", str(out)]
+    if eval_items:
+        args += ["--eval-items", str(eval_items)]
+    if version:
+        args += ["--version", version]
+    if resume:
+        args.append("--resume")
+    args += list(extra)
+    if processes > 1:
+        return ["deepspeed", "--num_gpus", str(processes), "--module", "training", *args]
+    return [sys.executable, "-m", "training", *args]
+
+
+def run_training(command: list[str], log: Path, echo: Callable[[str], None] | None = None) -> Path:
+    """Run the job to the end (its output goes to log and, line by line, to echo); the adapter dir."""
+    out = Path(command[command.index("--out") + 1])
+    export = Path(command[command.index("--export") + 1])
+    if not (export / EXPORT_ROWS).is_file():
+        raise IllumeError(f"{export} is not an export directory (no {EXPORT_ROWS})", "Run `illume-sync export` first.")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=dict(os.environ))
+        assert process.stdout is not None
+        for line in process.stdout:
+            handle.write(line)
+            if echo:
+                echo(line.rstrip("\n"))
+        code = process.wait()
+    if code != 0:
+        raise IllumeError(f"The training job failed (exit code {code})", f"See its output in {log}.")
+    adapter = out / ADAPTER_DIR
+    if not (adapter / ADAPTER_META).is_file():
+        raise IllumeError(f"The training job finished but wrote no adapter in {adapter}", f"See its output in {log}.")
+    return adapter
+
+
+def rationale_score(base_model: str, adapter: str | None, items: list[Item], metric: str) -> float:
+    from illume.vlm import VLM
+    from training import evaluate
+
+    vlm = VLM.load(base_model, adapter=adapter)
+    scores = evaluate(vlm, items)
+    if metric not in scores:
+        raise IllumeError(f"Evaluation has no metric {metric!r} (has {', '.join(sorted(scores))})",
+                          "Pass --gate-metric with one of those.")
+    return float(scores[metric])
+
+
+@dataclass
+class Decision:
+    promote: bool
+    new_score: float
+    old_score: float
+    reason: str
+
+
+def gate(new_score: float, old_score: float, metric: str, tolerance: float = 0.0) -> Decision:
+    """Promote when the new adapter is not worse than the serving model (minus a tolerance)."""
+    if new_score + tolerance >= old_score:
+        return Decision(True, new_score, old_score,
+                        f"{metric} {new_score:.4f} >= serving model's {old_score:.4f} - {tolerance:g}")
+    return Decision(False, new_score, old_score,
+                    f"{metric} {new_score:.4f} is below the serving model's {old_score:.4f} (tolerance {tolerance:g}); "
+                    "keeping the serving model")
+
+
+def reload_backend(backend_url: str, admin_token: str, model: str, adapter: str | None, version: str | None,
+                   timeout: float = 600.0) -> dict[str, Any]:
+    """POST /reload on the backend and wait until it serves the new version (or says why not)."""
+    url = backend_url.rstrip("/") + "/reload"
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    try:
+        response = requests.post(url, json={"model": model, "adapter": adapter, "version": version},
+                                 headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise IllumeError(f"Cannot reach the ML backend at {backend_url} ({type(exc).__name__})",
+                          "Check --backend-url and that `illume-backend` is running.") from exc
+    if response.status_code in (401, 403):
+        raise IllumeError(f"The ML backend refused the admin token (HTTP {response.status_code})",
+                          "Pass --admin-token (ILLUME_ADMIN_TOKEN) as the backend was started with.")
+    if response.status_code not in (200, 202):
+        raise IllumeError(f"The ML backend refused the reload (HTTP {response.status_code}: {response.text[:300]})",
+                          "Check the adapter directory and the backend's log.")
+    deadline = time.monotonic() + timeout
+    while True:
+        status = requests.get(url, headers=headers, timeout=30).json()
+        if status.get("state") == "failed":
+            raise IllumeError(f"The ML backend could not load the adapter: {status.get('error')}",
+                              "The old model keeps serving; check the adapter and its base model.")
+        if status.get("state") == "ready" and (version is None or status.get("serving_version") == version):
+            return status
+        if time.monotonic() > deadline:
+            raise IllumeError(f"The ML backend did not finish loading within {timeout:.0f} s (state "
+                              f"{status.get('state')})", "Check the backend's log; GET /reload shows its state.")
+        time.sleep(0.5)  # polling the backend's reload state until a deadline
+
+
+def backend_health(backend_url: str) -> dict[str, Any]:
+    try:
+        response = requests.get(backend_url.rstrip("/") + "/health", timeout=5)
+        return response.json() if response.status_code == 200 else {"status": f"HTTP {response.status_code}"}
+    except (requests.RequestException, ValueError) as exc:
+        return {"status": f"unreachable ({type(exc).__name__})"}
+
+
+def adapter_meta(adapter: Path) -> dict[str, Any]:
+    return json.loads((Path(adapter) / ADAPTER_META).read_text(encoding="utf-8"))
