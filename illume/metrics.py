@@ -1,0 +1,83 @@
+"""Rationale and answer metrics of the method (SPEC section 1), on a 0-100 scale.
+
+BLEU-1..4, METEOR and CIDEr come from the COCO caption evaluation (pycocoevalcap; METEOR
+runs its Java jar). Texts are tokenised with the critic's tokenizer (lower case, letters
+and digits) instead of the Java PTB tokenizer, and ROUGE-L is the critic's rouge_l, the
+same formula as COCO's (LCS F-measure, beta 1.2), so the acceptance threshold and the
+reported ROUGE-L can never disagree. Answer accuracy is the exact match after
+normalisation (case, punctuation and spaces ignored).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from illume.critic import rouge_l, tokenize
+from illume.errors import IllumeError
+from illume.vlm import normalise
+
+RATIONALE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+
+
+def _tokens(text: str) -> str:
+    return " ".join(tokenize(text))
+
+
+def rationale_scores(candidates: Sequence[str], references: Sequence[Sequence[str]],
+                     meteor: bool = True) -> dict[str, float]:
+    """Corpus-level scores of one candidate per item against that item's references."""
+    if len(candidates) != len(references):
+        raise IllumeError(f"{len(candidates)} candidates but {len(references)} reference lists",
+                          "Pass one candidate and one list of references per item.")
+    keep = [i for i, refs in enumerate(references) if any(r and r.strip() for r in refs)]
+    if not keep:
+        raise IllumeError("no item has a reference explanation, so rationales cannot be scored",
+                          "Evaluate on items with at least one explanation (e.g. VQA-X val/test).")
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    res = {str(i): [_tokens(candidates[i])] for i in keep}
+    gts = {str(i): [_tokens(r) for r in references[i] if r and r.strip()] for i in keep}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    scores = {f"bleu_{n + 1}": 100 * float(b) for n, b in enumerate(bleu)}
+    scores["rouge_l"] = 100 * sum(rouge_l(candidates[i], references[i]) for i in keep) / len(keep)
+    scores["cider"] = 100 * float(cider)
+    if meteor:
+        scores["meteor"] = 100 * meteor_score(gts, res)
+    return scores
+
+
+def meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    """Corpus METEOR 1.5 from pycocoevalcap's Java jar (one JVM per call)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        scorer = Meteor()
+        score, _ = scorer.compute_score(gts, res)
+    except (OSError, ValueError) as exc:  # no java, or the JVM died and answered nothing
+        raise IllumeError(f"METEOR could not run its Java scorer ({type(exc).__name__}: {exc})",
+                          "Install a Java runtime (e.g. `apt-get install default-jre-headless`), "
+                          "or pass meteor=False.") from exc
+    finally:
+        if "scorer" in locals():
+            del scorer  # its __del__ stops the JVM
+    return float(score)
+
+
+def answer_accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
+    """Percentage of predicted answers equal to the gold answer after normalisation."""
+    if len(predicted) != len(gold):
+        raise IllumeError(f"{len(predicted)} predicted answers but {len(gold)} gold answers",
+                          "Pass one predicted answer per item.")
+    if not gold:
+        return 0.0
+    return 100 * sum(normalise(p) == normalise(g) for p, g in zip(predicted, gold)) / len(gold)
+
+
+def score_all(rationales: Sequence[str], references: Sequence[Sequence[str]],
+              answers: Sequence[str], gold_answers: Sequence[str], meteor: bool = True) -> dict[str, float]:
+    """Everything the training job writes per epoch: rationale metrics + answer accuracy."""
+    scores = rationale_scores(rationales, references, meteor=meteor)
+    scores["accuracy"] = answer_accuracy(answers, gold_answers)
+    scores["items"] = len(gold_answers)
+    return scores

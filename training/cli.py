@@ -1,0 +1,58 @@
+"""Command line of the training job (argparse, so that the deepspeed launcher's --local_rank passes)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from illume.errors import IllumeError
+from training.config import TrainConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=(
+        "Fine-tune LoRA adapters on an ILLUME export with DeepSpeed (ILLUME loss, optional DPO). "
+        "Several processes: deepspeed --num_gpus N --module training ..."))
+    d = TrainConfig.__dataclass_fields__
+    p.add_argument("--export", required=True, help="export directory (rows.jsonl, preferences.jsonl, manifest.json)")
+    p.add_argument("--base-model", required=True, help="base model directory or Hugging Face id")
+    p.add_argument("--out", required=True, help="run directory: checkpoints/, adapter/, eval/")
+    p.add_argument("--eval-items", help="held-out items (JSONL of illume.records.Item), evaluated after each epoch")
+    p.add_argument("--epochs", type=int, default=d["epochs"].default)
+    p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="micro batch per process")
+    p.add_argument("--grad-accum", type=int, default=d["grad_accum"].default, help="micro batches per optimizer step")
+    p.add_argument("--lr", type=float, default=d["lr"].default)
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"].default)
+    p.add_argument("--warmup-steps", type=int, default=d["warmup_steps"].default, help="linear warm-up, then linear decay")
+    p.add_argument("--seed", type=int, default=d["seed"].default)
+    p.add_argument("--zero", type=int, choices=(0, 2, 3), default=d["zero"].default, help="ZeRO stage (training/ds_zero<N>.json)")
+    p.add_argument("--deepspeed-config", help="a DeepSpeed JSON config used instead of training/ds_zero<N>.json")
+    p.add_argument("--offload", action="store_true", help="keep optimizer states (ZeRO 3: also parameters) in CPU memory")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present, else cpu")
+    p.add_argument("--dpo", action="store_true", help="add the DPO loss on preferences.jsonl")
+    p.add_argument("--dpo-beta", type=float, default=d["dpo_beta"].default)
+    p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default)
+    p.add_argument("--lora-alpha", type=int, default=d["lora_alpha"].default)
+    p.add_argument("--train-projector", action="store_true", help="LoRA on the vision-to-text projector as well")
+    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"].default, help="optimizer steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <out>/checkpoints")
+    p.add_argument("--version", help="model version name stored with the adapter (default: the --out directory's name)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(parser().parse_args(argv))
+    args.pop("local_rank")  # the launcher also sets LOCAL_RANK in the environment
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from training.job import run
+
+    try:
+        result = run(TrainConfig(**args))
+    except IllumeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.steps,
+                      "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}))

@@ -1,0 +1,69 @@
+"""The job's settings as plain values (one dataclass), and what a finished run returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    export: str  # export directory: rows.jsonl, preferences.jsonl, manifest.json
+    base_model: str  # save_pretrained directory or Hugging Face id
+    out: str  # run directory: checkpoints/, adapter/, eval/, ranks/
+    eval_items: str | None = None  # JSONL of illume.records.Item (held out)
+    epochs: int = 1
+    batch_size: int = 8  # micro batch per rank
+    grad_accum: int = 1
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.2
+    warmup_steps: int = 0
+    seed: int = 0
+    zero: int = 0  # ZeRO stage: 0, 2 or 3
+    deepspeed_config: str | None = None  # a JSON file replacing training/ds_zero<stage>.json
+    offload: bool = False  # optimizer (and for ZeRO 3 parameter) states in CPU memory
+    device: str | None = None  # "cpu" or "cuda"; None picks cuda when present
+    dpo: bool = False  # add the DPO loss on preferences.jsonl
+    dpo_beta: float = 0.1
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    train_projector: bool = False  # LoRA on the vision-to-text projector too
+    checkpoint_every: int = 0  # optimizer steps between DeepSpeed checkpoints (0: only at the end)
+    resume: bool = False
+    version: str | None = None  # model_version name written next to the adapter
+    max_steps: int | None = None  # stop after this many optimizer steps
+    eval_max_new_tokens: int = 40
+    eval_batch_size: int = 8
+    log_every: int = 10
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.out_dir / "adapter"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out_dir / "eval"
+
+    @property
+    def ranks_dir(self) -> Path:
+        return self.out_dir / "ranks"
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    metrics: dict[str, Any]  # of the last evaluated epoch ({} without eval items)
+    steps: int  # optimizer steps taken in total (resumed runs included)
+    losses: list[float] = field(default_factory=list)  # loss per optimizer step of this process
+    samples_per_second: float = 0.0
+    peak_rss_mb: float = 0.0

@@ -1,0 +1,194 @@
+"""Export directory -> validated records -> padded batches built by the model's own processor.
+
+Each example is the exact prompt of illume.prompts followed by target_text(target) and the
+end-of-sequence token. Labels are -100 on the prompt (image tokens included) and on
+padding, so only the answer or rationale tokens are learned. Nothing is ever truncated.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from illume import prompts
+from illume.errors import IllumeError
+from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Item,
+                            PreferencePair, TrainingRow, read_jsonl, rationale_weight, sha256_file)
+
+IGNORE = -100
+_EXPORT_HINT = "Write the export with `illume-sync export --out DIR` and pass that DIR as --export."
+
+
+@dataclass
+class Export:
+    """What one export directory holds, images resolved to absolute paths."""
+
+    directory: Path
+    rows: list[TrainingRow]
+    pairs: list[PreferencePair]
+    rationale_weight: float
+    manifest_sha256: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve(base: Path, image: str, where: str) -> str:
+    if image.startswith(("http://", "https://", "data:", "/data/")):
+        raise IllumeError(f"{where}: image {image!r} is not a file inside the export",
+                          "Export again: the connector copies images under <export>/images/.")
+    path = Path(image) if Path(image).is_absolute() else base / image
+    if not path.is_file():
+        raise IllumeError(f"{where}: image {image!r} not found (looked at {path})",
+                          "Image paths are relative to the export directory; export again or copy the images.")
+    return str(path)
+
+
+def load_export(directory: str | Path, need_pairs: bool = False) -> Export:
+    """Read and check an export directory; every problem is an IllumeError before training."""
+    base = Path(directory)
+    if not base.is_dir():
+        raise IllumeError(f"export directory {base} does not exist", _EXPORT_HINT)
+    rows_path, pairs_path, manifest_path = base / EXPORT_ROWS, base / EXPORT_PAIRS, base / EXPORT_MANIFEST
+    manifest: dict[str, Any] = {}
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise IllumeError(f"{manifest_path} is not valid JSON ({exc.msg})", _EXPORT_HINT) from exc
+        if not isinstance(manifest, dict):
+            raise IllumeError(f"{manifest_path} must hold a JSON object", _EXPORT_HINT)
+    rows = read_jsonl(rows_path, TrainingRow) if rows_path.is_file() else []
+    pairs = read_jsonl(pairs_path, PreferencePair) if pairs_path.is_file() else []
+    if need_pairs and not pairs:
+        raise IllumeError(f"--dpo needs preference pairs, but {pairs_path} is missing or empty",
+                          "Export with rejected candidates (preferences.jsonl), or train without --dpo.")
+    if not rows and not need_pairs:
+        raise IllumeError(f"{base} has no training rows ({EXPORT_ROWS} is missing or empty)", _EXPORT_HINT)
+    _check_hashes(base, manifest)
+    rows = [replace(r, image=_resolve(base, r.image, f"{rows_path}, item {r.item_id}")) for r in rows]
+    pairs = [replace(p, images=[_resolve(base, i, f"{pairs_path}, item {p.item_id}") for i in p.images])
+             for p in pairs]
+    for pair in pairs:
+        if len(pair.images) != 1:
+            raise IllumeError(f"{pairs_path}, item {pair.item_id}: {len(pair.images)} images, expected 1",
+                              "Each preference pair refers to exactly one image.")
+    weight = manifest.get("rationale_weight")
+    weight = float(weight) if isinstance(weight, (int, float)) and weight > 0 else rationale_weight(rows)
+    digest = sha256_file(manifest_path if manifest_path.is_file() else rows_path if rows_path.is_file() else pairs_path)
+    return Export(base, rows, pairs, weight, digest, manifest)
+
+
+def _check_hashes(base: Path, manifest: dict[str, Any]) -> None:
+    """Refuse files that changed after the manifest was written (half-copied exports)."""
+    hashes = manifest.get("sha256") or manifest.get("files") or {}
+    if not isinstance(hashes, dict):
+        return
+    for name, expected in hashes.items():
+        expected = expected.get("sha256") if isinstance(expected, dict) else expected
+        path = base / name
+        if isinstance(expected, str) and path.is_file() and sha256_file(path) != expected:
+            raise IllumeError(f"{path} does not match the sha256 in {base / EXPORT_MANIFEST}",
+                              "The export is incomplete or was edited; export again.")
+
+
+def load_items(path: str | Path) -> list[Item]:
+    """Held-out items (illume.records.Item per line), images relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IllumeError(f"evaluation items file {path} does not exist",
+                          "Pass a JSONL file of items (one illume.records.Item per line) as --eval-items.")
+    items = read_jsonl(path, Item)
+    if not items:
+        raise IllumeError(f"{path} holds no items", "Pass a non-empty JSONL file of items as --eval-items.")
+    return [replace(i, image=_resolve(path.parent, i.image, f"{path}, item {i.item_id}")) for i in items]
+
+
+def shard_batches(count: int, batch_size: int, world: int, rank: int, seed: int, epoch: int) -> list[list[int]]:
+    """This rank's micro-batches (indices) of one epoch; every rank gets the same number.
+
+    The order is a seeded shuffle per epoch; the tail wraps around to the start so that
+    all ranks step together.
+    """
+    order = list(range(count))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    per_step = batch_size * world
+    steps = max(1, math.ceil(count / per_step))
+    padded = (order * (steps * per_step // max(count, 1) + 1))[: steps * per_step]
+    mine = padded[rank::world]
+    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+class BatchBuilder:
+    """Turns rows / preference pairs into model inputs with the model's own processor."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos = self.tokenizer.eos_token or ""
+        self._nested = type(processor).__name__.startswith(("Idefics", "SmolVLM"))
+
+    def prompt(self, question: str, answer: str, kind: str) -> str:
+        if kind == RATIONALE:
+            return prompts.render_rationale_prompt(self.processor, question, answer)
+        return prompts.render_answer_prompt(self.processor, question)
+
+    def encode(self, images: Sequence[str], prompt_texts: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Padded inputs + labels for prompt_i + target_i; labels only on target tokens and eos."""
+        pil = [Image.open(p).convert("RGB") for p in images]
+        full = [p + prompts.target_text(t) + self.eos for p, t in zip(prompt_texts, targets)]
+        batch = self._process(pil, full)
+        prompt = self._process(pil, list(prompt_texts))
+        prompt_ids, prompt_mask = prompt["input_ids"], prompt["attention_mask"]
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = IGNORE
+        for row in range(labels.shape[0]):
+            n = int(prompt_mask[row].sum())
+            # Label from the first token where prompt+target stops matching the prompt alone
+            # (normally the prompt length; shorter when a tokenizer merges across the seam).
+            same = (batch["input_ids"][row, :n] == prompt_ids[row, :n]).long()
+            n = int(same.cumprod(0).sum())
+            labels[row, :n] = IGNORE
+            if not (labels[row] != IGNORE).any():
+                raise IllumeError(f"the target {targets[row]!r} produced no tokens to learn",
+                                  "Check that rows have a non-empty answer/rationale.")
+        batch["labels"] = labels
+        return batch
+
+    def _process(self, images: list[Image.Image], texts: list[str]) -> dict[str, torch.Tensor]:
+        out = self.processor(text=texts, images=[[i] for i in images] if self._nested else images,
+                             return_tensors="pt", padding=True)
+        return dict(out)
+
+    def rows(self, rows: Sequence[TrainingRow], weight: float) -> dict[str, torch.Tensor]:
+        """ILLUME batch: inputs, labels, and a loss weight per row (w for rationale rows)."""
+        batch = self.encode([r.image for r in rows], [self.prompt(r.question, r.answer, r.kind) for r in rows],
+                            [r.rationale if r.kind == RATIONALE else r.answer for r in rows])
+        batch["loss_weight"] = torch.tensor([weight if r.kind == RATIONALE else 1.0 for r in rows])
+        return batch
+
+    def pairs(self, pairs: Sequence[PreferencePair]) -> dict[str, torch.Tensor]:
+        """DPO batch: chosen rationales first, then rejected ones, same prompts and images."""
+        prompt_texts = [self.prompt(p.question, p.answer, RATIONALE) for p in pairs]
+        images = [p.images[0] for p in pairs]
+        return self.encode(images * 2, prompt_texts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: (v.to(device, dtype) if v.is_floating_point() and k != "loss_weight" else v.to(device))
+            for k, v in batch.items()}
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in ("labels", "loss_weight")}
+
+
+__all__ = ["ANSWER_ONLY", "RATIONALE", "BatchBuilder", "Export", "IGNORE", "load_export", "load_items",
+           "model_inputs", "shard_batches", "to_device"]

@@ -1,0 +1,97 @@
+"""DeepSpeed configuration: the JSON files in this directory, "auto" values filled from the flags."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from illume.errors import IllumeError
+from training.config import TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent
+STAGES = (0, 2, 3)
+
+
+def template_path(zero: int) -> Path:
+    if zero not in STAGES:
+        raise IllumeError(f"ZeRO stage {zero} is not offered", f"Use --zero with one of {', '.join(map(str, STAGES))}.")
+    return CONFIG_DIR / f"ds_zero{zero}.json"
+
+
+def read_config(config: TrainConfig) -> dict[str, Any]:
+    path = Path(config.deepspeed_config) if config.deepspeed_config else template_path(config.zero)
+    if not path.is_file():
+        raise IllumeError(f"DeepSpeed config {path} does not exist", "Pass an existing JSON file to --deepspeed-config.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise IllumeError(f"DeepSpeed config {path} is not valid JSON ({exc.msg})", "Fix the file or drop --deepspeed-config.") from exc
+    if not isinstance(data, dict):
+        raise IllumeError(f"DeepSpeed config {path} must hold a JSON object", "Start from training/ds_zero0.json.")
+    return data
+
+
+def _fill(node: Any, values: dict[str, Any]) -> Any:
+    """Replace every "auto" leaf whose key is in values."""
+    if isinstance(node, dict):
+        return {k: (values[k] if v == "auto" and k in values else _fill(v, values)) for k, v in node.items()}
+    return node
+
+
+def build(config: TrainConfig, device: torch.device, total_steps: int) -> dict[str, Any]:
+    """The final DeepSpeed config for this run: bf16 on GPU, fp32 on CPU, optional CPU offload."""
+    data = copy.deepcopy(read_config(config))
+    on_gpu = device.type == "cuda"
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    values = {
+        "train_micro_batch_size_per_gpu": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "lr": config.lr, "warmup_max_lr": config.lr, "betas": list(config.betas),
+        "weight_decay": config.weight_decay, "torch_adam": not on_gpu,
+        # No warm-up asked: one "warm-up" step that already runs at the full rate.
+        "warmup_min_lr": 0.0 if config.warmup_steps > 0 else config.lr,
+        "warmup_num_steps": max(1, config.warmup_steps), "total_num_steps": max(1, total_steps, config.warmup_steps + 1),
+    }
+    data = _fill(data, values)
+    if data.get("bf16", {}).get("enabled") == "auto":
+        data["bf16"]["enabled"] = bf16
+    if not on_gpu and (data.get("fp16", {}).get("enabled") is True):
+        raise IllumeError("the DeepSpeed config enables fp16, which needs a GPU, but this run is on the CPU",
+                          "Drop fp16 from the config (the CPU trains in fp32), or run on a GPU machine.")
+    if data.get("train_batch_size") == "auto":
+        data.pop("train_batch_size")
+    zero = data.setdefault("zero_optimization", {"stage": config.zero})
+    if config.offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
+        if zero.get("stage") == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    leftover = _autos(data)
+    if leftover:
+        raise IllumeError(f"DeepSpeed config keeps \"auto\" for {', '.join(leftover)}, which the job cannot fill",
+                          "Give those keys values in the file passed to --deepspeed-config.")
+    return data
+
+
+def _autos(node: Any, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _autos(v, f"{path}.{k}" if path else k)]
+    return [path] if node == "auto" else []
+
+
+def set_single_process_env() -> None:
+    """Outside the deepspeed launcher, describe a world of one process (else DeepSpeed wants MPI)."""
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))):
+        os.environ.setdefault(key, value)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,304 @@
+"""The training job: export -> batches -> LoRA model -> ILLUME (+ DPO) loss -> DeepSpeed -> adapter.
+
+Runs as one process (`training.run(config)`, `python -m training`) or as one rank of many
+under the `deepspeed` launcher; each rank sees its own shard of every epoch.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from illume.errors import IllumeError
+from illume.records import atomic_write_text
+from illume.vlm import ADAPTER_META, VLM, pick_device
+from training import deepspeed_config
+from training.config import TrainConfig, TrainResult
+from training.data import BatchBuilder, Export, load_export, load_items, model_inputs, shard_batches, to_device
+from training.evaluate import evaluate
+from training.losses import dpo_loss, illume_loss, sequence_logprobs
+from training.model import add_lora, trainable_state, weights_sha256
+
+log = logging.getLogger("training")
+RUN_META = "run.json"
+FAULT_ENV = "ILLUME_TRAINING_FAULT"  # "kill-after-checkpoint": SIGKILL itself (resume tests)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_inputs(config: TrainConfig) -> tuple[torch.device, Export, list]:
+    """Every check that can fail on user input, before any model is loaded."""
+    for name in ("epochs", "batch_size", "grad_accum"):
+        if getattr(config, name) < 1:
+            raise IllumeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}",
+                              "Pass a positive number.")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise IllumeError(f"--max-steps must be at least 1, got {config.max_steps}", "Pass a positive number or leave it out.")
+    device = pick_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    deepspeed_config.read_config(config)  # bad file or stage -> error now
+    export = load_export(config.export, need_pairs=config.dpo)
+    items = load_items(config.eval_items) if config.eval_items else []
+    meta_path = config.out_dir / RUN_META
+    if meta_path.is_file():
+        previous = json.loads(meta_path.read_text()).get("base_model")
+        if previous and previous != config.base_model and Path(previous).resolve() != Path(config.base_model).resolve():
+            raise IllumeError(f"{config.out} holds a run on base model {previous}, not {config.base_model}",
+                              "Pass the same --base-model, or choose a new --out directory.")
+    has_checkpoint = (config.checkpoint_dir / "latest").is_file()
+    if has_checkpoint and not config.resume:
+        raise IllumeError(f"{config.checkpoint_dir} already holds checkpoints of an earlier run",
+                          "Pass --resume to continue it, or choose a new --out directory.")
+    return device, export, items
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One rank of the job: owns the DeepSpeed engine and the data of this rank."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.device, self.export, self.items = check_inputs(config)
+        deepspeed_config.set_single_process_env()
+        self.rank = int(os.environ["RANK"])
+        self.world = int(os.environ["WORLD_SIZE"])
+        seed_everything(config.seed)
+        base = VLM.load(config.base_model, device="cpu", dtype="float32")
+        self.eval_processor = base.processor
+        self.builder = BatchBuilder(copy.deepcopy(base.processor))
+        self.model = add_lora(base.model, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                              config.train_projector)
+        self.micro_per_epoch = len(self._epoch_batches(0)[0])
+        total_micro = config.epochs * self.micro_per_epoch
+        self.planned_steps = total_micro // config.grad_accum
+        if config.max_steps:
+            self.planned_steps = min(self.planned_steps, config.max_steps)
+        if self.planned_steps < 1:
+            raise IllumeError(f"{total_micro} micro-batches per rank cannot fill one step of --grad-accum {config.grad_accum}",
+                              "Lower --grad-accum or --batch-size, or raise --epochs.")
+        self.ds_config = deepspeed_config.build(config, self.device, self.planned_steps)
+        self.zero_stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
+        self._start_engine()
+
+    # ------------------------------------------------------------------ setup
+    def _start_engine(self) -> None:
+        import deepspeed
+
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.engine, _, _, _ = deepspeed.initialize(model=self.model, model_parameters=params, config=self.ds_config)
+        self.dtype = next(p for p in self.engine.module.parameters()).dtype
+        self.run_device = self.engine.device
+
+    def _epoch_batches(self, epoch: int) -> tuple[list[list[int]], list[list[int]]]:
+        """(row batches, pair batches) of this rank for one epoch; either may be empty."""
+        c = self.config
+        rank = int(os.environ.get("RANK", 0))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        rows = self.export.rows
+        pairs = self.export.pairs if c.dpo else []
+        row_batches = shard_batches(len(rows), c.batch_size, world, rank, c.seed, epoch) if rows else []
+        pair_batches = shard_batches(len(pairs), c.batch_size, world, rank, c.seed + 1, epoch) if pairs else []
+        return row_batches, pair_batches
+
+    # ------------------------------------------------------------------ losses
+    def micro_loss(self, row_idx: list[int] | None, pair_idx: list[int] | None) -> tuple[torch.Tensor, dict[str, float]]:
+        parts: dict[str, float] = {}
+        loss = torch.zeros((), device=self.run_device)
+        if row_idx:
+            batch = to_device(self.builder.rows([self.export.rows[i] for i in row_idx], self.export.rationale_weight),
+                              self.run_device, self.dtype)
+            out = self.engine(**model_inputs(batch))
+            sft = illume_loss(out.logits, batch["labels"], batch["loss_weight"])
+            loss = loss + sft
+            parts["illume_loss"] = sft.item()
+        if pair_idx:
+            batch = to_device(self.builder.pairs([self.export.pairs[i] for i in pair_idx]), self.run_device, self.dtype)
+            inputs = model_inputs(batch)
+            policy, _ = sequence_logprobs(self.engine(**inputs).logits, batch["labels"])
+            with torch.no_grad(), self.engine.module.disable_adapter():
+                reference, _ = sequence_logprobs(self.engine.module(**inputs).logits, batch["labels"])
+            n = len(pair_idx)
+            dpo, margin = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], self.config.dpo_beta)
+            loss = loss + dpo
+            parts.update(dpo_loss=dpo.item(), margin=margin.item())
+        return loss, parts
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        c = self.config
+        engine = self.engine
+        state = self._resume() if c.resume else {}
+        start_epoch, start_index = state.get("epoch", 0), state.get("index", 0)
+        losses: list[float] = []
+        metrics: dict[str, Any] = state.get("metrics", {})
+        pending: list[float] = []
+        train_seconds, samples = 0.0, 0
+        self._write_run_meta()
+        done = engine.global_steps >= self.planned_steps
+        epoch = start_epoch
+        for epoch in range(start_epoch, c.epochs):
+            if done:
+                break
+            row_batches, pair_batches = self._epoch_batches(epoch)
+            count = len(row_batches) or len(pair_batches)
+            index = -1
+            for index in range(start_index if epoch == start_epoch else 0, count):
+                micro = epoch * count + index
+                torch.manual_seed(c.seed * 7919 + micro)  # dropout etc. identical after a resume
+                tick = time.perf_counter()
+                rows = row_batches[index] if row_batches else None
+                pairs = pair_batches[micro % len(pair_batches)] if pair_batches else None
+                loss, parts = self.micro_loss(rows, pairs)
+                before = engine.global_steps
+                engine.backward(loss)
+                engine.step()
+                train_seconds += time.perf_counter() - tick
+                samples += len(rows or pairs or [])
+                pending.append(loss.item())
+                if engine.global_steps == before:
+                    continue
+                losses.append(sum(pending) / len(pending))
+                pending = []
+                step = engine.global_steps
+                if self.rank == 0 and (step % c.log_every == 0 or step == 1):
+                    log.info("epoch %d step %d/%d loss %.4f %s", epoch + 1, step, self.planned_steps, losses[-1],
+                             " ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+                done = step >= self.planned_steps
+                last_in_epoch = index + 1 == count
+                if c.checkpoint_every and step % c.checkpoint_every == 0 and not done:
+                    self._checkpoint(epoch + (1 if last_in_epoch else 0), 0 if last_in_epoch else index + 1, metrics)
+                if done:
+                    break
+            if self.items and (done or index + 1 == count):
+                metrics = self._evaluate(epoch + 1)
+        self._checkpoint(epoch + 1, 0, metrics, final=True)
+        steps = engine.global_steps
+        fingerprint = self._save_adapter(metrics, steps)
+        throughput = samples / train_seconds if train_seconds else 0.0
+        write_json(c.ranks_dir / f"rank_{self.rank}.json",
+                   {"rank": self.rank, "world_size": self.world, "steps": steps, "trainable_sha256": fingerprint,
+                    "peak_rss_mb": peak_rss_mb(), "samples": samples, "train_seconds": train_seconds,
+                    "samples_per_second": throughput, "zero_stage": self.zero_stage, "losses": losses})
+        return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb())
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self) -> dict[str, Any]:
+        if not (self.config.checkpoint_dir / "latest").is_file():
+            log.info("no checkpoint in %s: starting from the beginning", self.config.checkpoint_dir)
+            return {}
+        path, state = self.engine.load_checkpoint(str(self.config.checkpoint_dir), load_module_strict=False)
+        if path is None:
+            raise IllumeError(f"could not load the checkpoint in {self.config.checkpoint_dir}",
+                              "Delete the checkpoints directory to start over, or restore it from a backup.")
+        log.info("resumed from %s at step %d", path, self.engine.global_steps)
+        return state or {}
+
+    def _checkpoint(self, epoch: int, index: int, metrics: dict[str, Any], final: bool = False) -> None:
+        self.engine.save_checkpoint(str(self.config.checkpoint_dir), tag=f"step_{self.engine.global_steps}",
+                                    client_state={"epoch": epoch, "index": index, "metrics": metrics},
+                                    exclude_frozen_parameters=True)
+        if not final and os.environ.get(FAULT_ENV) == "kill-after-checkpoint":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _write_run_meta(self) -> None:
+        if self.rank == 0:
+            write_json(self.config.out_dir / RUN_META, {"base_model": self.config.base_model,
+                                                        "export": str(self.config.export),
+                                                        "planned_steps": self.planned_steps,
+                                                        "world_size": self.world, "zero_stage": self.zero_stage})
+
+    # ------------------------------------------------------------------ outputs
+    def _gathered(self):
+        """Full trained weights on every rank (ZeRO 3 partitions them)."""
+        import contextlib
+
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters([p for p in self.engine.module.parameters() if p.requires_grad])
+
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        # ZeRO 3 gathers weights during forward, so every rank must take part in generation.
+        if self.rank == 0 or self.zero_stage == 3:
+            vlm = VLM(self.engine.module, self.eval_processor, self.config.base_model, None, self.run_device)
+            metrics = evaluate(vlm, self.items, batch_size=self.config.eval_batch_size,
+                               max_new_tokens=self.config.eval_max_new_tokens, seed=self.config.seed,
+                               meteor=self.rank == 0)
+            metrics["epoch"], metrics["step"] = epoch, self.engine.global_steps
+            if self.rank == 0:
+                write_json(self.config.eval_dir / f"epoch_{epoch}.json", metrics)
+                log.info("epoch %d eval: %s", epoch, {k: round(v, 2) for k, v in metrics.items()
+                                                      if isinstance(v, float)})
+        self._barrier()
+        return metrics
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import deepspeed.comm as dist
+
+            dist.barrier()
+
+    def _save_adapter(self, metrics: dict[str, Any], steps: int) -> str:
+        c = self.config
+        with self._gathered():
+            fingerprint = weights_sha256(trainable_state(self.engine.module))
+            if self.rank == 0:
+                tmp = c.out_dir / ".adapter.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.engine.module.save_pretrained(str(tmp))
+                write_json(tmp / ADAPTER_META, {
+                    "base_model": c.base_model, "version": c.version or c.out_dir.resolve().name,
+                    "data_manifest_sha256": self.export.manifest_sha256, "metrics": _numbers(metrics),
+                    "steps": steps, "epochs": c.epochs, "rationale_weight": self.export.rationale_weight,
+                    "rows": len(self.export.rows), "pairs": len(self.export.pairs) if c.dpo else 0,
+                    "dpo": c.dpo, "dpo_beta": c.dpo_beta if c.dpo else None, "world_size": self.world,
+                    "zero_stage": self.zero_stage, "trainable_sha256": fingerprint,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                _replace_dir(tmp, c.adapter_dir)
+        self._barrier()
+        return fingerprint
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap a finished directory into place; readers see the old or the new one."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Train one adapter (single process, or this rank under the deepspeed launcher)."""
+    return Trainer(config).train()
