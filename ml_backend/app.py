@@ -195,7 +195,7 @@ def _finish_task(task: dict[str, Any], fields: task_io.ConfigFields, candidates,
     auth = settings.images.label_studio
     try:
         if settings.write_candidates and auth is not None and task.get("id") is not None:
-            options = task_io.write_candidates(auth, task["id"], fields, candidates)
+            options = task_io.write_candidates(auth, task, fields, candidates)
         else:
             options = task_io.assign_aliases([c.text for c in candidates], task.get("data", {}).get(fields.candidates))
     except Exception as exc:  # Label Studio unreachable or refusing: this task only

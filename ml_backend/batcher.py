@@ -84,10 +84,16 @@ class Batcher:
         return job.future
 
     def stop(self) -> None:
+        """Finish the running batch, fail the requests still waiting."""
         with self._cond:
             self._stopped = True
+            waiting = {id(job): job for job, _ in self._pending}
+            self._pending.clear()
             self._cond.notify_all()
         self._worker.join(timeout=30)
+        for job in waiting.values():
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the backend is shutting down"))
 
     def _take(self) -> list[tuple[_Job, int]] | None:
         with self._cond:

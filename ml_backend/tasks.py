@@ -119,19 +119,19 @@ def empty_prediction(version: str) -> dict[str, Any]:
     return {"result": [], "score": 0.0, "model_version": version}
 
 
-def write_candidates(auth: LabelStudioAuth, task_id: Any, fields: ConfigFields,
+def write_candidates(auth: LabelStudioAuth, task: dict[str, Any], fields: ConfigFields,
                      candidates: Sequence[Candidate]) -> list[dict[str, str]]:
-    """Store the candidates in the task's data (read fresh from Label Studio) and return them."""
-    response = auth.request("GET", f"/api/tasks/{int(task_id)}/")
-    if response.status_code != 200:
-        raise IllumeError(f"task {task_id}: Label Studio answered HTTP {response.status_code} when reading it",
-                          "Check LABEL_STUDIO_URL and that LABEL_STUDIO_API_KEY may edit the project.")
-    data = response.json().get("data") or {}
+    """Store the candidates in the task's data and return them as options.
+
+    The data comes from the /predict payload: reading the task back through GET /api/tasks/<id>
+    would make Label Studio call /predict again for a task without predictions (recursion).
+    """
+    data = dict(task.get("data") or {})
     options = assign_aliases([c.text for c in candidates], data.get(fields.candidates))
     data[fields.candidates] = options
-    response = auth.request("PATCH", f"/api/tasks/{int(task_id)}/", json={"data": data})
+    response = auth.request("PATCH", f"/api/tasks/{int(task['id'])}/", json={"data": data})
     if response.status_code != 200:
-        raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
+        raise IllumeError(f"task {task['id']}: Label Studio refused the candidates (HTTP {response.status_code}: "
                           f"{response.text[:200]})",
                           "Check that LABEL_STUDIO_API_KEY belongs to a user who may edit the project's tasks.")
     return options

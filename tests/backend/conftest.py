@@ -1,6 +1,8 @@
 """Backend fixtures: one tiny LLaVA loaded once, apps over it, synthetic images."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,15 @@ def make_client(llava, make_settings):
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+if os.environ.get("ILLUME_TEST_LS"):
+    @pytest.fixture(scope="session")
+    def label_studio():
+        """For iterating on these tests: an already running Label Studio, named by ILLUME_TEST_LS
+        (a JSON file with url, token, data_dir), instead of starting one (a minute or more)."""
+        from connector.local_label_studio import LocalLabelStudio
+
+        values = json.loads(Path(os.environ["ILLUME_TEST_LS"]).read_text())
+        port = int(values["url"].rsplit(":", 1)[1])
+        return LocalLabelStudio(Path(values["data_dir"]), port=port, token=values["token"])

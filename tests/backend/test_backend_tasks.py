@@ -1,0 +1,88 @@
+"""Labeling config parsing, stable aliases, prediction results, and the batcher on its own."""
+from __future__ import annotations
+
+import pytest
+
+from backend_helpers import LABEL_CONFIG
+from illume.errors import IllumeError
+from illume.records import Candidate
+from ml_backend.batcher import Batcher, QueueFull
+from ml_backend.tasks import ConfigFields, assign_aliases, parse_label_config, prediction
+
+
+def test_the_shipped_config_names_the_fields():
+    fields = parse_label_config(LABEL_CONFIG)
+    assert fields == ConfigFields(image="image", question="question", answer="answer", candidates="candidates",
+                                  from_name="rationales", to_name="image")
+    assert "$candidates" in LABEL_CONFIG and "$explanation" not in LABEL_CONFIG
+    assert 'name="none_correct"' in LABEL_CONFIG and "<TextArea" in LABEL_CONFIG
+
+
+def test_a_broken_config_is_refused():
+    with pytest.raises(IllumeError, match="not valid XML"):
+        parse_label_config("<View><Image")
+
+
+def test_aliases_are_stable_and_never_reused():
+    first = assign_aliases(["the sky is blue.", "it is red."], None)
+    assert first == [{"value": "the sky is blue.", "alias": "c0"}, {"value": "it is red.", "alias": "c1"}]
+    again = assign_aliases(["It is red", "a new one."], first)
+    assert again == [{"value": "It is red", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
+
+
+def test_prediction_preticks_the_best_candidates():
+    candidates = [Candidate("a b c.", -0.5, 0.3), Candidate("d e f.", -1.0, 0.8), Candidate("g h i.", -2.0, 0.8)]
+    options = assign_aliases([c.text for c in candidates], None)
+    result = prediction(options, candidates, ConfigFields(), "v1", preselect=2)
+    assert result["result"][0]["value"]["choices"] == ["c0", "c1"]
+    assert result["model_version"] == "v1" and result["score"] == pytest.approx(0.606531, abs=1e-5)
+    assert prediction([], [], ConfigFields(), "v1", 2)["result"] == []
+
+
+def test_batcher_splits_large_requests_and_bounds_the_queue():
+    sizes = []
+
+    def run(queries):
+        sizes.append(len(queries))
+        return [[Candidate(f"answer {q}", 0.0, 1.0)] for q in queries], "v"
+
+    batcher = Batcher(run, batch_size=3, queue_size=1)
+    try:
+        result = batcher.submit(list(range(7))).result(30)
+        assert [c[0].text for c in result.candidates] == [f"answer {i}" for i in range(7)]
+        assert result.versions == ["v"] * 7 and sizes == [3, 3, 1]
+        assert batcher.submit([]).result(1).candidates == []
+    finally:
+        batcher.stop()
+
+    import threading
+    gate = threading.Event()
+    blocked = Batcher(lambda q: (gate.wait(30), ([[]] * len(q), "v"))[1], batch_size=1, queue_size=1)
+    try:
+        future = blocked.submit([1])
+        with pytest.raises(QueueFull):
+            blocked.submit([2])
+        gate.set()
+        assert future.result(30).versions == ["v"]
+    finally:
+        gate.set()
+        blocked.stop()
+
+
+def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on():
+    calls = []
+
+    def run(queries):
+        calls.append(list(queries))
+        if "bad" in queries:
+            raise RuntimeError("model exploded")
+        return [[] for _ in queries], "v"
+
+    batcher = Batcher(run, batch_size=1, queue_size=4)
+    try:
+        with pytest.raises(RuntimeError, match="exploded"):
+            batcher.submit(["bad"]).result(30)
+        assert batcher.submit(["good"]).result(30).versions == ["v"]
+        assert batcher.jobs_in_flight == 0
+    finally:
+        batcher.stop()
