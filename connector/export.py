@@ -35,7 +35,7 @@ from connector.export_images import ImageCollector
 from illume.errors import IllumeError
 from illume.prompts import rationale_prompt
 from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE,
-                            Feedback, PreferencePair, TrainingRow, atomic_write_text, iter_jsonl, sha256_file, to_json)
+                            Feedback, PreferencePair, TrainingRow, atomic_write_text, iter_jsonl, sha256_file)
 
 CANDIDATES_FIELD = "candidates"
 RATIONALES_CONTROL = "rationales"
@@ -77,10 +77,10 @@ def candidate_texts(data: dict) -> tuple[list[str], dict[str, str]]:
     lookup: dict[str, str] = {}
     for entry in data.get(CANDIDATES_FIELD) or []:
         if isinstance(entry, dict):
-            text = str(entry.get("value", "")).strip()
+            text = " ".join(str(entry.get("value", "")).split())
             alias = entry.get("alias")
         else:
-            text, alias = str(entry).strip(), None
+            text, alias = " ".join(str(entry).split()), None
         if not text:
             continue
         if text not in lookup:
@@ -210,6 +210,14 @@ class Agreement:
 
 
 # -- writing the export directory --------------------------------------------------------------
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
+def to_line(record: Any) -> str:
+    """illume.records.to_json for our flat records, without dataclasses.asdict's deep copies (5x faster)."""
+    return _ENCODER.encode(vars(record)) + "\n"
+
+
 def _row_key(item_id: str, text: str) -> str:
     return f"{item_id}\x00{' '.join(text.lower().split())}"
 
@@ -224,7 +232,7 @@ class _ExportWriter:
         self.pairs = open(directory / EXPORT_PAIRS, "w", encoding="utf-8")
         self.feedback = open(directory / EXPORT_FEEDBACK, "w", encoding="utf-8")
         self.row_keys: set[str] = set()
-        self.pair_keys: set[str] = set()
+        self.pair_keys: set[tuple[str, str, str]] = set()
         self.with_rationale: set[str] = set()
         self.answer_only: dict[str, TrainingRow] = {}
         self.counts = Counter()
@@ -236,16 +244,16 @@ class _ExportWriter:
         self.row_keys.add(key)
         self.with_rationale.add(row.item_id)
         self.answer_only.pop(row.item_id, None)
-        self.rows.write(to_json(row) + "\n")
+        self.rows.write(to_line(row))
         self.counts["rationale_rows"] += 1
         self.counts["new_rationale_rows"] += new
 
     def add_pair(self, pair: PreferencePair) -> None:
-        key = _row_key(pair.item_id, pair.chosen) + "\x01" + " ".join(pair.rejected.lower().split())
+        key = (pair.item_id, pair.chosen, pair.rejected)  # texts are already whitespace-normalised
         if key in self.pair_keys:
             return
         self.pair_keys.add(key)
-        self.pairs.write(to_json(pair) + "\n")
+        self.pairs.write(to_line(pair))
         self.counts["pairs"] += 1
 
     def note_answer_only(self, row: TrainingRow) -> None:
@@ -254,7 +262,7 @@ class _ExportWriter:
 
     def finish(self) -> None:
         for row in self.answer_only.values():
-            self.rows.write(to_json(row) + "\n")
+            self.rows.write(to_line(row))
         self.counts["answer_rows"] = len(self.answer_only)
         for handle in (self.rows, self.pairs, self.feedback):
             handle.flush()
@@ -344,7 +352,7 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
                 continue
             feedback = judged.feedback
             feedback.image = collector.add(feedback.image, context=f"task {task.get('id')}, item {feedback.item_id}")
-            writer.feedback.write(to_json(feedback) + "\n")
+            writer.feedback.write(to_line(feedback))
             writer.counts["completed"] += 1
             annotation_ids.extend(feedback.annotation_ids)
             agreement.add(judged)
