@@ -76,8 +76,12 @@ def answer_accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
 
 def score_all(rationales: Sequence[str], references: Sequence[Sequence[str]],
               answers: Sequence[str], gold_answers: Sequence[str], meteor: bool = True) -> dict[str, float]:
-    """Everything the training job writes per epoch: rationale metrics + answer accuracy."""
-    scores = rationale_scores(rationales, references, meteor=meteor)
+    """Everything the training job writes per epoch: rationale metrics + answer accuracy.
+
+    Items without reference explanations count for the accuracy only.
+    """
+    has_refs = any(r and r.strip() for refs in references for r in refs)
+    scores = rationale_scores(rationales, references, meteor=meteor) if has_refs else {}
     scores["accuracy"] = answer_accuracy(answers, gold_answers)
     scores["items"] = len(gold_answers)
     return scores

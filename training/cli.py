@@ -54,5 +54,6 @@ def main(argv: list[str] | None = None) -> None:
     except IllumeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.steps,
-                      "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}))
+    if result.rank == 0:
+        print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.steps,
+                          "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}))

@@ -36,6 +36,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps
     eval_max_new_tokens: int = 40
     eval_batch_size: int = 8
+    eval_meteor: bool = True  # METEOR starts a JVM per evaluation (seconds)
     log_every: int = 10
 
     @property
@@ -67,3 +68,4 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # loss per optimizer step of this process
     samples_per_second: float = 0.0
     peak_rss_mb: float = 0.0
+    rank: int = 0

@@ -90,7 +90,8 @@ class Trainer:
         self.builder = BatchBuilder(copy.deepcopy(base.processor))
         self.model = add_lora(base.model, config.lora_rank, config.lora_alpha, config.lora_dropout,
                               config.train_projector)
-        self.micro_per_epoch = len(self._epoch_batches(0)[0])
+        row_batches, pair_batches = self._epoch_batches(0)
+        self.micro_per_epoch = len(row_batches) or len(pair_batches)
         total_micro = config.epochs * self.micro_per_epoch
         self.planned_steps = total_micro // config.grad_accum
         if config.max_steps:
@@ -203,7 +204,7 @@ class Trainer:
                    {"rank": self.rank, "world_size": self.world, "steps": steps, "trainable_sha256": fingerprint,
                     "peak_rss_mb": peak_rss_mb(), "samples": samples, "train_seconds": train_seconds,
                     "samples_per_second": throughput, "zero_stage": self.zero_stage, "losses": losses})
-        return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb())
+        return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb(), self.rank)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> dict[str, Any]:
@@ -249,7 +250,7 @@ class Trainer:
             vlm = VLM(self.engine.module, self.eval_processor, self.config.base_model, None, self.run_device)
             metrics = evaluate(vlm, self.items, batch_size=self.config.eval_batch_size,
                                max_new_tokens=self.config.eval_max_new_tokens, seed=self.config.seed,
-                               meteor=self.rank == 0)
+                               meteor=self.rank == 0 and self.config.eval_meteor)
             metrics["epoch"], metrics["step"] = epoch, self.engine.global_steps
             if self.rank == 0:
                 write_json(self.config.eval_dir / f"epoch_{epoch}.json", metrics)

@@ -56,6 +56,12 @@ def export_dir(tmp_path) -> Path:
     return make_export(tmp_path / "export")
 
 
+@pytest.fixture(name="make_export")
+def make_export_fixture():
+    """make_export(directory, items=8, with_manifest=True) -> an export directory."""
+    return make_export
+
+
 @pytest.fixture
 def eval_items(tmp_path) -> Path:
     return make_items(tmp_path / "eval")
