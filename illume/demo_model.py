@@ -1,0 +1,395 @@
+"""The demo VLM: a small LLaVA trained from scratch on Shapes-X, built here on a CPU.
+
+No public weights can be downloaded on these machines, so the main job and the benchmarks
+use this model. It is a real LlavaForConditionalGeneration (a small CLIP vision tower, a
+small Llama, a byte-level BPE tokenizer trained on the spot), saved with save_pretrained
+and loaded by `illume.vlm.VLM.load` like any checkpoint.
+
+It is trained on Shapes-X captions and question/answer pairs, in exactly the prompt
+format of illume/prompts.py, plus reference explanations for only a small fraction of the
+training questions: it can answer, and its rationales are latent and imperfect, which is
+what the ILLUME loop improves on.
+
+    python -m illume.demo_model --out DIR            # build (with progress) into DIR
+    ensure_demo_model(cache_dir)                     # build once, cached by its settings
+
+Next to the weights, `demo_metrics.json` holds its test figures (answer accuracy, ROUGE-L
+and CIDEr of one rationale at T=0.1, fraction of items with an accepted candidate among
+10 sampled ones) and `demo_settings.json` the settings it was built from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from illume import prompts
+from illume.datasets import shapes
+from illume.errors import IllumeError
+from illume.records import Item, atomic_write_text
+
+BUILDER_VERSION = 1  # bump when the recipe changes, so cached models are rebuilt
+METRICS_FILE = "demo_metrics.json"
+SETTINGS_FILE = "demo_settings.json"
+CAPTION_PROMPT = "Describe the picture:"
+DEFAULT_CACHE = Path(os.environ.get("ILLUME_CACHE", Path.home() / ".cache" / "illume")) / "demo-models"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything the built model depends on (its cache key)."""
+
+    seed: int = 0
+    scenes: int = 3000  # training scenes; each gives a caption and one question per type
+    explanation_fraction: float = 0.03  # of training questions that also get a reference explanation
+    steps: int = 1500
+    batch_size: int = 48
+    lr: float = 2e-3
+    warmup: int = 100
+    text_hidden: int = 160
+    text_layers: int = 3
+    vision_hidden: int = 96
+    vision_layers: int = 2
+    vocab_size: int = 600
+    test_items: int = 120  # Shapes-X test items the figures in demo_metrics.json are measured on
+    evaluate: bool = True
+
+    def key(self) -> str:
+        blob = json.dumps({"builder": BUILDER_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------- training data
+@dataclass
+class Example:
+    """One training sequence: the scene's picture, then one or more (prompt, target) turns.
+
+    The first turn's prompt holds the image placeholder and is exactly what the model sees
+    at inference (illume/prompts.py); later turns ask more about the same picture, which
+    gives several answers per encoded image (each turn ends with the end-of-sequence token).
+    """
+
+    scene: int  # index into the scene pictures
+    kind: str  # "qa" (caption + questions) | "rationale"
+    turns: list[tuple[str, str]]  # (prompt, target with target_text applied)
+
+
+def training_examples(settings: DemoSettings, processor: Any) -> tuple[list[Example], list[Any]]:
+    """Scenes from the Shapes-X train stream: captions, questions of every type, some explanations."""
+    rng = shapes.split_rng(settings.seed, "train")
+    pick = random.Random(settings.seed + 1)
+    image = prompts.image_placeholder(processor)
+    examples: list[Example] = []
+    images = []
+    for index in range(settings.scenes):
+        scene = shapes.make_scene(rng)
+        images.append(shapes.render(scene))
+        turns = [(CAPTION_PROMPT, prompts.target_text(shapes.caption(scene, rng)))]
+        for q in shapes.questions_for(scene, rng):
+            turns.append((prompts.answer_prompt(q["question"]), prompts.target_text(q["answer"])))
+            if pick.random() < settings.explanation_fraction:
+                explanation = prompts.target_text(pick.choice(q["explanations"]))
+                examples.append(Example(index, "rationale", [
+                    (prompts.render_rationale_prompt(processor, q["question"], q["answer"]), explanation)]))
+        pick.shuffle(turns)
+        turns[0] = (image + turns[0][0], turns[0][1])
+        examples.append(Example(index, "qa", turns))
+    return examples, images
+
+
+def tokenizer_corpus(seed: int, scenes: int = 1500) -> list[str]:
+    """Every word the model will meet (questions, answers, captions, all explanation wordings)."""
+    rng = random.Random(f"corpus:{seed}")
+    lines = [CAPTION_PROMPT, "Q: A:", f", {prompts.RATIONALE_CONNECTIVE}"]
+    for _ in range(scenes):
+        scene = shapes.make_scene(rng)
+        lines.append(shapes.caption(scene, rng))
+        for q in shapes.questions_for(scene, rng):
+            lines.append(prompts.answer_prompt(q["question"]) + prompts.target_text(q["answer"]))
+            lines.append(prompts.rationale_prompt(q["question"], q["answer"]))
+            lines.extend(q["explanations"])
+    return lines
+
+
+# ---------------------------------------------------------------- the model
+def build_untrained(settings: DemoSettings) -> tuple[Any, Any]:
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    from illume.tiny_models import train_tokenizer
+
+    from tokenizers import processors
+
+    tokenizer = train_tokenizer(tokenizer_corpus(settings.seed), ["<pad>", "<s>", "</s>", "<image>"],
+                                vocab_size=settings.vocab_size)
+    # Every input starts with <s>, as in real LLaVA checkpoints. Without it the first image
+    # token becomes the attention sink, and training from scratch learns to ignore the image.
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tokenizer.bos_token_id)])
+    patch = shapes.CELL  # one patch per grid cell
+    size = shapes.IMAGE_SIZE
+    vision = CLIPVisionConfig(hidden_size=settings.vision_hidden, intermediate_size=settings.vision_hidden * 2,
+                              num_hidden_layers=settings.vision_layers, num_attention_heads=4,
+                              image_size=size, patch_size=patch, projection_dim=settings.vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=settings.text_hidden,
+                       intermediate_size=settings.text_hidden * 2 + settings.text_hidden // 2,
+                       num_hidden_layers=settings.text_layers, num_attention_heads=4, num_key_value_heads=4,
+                       max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         image_seq_length=(size // patch) ** 2)
+    model = LlavaForConditionalGeneration(config)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    return model, processor
+
+
+def encode_examples(examples: Sequence[Example], processor: Any, image_tokens: int) -> list[tuple[list[int], list[bool]]]:
+    """Token ids (image placeholder expanded as the processor does) and which ones are targets."""
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids(prompts.image_placeholder(processor))
+    cache: dict[tuple[str, bool], list[int]] = {}
+
+    def ids(text: str, first: bool = False) -> list[int]:
+        if (text, first) not in cache:
+            found = tok(text, add_special_tokens=first)["input_ids"]  # <s> starts the sequence
+            cache[text, first] = [t for p in found for t in ([p] * image_tokens if p == image_id else [p])]
+        return cache[text, first]
+
+    encoded = []
+    for ex in examples:
+        tokens: list[int] = []
+        is_target: list[bool] = []
+        for turn, (prompt, target) in enumerate(ex.turns):
+            question = ids(prompt, first=turn == 0)
+            answer = ids(target) + [tok.eos_token_id]
+            tokens += question + answer
+            is_target += [False] * len(question) + [True] * len(answer)
+        encoded.append((tokens, is_target))
+    return encoded
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches of similar lengths (little padding), in random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 16
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start: start + window], key=lambda i: lengths[i])
+        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any, dict]:
+    """Build and train the model; returns (model, processor, training summary)."""
+    torch.manual_seed(settings.seed)
+    model, processor = build_untrained(settings)
+    examples, images = training_examples(settings, processor)
+    pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    encoded = encode_examples(examples, processor, int(model.config.image_seq_length))
+    kinds = {"sequences": len(examples), "answers": sum(len(e.turns) - 1 for e in examples if e.kind == "qa"),
+             "rationales": sum(e.kind == "rationale" for e in examples)}
+    progress(f"data: {settings.scenes} scenes, {kinds}, "
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+    pad = processor.tokenizer.pad_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    order_rng = random.Random(settings.seed + 2)
+    model.train()
+    started = time.time()
+    losses: list[float] = []
+    batches: list[list[int]] = []
+    for step in range(settings.steps):
+        if not batches:
+            batches = length_bucketed_batches([len(ids) for ids, _ in encoded], settings.batch_size, order_rng)
+        batch = batches.pop()
+        length = max(len(encoded[i][0]) for i in batch)
+        input_ids = torch.full((len(batch), length), pad, dtype=torch.long)
+        labels = torch.full((len(batch), length), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), length), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids, is_target = encoded[i]
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(ids)] = torch.where(torch.tensor(is_target), torch.tensor(ids), -100)
+            mask[row, : len(ids)] = 1
+        scene_index = torch.tensor([examples[i].scene for i in batch])
+        lr = settings.lr * min(1.0, (step + 1) / settings.warmup) * (
+            0.5 * (1 + math.cos(math.pi * step / settings.steps)) * 0.9 + 0.1)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        out = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels[scene_index], labels=labels)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(out.loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == settings.steps:
+            recent = sum(losses[-50:]) / len(losses[-50:])
+            elapsed = time.time() - started
+            progress(f"step {step + 1}/{settings.steps}  loss {recent:.3f}  "
+                     f"{elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (settings.steps - step - 1):.0f}s left")
+    model.eval()
+    return model, processor, {"rows": kinds, "first_loss": losses[0], "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+                              "train_seconds": round(time.time() - started, 1)}
+
+
+# ---------------------------------------------------------------- evaluation
+def test_items(settings: DemoSettings) -> list[tuple[Item, Any]]:
+    return shapes.generate_split("test", settings.test_items, settings.seed)
+
+
+def measure(model_dir: str | Path, items: Sequence[tuple[Item, Any]], progress: Progress = _quiet,
+            batch_size: int = 40) -> dict:
+    """Test figures of a saved model (illume.metrics scale, 0-100; accepted_among_10 a fraction).
+
+    accuracy: greedy answers; rouge_l, cider: one rationale per item at T=0.1;
+    accepted_among_10: share of items where at least one of the candidates sampled with
+    the default SamplingConfig (5 at T=0.3 + 5 at T=0.8) passes the ROUGE-L >= 0.7 critic.
+    """
+    from illume import metrics
+    from illume.critic import RougeCritic
+    from illume.vlm import VLM, Query, SamplingConfig
+
+    vlm = VLM.load(str(model_dir), device="cpu")
+    critic = RougeCritic()
+    answers: list[str] = []
+    rationales: list[str] = []
+    accepted_any: list[bool] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start: start + batch_size]
+        queries = [Query(image, item.question, item.answer) for item, image in chunk]
+        answers += vlm.answer(queries)
+        rationales += vlm.explain(queries, temperature=0.1)
+        for (item, _), cands in zip(chunk, vlm.sample(queries, SamplingConfig())):
+            accepted_any.append(any(critic.tick([c.text for c in cands], item.explanations)))
+        progress(f"measured {min(start + batch_size, len(items))}/{len(items)} test items")
+    scores = metrics.rationale_scores(rationales, [item.explanations for item, _ in items], meteor=False)
+    return {"items": len(items), "accuracy": metrics.answer_accuracy(answers, [item.answer for item, _ in items]),
+            "rouge_l": scores["rouge_l"], "cider": scores["cider"], "bleu_4": scores["bleu_4"],
+            "accepted_among_10": sum(accepted_any) / len(items),
+            "examples": [{"question": item.question, "answer": item.answer, "predicted": a, "rationale": r,
+                          "references": item.explanations}
+                         for (item, _), a, r in list(zip(items, answers, rationales))[:6]]}
+
+
+# ---------------------------------------------------------------- building and caching
+def build_demo_model(out: str | Path, settings: DemoSettings = DemoSettings(), progress: Progress = _quiet) -> Path:
+    """Train, save (model + processor + settings + metrics) into a temp dir, then rename to out."""
+    out = Path(out)
+    if (out / SETTINGS_FILE).is_file():
+        raise IllumeError(f"{out} already holds a demo model", "Choose another --out directory, or delete it first.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+    try:
+        started = time.time()
+        model, processor, summary = train(settings, progress)
+        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        atomic_write_text(tmp / SETTINGS_FILE, json.dumps(
+            {"builder": BUILDER_VERSION, "key": settings.key(), **dataclasses.asdict(settings), **summary},
+            indent=2, sort_keys=True))
+        if settings.evaluate:
+            progress("measuring on the Shapes-X test split ...")
+            figures = measure(tmp, test_items(settings), progress)
+            figures["build_seconds"] = round(time.time() - started, 1)
+            atomic_write_text(tmp / METRICS_FILE, json.dumps(figures, indent=2, sort_keys=True))
+            progress(f"test: accuracy {figures['accuracy']:.1f}  ROUGE-L {figures['rouge_l']:.1f}  "
+                     f"CIDEr {figures['cider']:.1f}  accepted among 10: {figures['accepted_among_10']:.2f}")
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if (out / SETTINGS_FILE).is_file():  # another process finished the same build first
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def ensure_demo_model(cache_dir: str | Path | None = None, seed: int = 0, progress: Progress = _quiet,
+                      **overrides: Any) -> Path:
+    """The demo model's directory, built on first use and cached by a key of its settings."""
+    try:
+        settings = dataclasses.replace(DemoSettings(seed=seed), **overrides)
+    except TypeError as exc:
+        known = ", ".join(f.name for f in dataclasses.fields(DemoSettings))
+        raise IllumeError(f"unknown demo model setting: {exc}", f"Use only these settings: {known}.") from None
+    out = Path(cache_dir or DEFAULT_CACHE) / f"shapes-demo-{settings.key()}"
+    if (out / SETTINGS_FILE).is_file():
+        return out
+    return build_demo_model(out, settings, progress)
+
+
+def read_metrics(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / METRICS_FILE
+    if not path.is_file():
+        raise IllumeError(f"{model_dir} has no {METRICS_FILE}", "Build the model with `python -m illume.demo_model`.")
+    return json.loads(path.read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    defaults = DemoSettings()
+    parser = argparse.ArgumentParser(prog="python -m illume.demo_model",
+                                     description="Build the Shapes-X demo VLM (a small LLaVA trained from scratch).")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", help="directory to write the model into (must not hold one yet)")
+    where.add_argument("--cache", help=f"cache directory (default {DEFAULT_CACHE}); reuses a model built before")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--scenes", type=int, default=defaults.scenes)
+    parser.add_argument("--explanation-fraction", type=float, default=defaults.explanation_fraction)
+    parser.add_argument("--test-items", type=int, default=defaults.test_items)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--no-eval", action="store_true", help="skip measuring the test figures")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = dict(steps=args.steps, scenes=args.scenes, explanation_fraction=args.explanation_fraction,
+                     test_items=args.test_items, evaluate=not args.no_eval, batch_size=args.batch_size)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        if args.out:
+            path = build_demo_model(args.out, dataclasses.replace(DemoSettings(seed=args.seed), **overrides), say)
+        else:
+            path = ensure_demo_model(args.cache, args.seed, say, **overrides)
+    except IllumeError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
