@@ -96,13 +96,20 @@ def _pick(rng: random.Random, options: list[str], k: int = 3) -> list[str]:
     return [text + "." for text in rng.sample(options, k)]
 
 
+# Explanations, like VQA-X's, mention what is seen beyond the question and the answer
+# (where a shape is, its size, the colours of the others), so they need the picture.
+def _listing(shapes: list[Shape], colors: bool = False) -> str:
+    names = [f"a {s['color']} {s['kind']}" if colors else f"a {s['kind']}" for s in shapes]
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _color_q(scene: Scene, rng: random.Random) -> dict | None:
     i = rng.randrange(len(scene["shapes"]))
     s = scene["shapes"][i]
-    k, c, z = s["kind"], s["color"], s["size"]
+    k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
     return {"question": f"What color is the {k}?", "answer": c, "targets": [i], "explanations": _pick(rng, [
-        f"the {k} is {c}", f"the {k} in the picture is painted {c}", f"the {z} {k} has a {c} color",
-        f"the {k} is filled with {c}", f"the only {k} in the image is {c}"])}
+        f"the {k} at the {w} is {c}", f"the {z} {k} is {c}", f"the {k} in the {w} corner is painted {c}",
+        f"the {k} is {c} and {z}", f"the only {k} is a {z} {c} one"])}
 
 
 def _shape_q(scene: Scene, rng: random.Random) -> dict | None:
@@ -112,22 +119,21 @@ def _shape_q(scene: Scene, rng: random.Random) -> dict | None:
         return None
     i = rng.choice(unique)
     s = scene["shapes"][i]
-    k, c = s["kind"], s["color"]
+    k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
     return {"question": f"What shape is the {c} object?", "answer": k, "targets": [i], "explanations": _pick(rng, [
-        f"the {c} object is a {k}", f"the only {c} thing in the picture is a {k}",
-        f"the {c} shape is drawn as a {k}", f"the {k} is the one that is {c}", f"the {c} object has the form of a {k}"])}
+        f"the {c} object at the {w} is a {k}", f"the {z} {c} shape is a {k}", f"the {c} thing in the {w} corner is a {k}",
+        f"the {k} is the only {c} shape and it is {z}", f"the {c} object is a {z} {k}"])}
 
 
 def _count_q(scene: Scene, rng: random.Random) -> dict | None:
     shapes = scene["shapes"]
     n = len(shapes)
     word = NUMBER_WORDS[n]
-    kinds = [s["kind"] for s in shapes]
-    listing = ", ".join(f"a {k}" for k in kinds[:-1]) + f" and a {kinds[-1]}"
     return {"question": "How many shapes are there?", "answer": str(n), "targets": list(range(n)),
             "explanations": _pick(rng, [
-                f"there are {word} shapes in the picture", f"the picture shows {listing}",
-                f"i can see {word} shapes", f"the image contains {listing}", f"{word} shapes are drawn"])}
+                f"there are {word} shapes: {_listing(shapes)}", f"the picture shows {_listing(shapes)}",
+                f"i can see {_listing(shapes, colors=True)}", f"{word} shapes are drawn: {_listing(shapes, colors=True)}",
+                f"the image contains {_listing(shapes)}"])}
 
 
 def _position_q(scene: Scene, rng: random.Random) -> dict | None:
@@ -136,58 +142,61 @@ def _position_q(scene: Scene, rng: random.Random) -> dict | None:
     rng.shuffle(pairs)
     for i, j in pairs:
         a, b = shapes[i], shapes[j]
-        ka, kb = a["kind"], b["kind"]
+        ka, kb, ca, cb = a["kind"], b["kind"], a["color"], b["color"]
         if rng.random() < 0.5 and a["col"] != b["col"]:
             side = "left" if a["col"] < b["col"] else "right"
             other = "right" if side == "left" else "left"
             return {"question": f"Is the {ka} left or right of the {kb}?", "answer": side, "targets": [i, j],
                     "explanations": _pick(rng, [
-                        f"the {ka} is to the {side} of the {kb}", f"the {kb} is on the {other} and the {ka} on the {side}",
-                        f"the {ka} is further {side} than the {kb}", f"the {kb} is to the {other} of the {ka}",
-                        f"the {ka} sits on the {side} side of the {kb}"])}
+                        f"the {ca} {ka} is to the {side} of the {cb} {kb}",
+                        f"the {cb} {kb} is on the {other} and the {ka} on the {side}",
+                        f"the {a['size']} {ka} is further {side} than the {kb}",
+                        f"the {kb} is to the {other} of the {ca} {ka}",
+                        f"the {ka} sits on the {side} side of the {cb} {kb}"])}
         if a["row"] != b["row"]:
             side = "above" if a["row"] < b["row"] else "below"
             other = "below" if side == "above" else "above"
             high = "higher" if side == "above" else "lower"
             return {"question": f"Is the {ka} above or below the {kb}?", "answer": side, "targets": [i, j],
                     "explanations": _pick(rng, [
-                        f"the {ka} is {side} the {kb}", f"the {kb} is {other} the {ka}",
-                        f"the {ka} is drawn {high} than the {kb}", f"the {ka} sits {side} the {kb} in the picture",
-                        f"the {kb} is placed {other} the {ka}"])}
+                        f"the {ca} {ka} is {side} the {cb} {kb}", f"the {cb} {kb} is {other} the {ka}",
+                        f"the {ka} is drawn {high} than the {cb} {kb}",
+                        f"the {a['size']} {ka} sits {side} the {kb} in the picture",
+                        f"the {kb} is placed {other} the {ca} {ka}"])}
     return None
 
 
 def _size_q(scene: Scene, rng: random.Random) -> dict | None:
     i = rng.randrange(len(scene["shapes"]))
     s = scene["shapes"][i]
-    k, c, z = s["kind"], s["color"], s["size"]
+    k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
     word = "big" if z == "large" else "tiny"
-    more = "larger" if z == "large" else "smaller"
     return {"question": f"Is the {k} large or small?", "answer": z, "targets": [i], "explanations": _pick(rng, [
-        f"the {k} is {z}", f"the {c} {k} is drawn {word}", f"the {k} is a {z} shape",
-        f"the {k} looks {more} than a small one" if z == "large" else f"the {k} looks {more} than a large one",
-        f"the {k} takes up {'most' if z == 'large' else 'little'} of its space"])}
+        f"the {c} {k} is drawn {word}", f"the {k} at the {w} is {z}", f"the {c} {k} is a {z} shape",
+        f"the {c} {k} takes up {'most' if z == 'large' else 'little'} of its space", f"the {k} is {z} and {c}"])}
 
 
 def _yesno_q(scene: Scene, rng: random.Random) -> dict | None:
     shapes = scene["shapes"]
     if rng.random() < 0.5:  # yes: ask about a shape that is there
         i = rng.randrange(len(shapes))
-        k, c = shapes[i]["kind"], shapes[i]["color"]
+        s = shapes[i]
+        k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
         return {"question": f"Is there a {c} {k}?", "answer": "yes", "targets": [i], "asked": {"kind": k, "color": c},
                 "explanations": _pick(rng, [
-                    f"there is a {c} {k} in the picture", f"the {k} is {c}", f"the picture shows a {c} {k}",
-                    f"a {c} {k} is drawn in the image", f"the image contains a {k} that is {c}"])}
+                    f"there is a {c} {k} at the {w}", f"the {k} at the {w} is {c}", f"the picture shows a {z} {c} {k}",
+                    f"a {z} {c} {k} is drawn in the image", f"the image contains a {k} that is {c}"])}
     present = {s["kind"]: (i, s) for i, s in enumerate(shapes)}
     if rng.random() < 0.5:  # no: a kind that is there, in another colour
         k = rng.choice(sorted(present))
         i, s = present[k]
         c = rng.choice([c for c in sorted(COLORS) if c != s["color"]])
-        real = s["color"]
+        real, w = s["color"], _where(s)
         return {"question": f"Is there a {c} {k}?", "answer": "no", "targets": [i], "asked": {"kind": k, "color": c},
                 "explanations": _pick(rng, [
                     f"the {k} is {real}, not {c}", f"the only {k} in the picture is {real}",
-                    f"the {k} is {real}", f"the {k} has a {real} color instead", f"there is a {real} {k} but no {c} one"])}
+                    f"the {k} at the {w} is {real}", f"the {k} has a {real} color instead",
+                    f"there is a {real} {k} but no {c} one"])}
     missing = [k for k in KINDS if k not in present]
     if not missing:
         return None
@@ -195,8 +204,9 @@ def _yesno_q(scene: Scene, rng: random.Random) -> dict | None:
     c = rng.choice(sorted(COLORS))
     return {"question": f"Is there a {c} {k}?", "answer": "no", "targets": [], "asked": {"kind": k, "color": c},
             "explanations": _pick(rng, [
-                f"there is no {k} in the picture", f"the picture has no {k} at all", f"no {k} is drawn in the image",
-                f"the image does not contain a {k}", f"there are only other shapes and no {k}"])}
+                f"there is no {k} in the picture", f"the picture only has {_listing(shapes)}",
+                f"no {k} is drawn in the image", f"the shapes are {_listing(shapes, colors=True)}",
+                f"the image shows {_listing(shapes)} but no {k}"])}
 
 
 QUESTIONS: dict[str, Callable[[Scene, random.Random], dict | None]] = {
