@@ -48,25 +48,26 @@ def test_annotator_ticks_two_candidates(label_studio, ls_client):
             page.fill("input[name=email]", label_studio.username)
             page.fill("input[name=password]", label_studio.password)
             page.click("button[type=submit]")
-            page.wait_for_url("**/projects**", timeout=60_000)
+            page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
 
-            page.goto(f"{label_studio.url}/projects/{project.id}/data?task={task.id}", wait_until="domcontentloaded")
+            # The annotator's view: "Label All Tasks" (the label stream), no data table around it.
+            page.goto(f"{label_studio.url}/projects/{project.id}/data?labeling=1", wait_until="domcontentloaded")
             checkboxes = {text: page.get_by_role("checkbox", name=text) for text in CANDIDATES}
             for box in checkboxes.values():
                 expect(box).to_be_visible(timeout=90_000)
                 expect(box).to_be_in_viewport()  # visible without scrolling
             expect(page.get_by_role("checkbox", name="None of these is correct")).to_be_visible()
-            expect(page.get_by_text("what color is the shape?")).to_be_visible()
+            expect(page.get_by_text("what color is the shape?", exact=True)).to_be_visible()
             assert page.get_by_text("REFERENCE-EXPLANATION-SECRET").count() == 0
 
-            page.get_by_text(CANDIDATES[0], exact=True).click()
-            page.get_by_text(CANDIDATES[2], exact=True).click()
+            checkboxes[CANDIDATES[0]].click()
+            checkboxes[CANDIDATES[2]].click()
             expect(checkboxes[CANDIDATES[0]]).to_be_checked()
             expect(checkboxes[CANDIDATES[2]]).to_be_checked()
             expect(checkboxes[CANDIDATES[1]]).not_to_be_checked()
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
-            page.get_by_role("button", name="Submit").click()
+            page.get_by_role("button", name="Submit current annotation").click()
             annotations = _stored_annotation(ls_client, task.id)
             browser.close()
 
