@@ -99,10 +99,7 @@ class LabelStudioClient:
 
     def check(self) -> dict:
         """Fail early and clearly: is this Label Studio, and does it accept the key?"""
-        try:
-            response = self._send("GET", "/api/version", auth=False)
-        except IllumeError:
-            raise
+        response = self._send("GET", "/api/version", auth=False)
         if response.status_code != 200 or "label-studio-os-package" not in response.text and "release" not in response.text:
             raise IllumeError(f"{self.url} does not look like a Label Studio server (GET /api/version answered "
                               f"HTTP {response.status_code})",
