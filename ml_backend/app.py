@@ -141,10 +141,12 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
                                 headers={"Retry-After": str(settings.retry_after_s)})
         sampled = await asyncio.wrap_future(future)
         results = [task_io.empty_prediction(holder.version) for _ in body.tasks]
-        for position, index in enumerate(ready):
-            results[index] = await run_in_threadpool(
-                _finish_task, body.tasks[index], fields, sampled.candidates[position],
-                sampled.versions[position], settings)
+        finished = await asyncio.gather(*(  # write the tasks' candidates into Label Studio concurrently
+            run_in_threadpool(_finish_task, body.tasks[index], fields, sampled.candidates[position],
+                              sampled.versions[position], settings)
+            for position, index in enumerate(ready)))
+        for index, result in zip(ready, finished):
+            results[index] = result
         return PredictResponse(results=[Prediction(**r) for r in results])
 
     @app.post("/webhook", response_model=WebhookResponse)
