@@ -145,7 +145,7 @@ def load_image(ref: str, policy: ImagePolicy) -> Image.Image:
     scheme = urlsplit(ref).scheme.lower()
     if scheme in ("http", "https"):
         return decode_image(_fetch_http(ref, policy), ref, policy)
-    if scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
+    if scheme and scheme != "file" and len(scheme) > 1:  # a one-letter scheme is a Windows drive
         raise IllumeError(f"image {ref}: scheme {scheme!r} is not supported",
                           "Use an http(s) URL, a Label Studio URL, a local path or a data: URI.")
     return decode_image(_read_local(ref, policy), ref, policy)

@@ -20,6 +20,7 @@ def test_local_path_under_root_loads(image_root):
 
 def test_relative_path_is_looked_up_under_the_roots(image_root):
     assert load_image("blue.png", ImagePolicy(allowed_roots=[image_root])).getpixel((1, 1)) == (0, 0, 255)
+    assert load_image(f"file://{image_root}/blue.png", ImagePolicy(allowed_roots=[image_root])).size == (48, 40)
 
 
 def test_path_traversal_is_refused(image_root, tmp_path):
@@ -87,9 +88,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves a PNG at /ok.png, a redirect at /moved, and a token exchange for JWTs."""
 
     seen_auth: list[str] = []
+    exchanges = 0
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         _Handler.seen_auth.append(self.headers.get("Authorization", ""))
+        if self.headers.get("Authorization") == "Bearer access-1":  # the first access token has expired
+            self.send_response(401)
+            self.end_headers()
+            return
         if self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/ok.png")
@@ -106,8 +112,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        payload = json.dumps({"access": "fresh-access-" + body["refresh"][-4:]}).encode()
+        json.loads(self.rfile.read(int(self.headers["Content-Length"])))["refresh"]
+        _Handler.exchanges += 1
+        payload = json.dumps({"access": f"access-{_Handler.exchanges}"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -123,7 +130,7 @@ def http_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    _Handler.seen_auth = []
+    _Handler.seen_auth, _Handler.exchanges = [], 0
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
@@ -153,8 +160,10 @@ def test_label_studio_urls_use_the_api_key(http_server):
     token = _jwt()
     assert looks_like_jwt(token) and not looks_like_jwt("abc123")
     personal = ImagePolicy(label_studio_url=http_server, label_studio_api_key=token)
-    load_image("/data/local-files/?d=images/x.png", personal)
-    assert _Handler.seen_auth[-1] == f"Bearer fresh-access-{token[-4:]}"
+    load_image("/data/local-files/?d=images/x.png", personal)  # access token renewed once
+    assert _Handler.seen_auth[-2:] == ["Bearer access-1", "Bearer access-2"]
+    load_image("/data/upload/1/x.png", personal)
+    assert _Handler.seen_auth[-1] == "Bearer access-2" and _Handler.exchanges == 2
 
 
 def test_personal_token_refused_by_label_studio_says_so():
