@@ -69,3 +69,4 @@ class TrainResult:
     samples_per_second: float = 0.0
     peak_rss_mb: float = 0.0
     rank: int = 0
+    micro_seconds: list[float] = field(default_factory=list)  # wall time of each micro-batch (benchmarks)

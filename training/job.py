@@ -157,7 +157,7 @@ class Trainer:
         losses: list[float] = []
         metrics: dict[str, Any] = state.get("metrics", {})
         pending: list[float] = []
-        train_seconds, samples = 0.0, 0
+        train_seconds, samples, micro_seconds = 0.0, 0, []
         self._write_run_meta()
         done = engine.global_steps >= self.planned_steps
         epoch = start_epoch
@@ -177,7 +177,8 @@ class Trainer:
                 before = engine.global_steps
                 engine.backward(loss)
                 engine.step()
-                train_seconds += time.perf_counter() - tick
+                micro_seconds.append(time.perf_counter() - tick)
+                train_seconds += micro_seconds[-1]
                 samples += len(rows or pairs or [])
                 pending.append(loss.item())
                 if engine.global_steps == before:
@@ -204,7 +205,8 @@ class Trainer:
                    {"rank": self.rank, "world_size": self.world, "steps": steps, "trainable_sha256": fingerprint,
                     "peak_rss_mb": peak_rss_mb(), "samples": samples, "train_seconds": train_seconds,
                     "samples_per_second": throughput, "zero_stage": self.zero_stage, "losses": losses})
-        return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb(), self.rank)
+        return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb(), self.rank,
+                           micro_seconds)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> dict[str, Any]:
