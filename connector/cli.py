@@ -128,11 +128,13 @@ def init(url, api_key, title, label_config, overlap, backend_url, backend_title,
               envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
               help="Label Studio's local-files root as this machine sees it (for local image files).")
 @click.option("--limit", type=click.IntRange(min=1), help="Import at most this many items.")
-def import_(url, api_key, project, source, local_files_root, limit):
+@click.option("--round", "round_", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Labeling round: each round of the loop gets its own tasks (fresh candidates).")
+def import_(url, api_key, project, source, local_files_root, limit, round_):
     """Import items (VQA-X either layout, JSONL, CSV or an image folder with a sidecar file).
 
-    Items already in the project (same item id) are skipped, so re-running adds only new
-    ones. Reference explanations are stored out of the annotators' view.
+    Items already in the project (same item id, same round) are skipped, so re-running adds
+    only new ones. Reference explanations are stored out of the annotators' view.
     """
     from connector.importing import ImagePlacer, import_items, read_items
     from connector.project import require_candidates
@@ -143,7 +145,8 @@ def import_(url, api_key, project, source, local_files_root, limit):
     items = list(read_items(source))[:limit]
     base = source if source.is_dir() else source.parent
     progress = Progress("imported", len(items))
-    result = import_items(client, found["id"], items, ImagePlacer(client, found["id"], local_files_root, base), progress)
+    result = import_items(client, found["id"], items, ImagePlacer(client, found["id"], local_files_root, base), progress,
+                          round_)
     progress.end()
     click.echo(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}")
 
@@ -204,7 +207,8 @@ def annotate(url, api_key, project, simulate, annotators, threshold, error_rate,
 @click.option("--min-agreement", type=click.IntRange(min=1),
               help="Accept a candidate when at least K annotators ticked it (default: strict majority).")
 @click.option("--iteration", type=click.IntRange(min=0), help="Iteration number (default: previous + 1, or 0).")
-def export(url, api_key, project, out, previous, min_agreement, iteration):
+@click.option("--round", "round_", type=click.IntRange(min=1), help="Export only this labeling round's tasks.")
+def export(url, api_key, project, out, previous, min_agreement, iteration, round_):
     """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, feedback.jsonl,
     manifest.json and images/.
 
@@ -217,7 +221,7 @@ def export(url, api_key, project, out, previous, min_agreement, iteration):
     client = _client(url, api_key)
     found = _project(client, project)
     progress = Progress("tasks", every=200)
-    manifest = export_project(client, found, out, min_agreement, previous, iteration, progress)
+    manifest = export_project(client, found, out, min_agreement, previous, iteration, progress, round_)
     progress.end()
     counts, agreement = manifest["counts"], manifest["agreement"]
     click.echo(f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
@@ -315,6 +319,95 @@ def status(url, api_key, project, backend_url, as_json):
         return
     for key, value in report.items():
         click.echo(f"{key}: {value}")
+
+
+@main.command()
+@server_options
+@project_option
+@click.option("--items", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Items that receive feedback each round (any format `import` reads).")
+@click.option("--eval-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out items (JSONL of Item): metrics per round and the promotion gate.")
+@click.option("--base-model", required=True, help="Base model directory (or id available locally).")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where exports, training runs and the loop's state go (resumes from it).")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--simulate/--wait-for-people", default=True, show_default=True,
+              help="Simulated critic annotates, or wait until people completed each round in Label Studio.")
+@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Simulated annotators per task.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a simulated annotator flips a decision.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="ROUGE-L the simulated critic needs to tick a candidate.")
+@click.option("--min-agreement", type=click.IntRange(min=1), help="Annotators who must tick a candidate (default: majority).")
+@click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
+              help="Label Studio's local-files root as this machine sees it (for local image files).")
+@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", help="ML backend to reload after each promotion.")
+@click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="The backend's admin token.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Training processes (>1 uses the deepspeed launcher).")
+@click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate,
+         threshold, min_agreement, local_files_root, backend_url, admin_token, processes, train_args, seed):
+    """Run N rounds of predict -> annotate -> export -> train -> reload; resumable.
+
+    Each round imports the items as new tasks (fresh candidates from the newest model),
+    so earlier rounds' annotations keep the candidates they judged. Interrupt it at any
+    time: run the same command again and it continues from the last finished step.
+    """
+    from connector.loop import Loop, LoopConfig, summary_table
+
+    client = _client(url, api_key)
+    config = LoopConfig(project=_project(client, project), items=items, run_dir=run_dir, base_model=base_model,
+                        rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
+                        annotators=annotators, threshold=threshold, error_rate=error_rate, seed=seed,
+                        min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
+                        processes=processes, train_args=train_args)
+    state = Loop(client, config, say=click.echo, progress=lambda label: Progress(f"  {label}", every=10)).run()
+    click.echo(summary_table(state.rounds))
+
+
+@main.command()
+@click.option("--run-dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The loop's --run-dir (for the demo: <demo run dir>/loop).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where index.html and the PNG plots go (default: <run-dir>/report).")
+def report(run_dir, out):
+    """Write an HTML report with plots: acceptance and diversity per round, held-out metrics,
+    agreement, and example items with their candidates and ticks."""
+    from connector.report import write_report
+
+    click.echo(write_report(run_dir, out or run_dir / "report"))
+
+
+@main.command()
+@click.option("--run-dir", default="demo_run", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where data, Label Studio's database, exports, adapters and the report go (resumes from it).")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--items", "feedback_items", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Shapes-X items that receive feedback each round.")
+@click.option("--eval-items", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Held-out Shapes-X items for the metrics and the promotion gate.")
+@click.option("--interactive", is_flag=True, help="Wait for you to annotate in the browser instead of simulating.")
+@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Simulated annotators per task.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability that a simulated annotator flips a decision.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, error_rate, seed):
+    """The whole loop on this machine: Shapes-X, the demo model, a local Label Studio, the
+    ML backend, simulated (or your) annotations, DeepSpeed training, reload, report.
+
+    Every process it starts is stopped at the end. Run it again to resume an interrupted run.
+    """
+    from connector.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
+                        interactive=interactive, annotators=annotators, error_rate=error_rate, seed=seed),
+             say=click.echo, progress=lambda label: Progress(f"  {label}", every=10))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 import ijson
 
 from connector.export_images import ImageCollector
+from connector.importing import task_round
 from illume.errors import IllumeError
 from illume.prompts import rationale_prompt
 from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE,
@@ -47,6 +48,7 @@ MANIFEST_FORMAT = 1
 class ExportOptions:
     min_agreement: int | None = None  # None: strict majority of the task's annotators
     iteration: int = 0
+    round: int | None = None  # export only the tasks of this labeling round (None: all tasks)
     previous: Path | None = None  # an earlier export directory to merge
     project: dict[str, Any] = field(default_factory=dict)  # {"id", "title"} for the manifest
     source: str = ""  # the Label Studio URL, for the manifest
@@ -343,6 +345,8 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
         if previous is not None:
             _carry_over(writer, previous)
         for task in tasks:
+            if options.round is not None and task_round(task.get("data") or {}) != options.round:
+                continue
             seen += 1
             cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
             judged = judge_task(task, options.min_agreement, options.iteration)
@@ -384,6 +388,7 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
         "label_studio": options.source,
         "project": options.project,
         "iteration": options.iteration,
+        "round": options.round,
         "acceptance": {"rule": "majority" if options.min_agreement is None else f"at least {options.min_agreement}",
                        "candidates_shown": candidates_shown, "accepted": accepted,
                        "rate": round(accepted / candidates_shown, 6) if candidates_shown else None},

@@ -21,10 +21,10 @@ def next_iteration(previous: Path | None) -> int:
 
 def export_project(client: LabelStudioClient, project: dict, out: Path, min_agreement: int | None = None,
                    previous: Path | None = None, iteration: int | None = None,
-                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[int], None] | None = None, round_: int | None = None) -> dict[str, Any]:
     require_candidates(project)
     options = ExportOptions(min_agreement=min_agreement, previous=previous,
-                            iteration=next_iteration(previous) if iteration is None else iteration,
+                            iteration=next_iteration(previous) if iteration is None else iteration, round=round_,
                             project={"id": project["id"], "title": project.get("title")}, source=client.url)
     response = client.stream(f"/api/projects/{project['id']}/export", params={"exportType": "JSON"})
     try:

@@ -23,12 +23,21 @@ from illume.records import Item
 BATCH = 500
 
 
-def existing_item_ids(client: LabelStudioClient, project_id: int) -> set[str]:
-    ids: set[str] = set()
+def task_round(data: dict) -> int:
+    """The labeling round a task belongs to (tasks imported without one are round 1)."""
+    try:
+        return int(data.get("round") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def existing_item_ids(client: LabelStudioClient, project_id: int) -> set[tuple[str, int]]:
+    """(item_id, round) of every task already in the project."""
+    ids: set[tuple[str, int]] = set()
     for task in client.pages("/api/tasks", {"project": project_id, "fields": "all"}, page_size=500):
-        item_id = (task.get("data") or {}).get("item_id")
-        if item_id is not None:
-            ids.add(str(item_id))
+        data = task.get("data") or {}
+        if data.get("item_id") is not None:
+            ids.add((str(data["item_id"]), task_round(data)))
     return ids
 
 
@@ -84,9 +93,9 @@ class ImagePlacer:
         self._storages.add(folder)
 
 
-def task_data(item: Item, image_url: str) -> dict:
+def task_data(item: Item, image_url: str, round_: int = 1) -> dict:
     return {"image": image_url, "question": item.question, "answer": item.answer, "item_id": item.item_id,
-            "references": list(item.explanations), "candidates": [], "split": item.split}
+            "references": list(item.explanations), "candidates": [], "split": item.split, "round": round_}
 
 
 @dataclass
@@ -96,8 +105,12 @@ class ImportResult:
 
 
 def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Item], placer: ImagePlacer,
-                 progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Create a task per item whose item_id the project does not have yet."""
+                 progress: Callable[[int], None] | None = None, round_: int = 1) -> ImportResult:
+    """Create a task per item that the project does not have yet in this labeling round.
+
+    Each round of the loop judges fresh candidates from the newest model, so it gets tasks of
+    its own: annotations of earlier rounds stay attached to the candidates they judged.
+    """
     have = existing_item_ids(client, project_id)
     batch: list[dict] = []
     imported = skipped = 0
@@ -112,11 +125,11 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
             batch.clear()
 
     for item in items:
-        if item.item_id in have:
+        if (item.item_id, round_) in have:
             skipped += 1
             continue
-        have.add(item.item_id)
-        batch.append(task_data(item, placer.url(item.image)))
+        have.add((item.item_id, round_))
+        batch.append(task_data(item, placer.url(item.image), round_))
         if len(batch) >= BATCH:
             flush()
     flush()

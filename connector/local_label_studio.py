@@ -48,6 +48,7 @@ class LocalLabelStudio:
     password: str = "illume-admin-pw"
     token: str = field(default_factory=lambda: secrets.token_hex(20))
     venv: Path = DEFAULT_VENV
+    files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT (default: data_dir)
     process: subprocess.Popen | None = None
 
     @property
@@ -60,7 +61,7 @@ class LocalLabelStudio:
             # Let Label Studio call an ML backend on loopback (refused by default since 1.23.1).
             "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false",
             # Serve images from local storage under the data dir (import of local folders).
-            "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(self.data_dir),
+            "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root or self.data_dir),
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",
             "DJANGO_DB": "sqlite", "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
         })

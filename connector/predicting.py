@@ -25,8 +25,15 @@ def current_model_version(client: LabelStudioClient, project: dict) -> str:
 
 
 def tasks_without_prediction(client: LabelStudioClient, project_id: int, version: str) -> list[int]:
+    """Open tasks lacking a prediction of this version.
+
+    Tasks somebody already annotated keep the candidates they judged: re-sampling would
+    rewrite the options under their ticks.
+    """
     missing = []
     for task in client.pages("/api/tasks", {"project": project_id}, page_size=500):
+        if task.get("total_annotations") or task.get("cancelled_annotations"):
+            continue
         versions = task.get("predictions_model_versions") or []
         if not task.get("total_predictions") or (version and version not in versions):
             missing.append(task["id"])

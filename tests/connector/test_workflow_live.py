@@ -48,7 +48,11 @@ def test_import_is_idempotent_and_hides_references(illume_project, label_studio)
     assert import_items(kit.client, kit.id, items[:2], placer).imported == 2
     result = import_items(kit.client, kit.id, items, placer)
     assert (result.imported, result.skipped) == (1, 2)
-    assert existing_item_ids(kit.client, kit.id) == {"item-0", "item-1", "item-2"}
+    assert existing_item_ids(kit.client, kit.id) == {("item-0", 1), ("item-1", 1), ("item-2", 1)}
+    # A new round gets its own tasks for the same items (fresh candidates from a newer model).
+    assert import_items(kit.client, kit.id, items[:1], placer, round_=2).imported == 1
+    assert import_items(kit.client, kit.id, items[:1], placer, round_=2).skipped == 1
+    assert ("item-0", 2) in existing_item_ids(kit.client, kit.id)
     task = next(iter(kit.client.pages("/api/tasks", {"project": kit.id})))
     assert task["data"]["references"] and "$references" not in kit.project["label_config"]
     response = kit.client.request("GET", task["data"]["image"])

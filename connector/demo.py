@@ -1,0 +1,154 @@
+"""The embedded default, end to end on one machine: `illume-sync demo`.
+
+Builds (or reuses) the Shapes-X data and the demo model, starts a local Label Studio and the
+ML backend, runs the ILLUME loop with simulated annotators (or waits for people with
+--interactive), writes the report, prints a summary, and stops every process it started.
+Running it again with the same --run-dir resumes an interrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import requests
+
+from connector.local_label_studio import LocalLabelStudio, free_port
+from illume.errors import IllumeError
+
+PROJECT_TITLE = "ILLUME demo (Shapes-X)"
+BACKEND_TITLE = "illume"
+
+
+@dataclass
+class DemoConfig:
+    run_dir: Path
+    rounds: int = 2
+    feedback_items: int = 200
+    eval_items: int = 100
+    interactive: bool = False
+    seed: int = 0
+    annotators: int = 1
+    error_rate: float = 0.0
+    model_cache: Path | None = None
+    train_args: tuple[str, ...] = ("--epochs", "3", "--lr", "2e-3", "--batch-size", "16", "--no-eval")
+
+
+def prepare_data(config: DemoConfig, say: Callable[[str], None]) -> tuple[Path, Path]:
+    """Shapes-X feedback and held-out items under <run>/data (once)."""
+    from illume.datasets import shapes
+
+    data = config.run_dir / "data"
+    feedback, test = data / "feedback.jsonl", data / "test.jsonl"
+    marker = data / "sizes.json"
+    sizes = {"feedback": config.feedback_items, "test": config.eval_items}
+    if not (marker.is_file() and json.loads(marker.read_text()) == {**sizes, "seed": config.seed}):
+        say(f"writing Shapes-X: {config.feedback_items} feedback items, {config.eval_items} held-out items")
+        shapes.generate(data, seed=config.seed, sizes=sizes)
+        marker.write_text(json.dumps({**sizes, "seed": config.seed}))
+    return feedback, test
+
+
+def credentials(run_dir: Path) -> dict[str, str]:
+    """The local Label Studio's admin token and the backend's admin token, kept across runs."""
+    path = run_dir / "credentials.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    values = {"label_studio_token": secrets.token_hex(20), "admin_token": secrets.token_urlsafe(24)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    return values
+
+
+@contextmanager
+def ml_backend(model: Path, adapter: str | None, version: str | None, label_studio: LocalLabelStudio,
+               admin_token: str, allowed_root: Path, log: Path, timeout: float = 300.0) -> Iterator[str]:
+    """`illume-backend` in a subprocess on 127.0.0.1; yields its URL, stops it on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "ml_backend.server", "--model", str(model), "--host", "127.0.0.1",
+               "--port", str(port), "--admin-token", admin_token, "--allowed-roots", str(allowed_root),
+               "--label-studio-url", label_studio.url, "--label-studio-api-key", label_studio.token,
+               "--max-new-tokens", "40"]
+    if adapter:
+        command += ["--adapter", adapter] + (["--version", version] if version else [])
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise IllumeError(f"the ML backend exited with code {process.returncode} while starting",
+                                  f"See its log: {log}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise IllumeError(f"the ML backend did not answer within {timeout:.0f} s", f"See its log: {log}")
+            time.sleep(0.5)  # readiness poll until /health answers
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+
+
+def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
+             progress: Callable[[str], Callable[[int], None]] | None = None) -> dict:
+    """Run the whole demo; returns the loop state (rounds with their figures)."""
+    from connector.client import connect
+    from connector.loop import Loop, LoopConfig, LoopState, summary_table
+    from connector.project import init_project, read_label_config
+    from connector.report import write_report
+    from illume.demo_model import ensure_demo_model
+
+    started = time.monotonic()
+    run_dir = config.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    feedback, test = prepare_data(config, say)
+    say("demo model: building it on first use (a few minutes), then cached")
+    model = ensure_demo_model(config.model_cache, seed=config.seed, progress=say)
+    say(f"demo model: {model}")
+    secrets_ = credentials(run_dir)
+    serving = LoopState.load(run_dir / "loop").serving  # a resumed run keeps serving its newest adapter
+
+    with ExitStack() as stack:
+        label_studio = LocalLabelStudio(run_dir / "label-studio", token=secrets_["label_studio_token"],
+                                        files_root=run_dir)
+        say(f"starting Label Studio on {label_studio.url} (the first start migrates its database, ~1 min)")
+        stack.enter_context(label_studio)
+        say("starting the ML backend")
+        backend_url = stack.enter_context(ml_backend(model, serving.get("adapter"), serving.get("version"),
+                                                     label_studio, secrets_["admin_token"], run_dir,
+                                                     run_dir / "backend.log"))
+        client = connect(label_studio.url, label_studio.token)
+        result = init_project(client, PROJECT_TITLE, read_label_config(None), 1, backend_url, BACKEND_TITLE, None)
+        if config.interactive:
+            say(f"\nAnnotate in your browser: {label_studio.url}/projects/{result.project['id']}/data\n"
+                f"  login: {label_studio.username}  password: {label_studio.password}\n")
+        loop = Loop(client, LoopConfig(
+            project=result.project, items=feedback, run_dir=run_dir / "loop", base_model=str(model),
+            rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
+            annotators=config.annotators, error_rate=config.error_rate, seed=config.seed, backend_url=backend_url,
+            admin_token=secrets_["admin_token"], train_args=config.train_args), say=say, progress=progress)
+        state = loop.run()
+        report = write_report(run_dir / "loop", run_dir / "report")
+    say(f"\nreport: {report}")
+    say(summary_table(state.rounds))
+    say(f"wall time: {time.monotonic() - started:.0f} s")
+    return {"rounds": state.rounds, "report": str(report), "seconds": round(time.monotonic() - started, 1)}
+

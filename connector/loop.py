@@ -1,0 +1,261 @@
+"""The ILLUME loop, round after round: import -> predict -> annotate -> export -> train -> reload.
+
+Each round gets its own tasks (the same items, fresh candidates from the newest model), so
+annotations always stay attached to the candidates they judged. Progress is recorded in
+`<run>/loop.json` after every step (atomically), so an interrupted loop continues where it
+stopped: finished steps are skipped and an interrupted training run resumes from its last
+DeepSpeed checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from connector.client import LabelStudioClient
+from connector.export_project import export_project
+from connector.importing import ImagePlacer, import_items, read_items, task_round
+from connector.predicting import predict_missing
+from connector.simulate import simulate
+from connector.training_job import gate, reload_backend, run_training, training_command
+from illume.errors import IllumeError
+from illume.records import EXPORT_FEEDBACK, Feedback, Item, atomic_write_text, iter_jsonl
+from illume.vlm import normalise
+
+STATE_FILE = "loop.json"
+STEPS = ("import", "predict", "annotate", "export", "train")
+
+
+@dataclass
+class LoopConfig:
+    project: dict  # the Label Studio project (from find_project)
+    items: Path  # items that receive feedback each round
+    run_dir: Path
+    base_model: str
+    rounds: int = 2
+    eval_items: Path | None = None  # held-out Item JSONL: metrics per round and the promotion gate
+    local_files_root: Path | None = None
+    simulate: bool = True  # False: wait for people to annotate in Label Studio
+    annotators: int = 1
+    threshold: float = 0.7
+    error_rate: float = 0.0
+    seed: int = 0
+    min_agreement: int | None = None
+    backend_url: str | None = None
+    admin_token: str | None = None
+    gate_metric: str = "rouge_l"
+    tolerance: float = 0.0
+    processes: int = 1
+    train_args: Sequence[str] = ()
+    predict_batch: int = 16
+    poll_seconds: float = 5.0
+    version_prefix: str = "illume"
+
+
+@dataclass
+class LoopState:
+    rounds: dict[str, dict[str, Any]] = field(default_factory=dict)  # "1" -> steps done, results
+    serving: dict[str, Any] = field(default_factory=dict)  # adapter, version, score, metrics
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "LoopState":
+        path = run_dir / STATE_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise IllumeError(f"{path} is not a loop state file ({exc})",
+                              "Use another --run-dir, or delete the file to start over.") from exc
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write_text(run_dir / STATE_FILE, json.dumps(asdict(self), indent=1, sort_keys=True))
+
+    def round(self, number: int) -> dict[str, Any]:
+        return self.rounds.setdefault(str(number), {"done": []})
+
+
+def candidate_diversity(feedback: Sequence[Feedback]) -> dict[str, float]:
+    """Distinct candidates per item, and distinct bigrams over all bigrams of the candidates."""
+    if not feedback:
+        return {"candidates_per_item": 0.0, "distinct_2": 0.0}
+    bigrams: list[tuple[str, str]] = []
+    for record in feedback:
+        for text in record.candidates:
+            words = normalise(text).split()
+            bigrams += list(zip(words, words[1:]))
+    per_item = sum(len({normalise(t) for t in f.candidates}) for f in feedback) / len(feedback)
+    return {"candidates_per_item": round(per_item, 3),
+            "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0}
+
+
+def read_eval_items(path: Path) -> list[Item]:
+    items = list(iter_jsonl(path, Item))
+    for item in items:
+        if not Path(item.image).is_absolute():
+            item.image = str(path.parent / item.image)
+    return items
+
+
+def evaluate_model(base_model: str, adapter: str | None, items: list[Item]) -> dict[str, Any]:
+    from illume.vlm import VLM
+    from training import evaluate
+
+    scores = evaluate(VLM.load(base_model, adapter=adapter), items)
+    scores.pop("examples", None)
+    return scores
+
+
+class Loop:
+    """Runs the rounds of one loop configuration; `say` receives one line per event."""
+
+    def __init__(self, client: LabelStudioClient, config: LoopConfig, say: Callable[[str], None] = print,
+                 progress: Callable[[str], Callable[[int], None]] | None = None) -> None:
+        self.client, self.config, self.say = client, config, say
+        self.progress = progress or (lambda label: (lambda amount=1: None))
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state = LoopState.load(config.run_dir)
+        self.items = list(read_items(config.items))
+        self.eval_items = read_eval_items(config.eval_items) if config.eval_items else []
+
+    # ------------------------------------------------------------------ the rounds
+    def run(self) -> LoopState:
+        self._baseline()
+        for number in range(1, self.config.rounds + 1):
+            self._round(number)
+        return self.state
+
+    def _baseline(self) -> None:
+        serving = self.state.serving
+        if "version" not in serving:
+            serving.update(adapter=None, version=None)
+        if self.eval_items and "metrics" not in serving:
+            self.say(f"evaluating the serving model on {len(self.eval_items)} held-out items")
+            serving["metrics"] = evaluate_model(self.config.base_model, serving["adapter"], self.eval_items)
+            serving["score"] = serving["metrics"].get(self.config.gate_metric)
+            self.state.rounds.setdefault("0", {"done": list(STEPS), "metrics": serving["metrics"],
+                                               "promoted": True, "version": "base"})
+            self.state.save(self.config.run_dir)
+
+    def _round(self, number: int) -> None:
+        record = self.state.round(number)
+        for step in STEPS:
+            if step in record["done"]:
+                continue
+            self.say(f"round {number}: {step}")
+            started = time.monotonic()
+            getattr(self, f"_{step}")(number, record)
+            record.setdefault("seconds", {})[step] = round(time.monotonic() - started, 1)
+            record["done"].append(step)
+            self.state.save(self.config.run_dir)
+
+    def _dir(self, number: int, name: str) -> Path:
+        return self.config.run_dir / f"round-{number}" / name
+
+    # ------------------------------------------------------------------ steps
+    def _import(self, number: int, record: dict) -> None:
+        placer = ImagePlacer(self.client, self.config.project["id"], self.config.local_files_root,
+                             self.config.items if self.config.items.is_dir() else self.config.items.parent)
+        result = import_items(self.client, self.config.project["id"], self.items, placer,
+                              self.progress("imported"), round_=number)
+        record["tasks"] = result.imported + result.skipped
+        self.say(f"  {result.imported} tasks imported ({result.skipped} already there)")
+
+    def _predict(self, number: int, record: dict) -> None:
+        result = predict_missing(self.client, self.config.project, self.config.predict_batch, self.progress("predicted"))
+        record["sampled_by"] = result.version
+        self.say(f"  {result.predicted} of {result.requested} tasks got candidates from {result.version!r}")
+        if result.predicted < result.requested:
+            raise IllumeError(f"{result.requested - result.predicted} tasks of round {number} got no candidates",
+                              "Check the ML backend's log, then run the loop again (it resumes here).")
+
+    def _annotate(self, number: int, record: dict) -> None:
+        if self.config.simulate:
+            result = simulate(self.client, self.config.project, self.config.annotators, self.config.threshold,
+                              self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"))
+            self.say(f"  simulated annotators ticked {result.ticked} of {result.shown} candidates")
+            return
+        self._wait_for_people(number)
+
+    def _wait_for_people(self, number: int) -> None:
+        overlap = int(self.config.project.get("maximum_annotations") or 1)
+        self.say(f"  waiting for annotators: open {self.client.url}/projects/{self.config.project['id']} "
+                 f"(each round-{number} task needs {overlap} annotation(s); Ctrl-C stops, the loop resumes here)")
+        shown = -1
+        while True:
+            total = done = 0
+            for task in self.client.pages("/api/tasks", {"project": self.config.project["id"], "fields": "all"},
+                                          page_size=500):
+                if task_round(task.get("data") or {}) != number:
+                    continue
+                total += 1
+                done += (task.get("total_annotations") or 0) >= overlap
+            if done != shown:
+                self.say(f"  round {number}: {done}/{total} tasks completed")
+                shown = done
+            if total and done >= total:
+                return
+            time.sleep(self.config.poll_seconds)  # waiting on people, not on a race
+
+    def _export(self, number: int, record: dict) -> None:
+        previous = self._dir(number - 1, "export") if number > 1 else None
+        manifest = export_project(self.client, self.config.project, self._dir(number, "export"),
+                                  self.config.min_agreement, previous if previous and previous.is_dir() else None,
+                                  number, self.progress("exported"), round_=number)
+        feedback = list(iter_jsonl(self._dir(number, "export") / EXPORT_FEEDBACK, Feedback))
+        record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
+                      diversity=candidate_diversity(feedback),
+                      items_with_accepted=sum(1 for f in feedback if f.accepted or f.written),
+                      items_judged=len(feedback))
+        self.say(f"  acceptance rate {manifest['acceptance']['rate']}, {record['items_with_accepted']} of "
+                 f"{len(feedback)} items have an accepted rationale; {manifest['counts']['rationale_rows']} "
+                 f"rationale rows, {manifest['counts']['answer_rows']} answer-only rows")
+
+    def _train(self, number: int, record: dict) -> None:
+        out = self._dir(number, "train")
+        version = f"{self.config.version_prefix}-round{number}"
+        command = training_command(self._dir(number, "export"), self.config.base_model, out, None, version,
+                                   self.config.processes, resume=(out / "checkpoints").is_dir(),
+                                   extra=self.config.train_args)
+        adapter = run_training(command, out / "train.log")
+        record["adapter"], record["version"] = str(adapter), version
+        serving = self.state.serving
+        if self.eval_items:
+            record["metrics"] = evaluate_model(self.config.base_model, str(adapter), self.eval_items)
+            decision = gate(record["metrics"].get(self.config.gate_metric, 0.0), serving.get("score") or 0.0,
+                            self.config.gate_metric, self.config.tolerance)
+            record["promoted"], record["gate"] = decision.promote, decision.reason
+        else:
+            record["promoted"], record["gate"] = True, "no held-out items: promoted without a gate"
+        self.say(f"  {record['gate']}")
+        if not record["promoted"]:
+            return
+        if self.config.backend_url and self.config.admin_token:
+            status = reload_backend(self.config.backend_url, self.config.admin_token, self.config.base_model,
+                                    str(adapter), version)
+            self.say(f"  backend now serves {status.get('serving_version')!r}")
+        serving.update(adapter=str(adapter), version=version, score=(record.get("metrics") or {}).get(
+            self.config.gate_metric), metrics=record.get("metrics"))
+
+
+def summary_table(rounds: dict) -> str:
+    """One line per round: acceptance (%), items with an accepted rationale, rows, held-out
+    metrics (0-100, as illume.metrics reports them), promotion. Round 0 is the model as built."""
+    header = f"{'round':>5} {'accept%':>8} {'items+':>7} {'rows':>5} {'ROUGE-L':>8} {'CIDEr':>6} {'acc':>6}  version"
+    lines = [header, "-" * len(header)]
+    for key in sorted(rounds, key=int):
+        record = rounds[key]
+        rate = (record.get("acceptance") or {}).get("rate")
+        metrics = record.get("metrics") or {}
+        counts = record.get("counts") or {}
+
+        def fmt(value, scale=100.0, width=6):
+            return f"{value * scale:{width}.1f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+        items = f"{record.get('items_with_accepted', '-')}/{record.get('items_judged', '-')}" if key != "0" else "-"
+        lines.append(f"{key:>5} {fmt(rate, width=8)} {items:>7} {counts.get('rationale_rows', '-'):>5} "
+                     f"{fmt(metrics.get('rouge_l'), 1, 8)} {fmt(metrics.get('cider'), 1)} {fmt(metrics.get('accuracy'), 1)}"
+                     f"  {record.get('version') or '-'}{'' if record.get('promoted', True) else ' (not promoted)'}")
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""`illume-sync report`: one self-contained HTML page (plus PNG plots) for a loop's run.
+
+It reads what the loop recorded (`loop.json`) and each round's export (`feedback.jsonl`):
+acceptance rate and candidate diversity per round, held-out rationale metrics and answer
+accuracy per round, annotator agreement, and example items with their candidates and ticks.
+Plots and thumbnails are embedded as data URIs, so the page can be mailed or archived alone.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from illume.errors import IllumeError
+from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
+
+METRICS = (("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"),
+           ("accuracy", "answer accuracy"))
+EXAMPLES = 6
+
+
+def load_rounds(run_dir: Path) -> dict[int, dict[str, Any]]:
+    state = run_dir / "loop.json"
+    if not state.is_file():
+        raise IllumeError(f"{run_dir} has no loop.json, so no loop ran there",
+                          "Pass the --run-dir of `illume-sync loop` (or <demo run>/loop).")
+    rounds = json.loads(state.read_text(encoding="utf-8")).get("rounds") or {}
+    return {int(k): v for k, v in sorted(rounds.items(), key=lambda kv: int(kv[0]))}
+
+
+def _figure_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plots(rounds: dict[int, dict[str, Any]]) -> dict[str, bytes]:
+    """PNG bytes per plot name: feedback per round, held-out metrics per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, bytes] = {}
+    fed = [n for n in rounds if n > 0 and rounds[n].get("acceptance")]
+    if fed:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+        left.bar([str(n) for n in fed], [100 * (rounds[n]["acceptance"].get("rate") or 0) for n in fed],
+                 color="#4c72b0", label="candidates ticked")
+        left.plot([str(n) for n in fed], [100 * rounds[n].get("items_with_accepted", 0) / max(1, rounds[n].get(
+            "items_judged", 1)) for n in fed], "o-", color="#dd8452", label="items with an accepted rationale")
+        left.set(title="Acceptance per round", xlabel="round", ylabel="%")
+        left.legend(fontsize=8)
+        right.plot([str(n) for n in fed], [rounds[n]["diversity"]["candidates_per_item"] for n in fed], "o-",
+                   label="distinct candidates per item")
+        right.plot([str(n) for n in fed], [10 * rounds[n]["diversity"]["distinct_2"] for n in fed], "s--",
+                   label="distinct bigrams (x10)")
+        right.set(title="Candidate diversity", xlabel="round")
+        right.legend(fontsize=8)
+        out["feedback"] = _figure_png(figure)
+        plt.close(figure)
+    measured = [n for n in rounds if rounds[n].get("metrics")]
+    if measured:
+        figure, axis = plt.subplots(figsize=(9, 3.4))
+        for key, label in METRICS:
+            values = [rounds[n]["metrics"].get(key) for n in measured]
+            if all(isinstance(v, (int, float)) for v in values):
+                axis.plot([str(n) for n in measured], values, "o-", label=label)
+        axis.set(title="Held-out metrics per round (round 0: the model before feedback)", xlabel="round",
+                 ylabel="score (0-100)")
+        axis.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        out["metrics"] = _figure_png(figure)
+        plt.close(figure)
+    return out
+
+
+def _thumbnail(path: Path) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((96, 96))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+    except OSError:
+        return ""
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def examples(run_dir: Path, number: int, count: int = EXAMPLES) -> list[tuple[Feedback, Path]]:
+    """Items of one round: those with an accepted candidate first, then the others."""
+    export = run_dir / f"round-{number}" / "export"
+    if not (export / EXPORT_FEEDBACK).is_file():
+        return []
+    feedback = [f for f in iter_jsonl(export / EXPORT_FEEDBACK, Feedback) if f.iteration == number]
+    feedback.sort(key=lambda f: (not f.accepted, f.item_id))
+    return [(f, export / f.image) for f in feedback[:count]]
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(value: Any, scale: float = 1.0) -> str:
+    return f"{value * scale:.1f}" if isinstance(value, (int, float)) else "–"
+
+
+def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes]) -> str:
+    summary_rows = []
+    for n, record in rounds.items():
+        metrics, agreement = record.get("metrics") or {}, record.get("agreement") or {}
+        summary_rows.append([
+            n if n else "0 (as built)", html.escape(str(record.get("sampled_by") or "–")),
+            _num((record.get("acceptance") or {}).get("rate"), 100),
+            f"{record.get('items_with_accepted', '–')} / {record.get('items_judged', '–')}" if n else "–",
+            _num((record.get("diversity") or {}).get("candidates_per_item")),
+            _num(metrics.get("rouge_l")), _num(metrics.get("cider")), _num(metrics.get("bleu_4")),
+            _num(metrics.get("meteor")), _num(metrics.get("accuracy")),
+            html.escape(str(agreement.get("fleiss_kappa") if agreement.get("fleiss_kappa") is not None else "–")),
+            html.escape(str(record.get("version") or "–")) + ("" if record.get("promoted", True) else " (kept old)"),
+        ])
+    parts = [f"<h1>ILLUME run report</h1><p class=muted>{html.escape(str(run_dir))}</p>",
+             "<h2>Rounds</h2>",
+             _table(["round", "candidates from", "accepted %", "items with accepted", "candidates / item",
+                     "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
+                    summary_rows)]
+    for name, title in (("feedback", "Feedback"), ("metrics", "Held-out metrics")):
+        if name in images:
+            data = base64.b64encode(images[name]).decode()
+            parts.append(f"<h2>{title}</h2><img alt='{title} plot' src='data:image/png;base64,{data}'>")
+    for n in rounds:
+        shown = examples(run_dir, n) if n else []
+        if not shown:
+            continue
+        rows = []
+        for feedback, image in shown:
+            ticks = "".join(
+                f"<li class={'yes' if c in feedback.accepted else 'no'}>{'✔' if c in feedback.accepted else '✘'} "
+                f"{html.escape(c)}</li>" for c in feedback.candidates)
+            ticks += "".join(f"<li class=yes>✍ {html.escape(w)}</li>" for w in feedback.written)
+            thumb = _thumbnail(image)
+            rows.append([f"<img class=thumb alt='item image' src='{thumb}'>" if thumb else "",
+                         f"<b>{html.escape(feedback.question)}</b><br>{html.escape(feedback.answer)}",
+                         f"<ul>{ticks}</ul>"])
+        parts.append(f"<h2>Round {n}: examples</h2>" + _table(["image", "question / answer", "candidates"], rows))
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "vertical-align:top;font-size:14px}th{background:#f3f3f3}.muted{color:#777}"
+             "ul{margin:0;padding-left:1em;list-style:none}.yes{color:#1a7f37}.no{color:#888}"
+             "img{max-width:100%}.thumb{width:96px;image-rendering:pixelated}")
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>ILLUME run report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write index.html and the PNG plots into out_dir; returns the HTML path."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    rounds = load_rounds(run_dir)
+    images = plots(rounds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        (out_dir / f"{name}.png").write_bytes(data)
+    page = out_dir / "index.html"
+    atomic_write_text(page, render(run_dir, rounds, images))
+    return page
