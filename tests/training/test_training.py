@@ -68,3 +68,10 @@ def test_dpo_raises_the_chosen_minus_rejected_margin(tmp_path, tiny_model_dir, m
     after = _margin(VLM.load(base, adapter=str(result.adapter_dir)), export)
     assert after > before + 1.0, (before, after)
     assert json.loads((result.adapter_dir / ADAPTER_META).read_text())["dpo"] is True
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, tiny_model_dir, make_export):
+    export = make_export(tmp_path / "export", items=4)  # 6 rows -> 2 micro-batches of 3 per epoch
+    result = run(TrainConfig(export=str(export), base_model=str(tiny_model_dir("llava")), out=str(tmp_path / "out"),
+                             epochs=3, batch_size=3, grad_accum=2, warmup_steps=1))
+    assert result.steps == 3 and len(result.losses) == 3 and len(result.micro_seconds) == 6
