@@ -101,7 +101,7 @@ def read_eval_items(path: Path) -> list[Item]:
 
 def evaluate_model(base_model: str, adapter: str | None, items: list[Item]) -> dict[str, Any]:
     from illume.vlm import VLM
-    from training import evaluate
+    from training.evaluate import evaluate
 
     scores = evaluate(VLM.load(base_model, adapter=adapter), items)
     scores.pop("examples", None)
@@ -166,10 +166,25 @@ class Loop:
     def _predict(self, number: int, record: dict) -> None:
         result = predict_missing(self.client, self.config.project, self.config.predict_batch, self.progress("predicted"))
         record["sampled_by"] = result.version
+        record["predictions_by_version"] = self._prediction_versions(number)
         self.say(f"  {result.predicted} of {result.requested} tasks got candidates from {result.version!r}")
         if result.predicted < result.requested:
             raise IllumeError(f"{result.requested - result.predicted} tasks of round {number} got no candidates",
                               "Check the ML backend's log, then run the loop again (it resumes here).")
+
+    def _round_tasks(self, number: int):
+        for task in self.client.pages("/api/tasks", {"project": self.config.project["id"], "fields": "all"},
+                                      page_size=500):
+            if task_round(task.get("data") or {}) == number:
+                yield task
+
+    def _prediction_versions(self, number: int) -> dict[str, int]:
+        """How many of this round's tasks carry a prediction of each model version."""
+        counts: dict[str, int] = {}
+        for task in self._round_tasks(number):
+            for version in {str(p.get("model_version")) for p in task.get("predictions") or []}:
+                counts[version] = counts.get(version, 0) + 1
+        return counts
 
     def _annotate(self, number: int, record: dict) -> None:
         if self.config.simulate:
@@ -186,10 +201,7 @@ class Loop:
         shown = -1
         while True:
             total = done = 0
-            for task in self.client.pages("/api/tasks", {"project": self.config.project["id"], "fields": "all"},
-                                          page_size=500):
-                if task_round(task.get("data") or {}) != number:
-                    continue
+            for task in self._round_tasks(number):
                 total += 1
                 done += (task.get("total_annotations") or 0) >= overlap
             if done != shown:

@@ -31,11 +31,12 @@ def tasks_without_prediction(client: LabelStudioClient, project_id: int, version
     rewrite the options under their ticks.
     """
     missing = []
-    for task in client.pages("/api/tasks", {"project": project_id}, page_size=500):
+    # Only the "all" field set lists predictions; the short listing's version field is empty.
+    for task in client.pages("/api/tasks", {"project": project_id, "fields": "all"}, page_size=500):
         if task.get("total_annotations") or task.get("cancelled_annotations"):
             continue
-        versions = task.get("predictions_model_versions") or []
-        if not task.get("total_predictions") or (version and version not in versions):
+        versions = {str(p.get("model_version")) for p in task.get("predictions") or []}
+        if not versions or (version and version not in versions):
             missing.append(task["id"])
     return sorted(missing)
 

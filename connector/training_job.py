@@ -69,7 +69,7 @@ def run_training(command: list[str], log: Path, echo: Callable[[str], None] | No
 
 def rationale_score(base_model: str, adapter: str | None, items: list[Item], metric: str) -> float:
     from illume.vlm import VLM
-    from training import evaluate
+    from training.evaluate import evaluate
 
     vlm = VLM.load(base_model, adapter=adapter)
     scores = evaluate(vlm, items)

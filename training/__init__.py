@@ -8,10 +8,9 @@ def run(config: TrainConfig) -> TrainResult:
     return _run(config)
 
 
-def evaluate(vlm, items, **kwargs) -> dict:
-    from training.evaluate import evaluate as _evaluate
-
-    return _evaluate(vlm, items, **kwargs)
+# Imported eagerly: a lazy wrapper named `evaluate` would be replaced by the submodule
+# training.evaluate as soon as anything imports that submodule.
+from training.evaluate import evaluate  # noqa: E402
 
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "run"]
