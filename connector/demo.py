@@ -38,7 +38,9 @@ class DemoConfig:
     annotators: int = 1
     error_rate: float = 0.0
     model_cache: Path | None = None
-    train_args: tuple[str, ...] = ("--epochs", "3", "--lr", "2e-3", "--batch-size", "16", "--no-eval")
+    model: Path | None = None  # serve and train this model instead of the demo model (tests)
+    tolerance: float = 0.0  # promotion gate: promote when at most this much worse
+    train_args: tuple[str, ...] = ("--epochs", "3", "--lr", "2e-3", "--batch-size", "16")
 
 
 def prepare_data(config: DemoConfig, say: Callable[[str], None]) -> tuple[Path, Path]:
@@ -120,9 +122,12 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     feedback, test = prepare_data(config, say)
-    say("demo model: building it on first use (a few minutes), then cached")
-    model = ensure_demo_model(config.model_cache, seed=config.seed, progress=say)
-    say(f"demo model: {model}")
+    if config.model is None:
+        say("demo model: building it on first use (a few minutes), then cached")
+        model = ensure_demo_model(config.model_cache, seed=config.seed, progress=say)
+    else:
+        model = Path(config.model)
+    say(f"model: {model}")
     secrets_ = credentials(run_dir)
     serving = LoopState.load(run_dir / "loop").serving  # a resumed run keeps serving its newest adapter
 
@@ -144,7 +149,8 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
             project=result.project, items=feedback, run_dir=run_dir / "loop", base_model=str(model),
             rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
             annotators=config.annotators, error_rate=config.error_rate, seed=config.seed, backend_url=backend_url,
-            admin_token=secrets_["admin_token"], train_args=config.train_args), say=say, progress=progress)
+            admin_token=secrets_["admin_token"], tolerance=config.tolerance, train_args=config.train_args),
+            say=say, progress=progress)
         state = loop.run()
         report = write_report(run_dir / "loop", run_dir / "report")
     say(f"\nreport: {report}")
