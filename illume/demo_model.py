@@ -54,9 +54,10 @@ class DemoSettings:
     seed: int = 0
     scenes: int = 3000  # training scenes; each gives a caption and one question per type
     explanation_fraction: float = 0.03  # of training questions that also get a reference explanation
-    steps: int = 1500
-    batch_size: int = 48
+    steps: int = 800
+    batch_size: int = 16
     lr: float = 2e-3
+    vision_lr_scale: float = 0.0  # 0 keeps the vision tower at its random init (see train())
     warmup: int = 100
     text_hidden: int = 160
     text_layers: int = 3
@@ -218,7 +219,19 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     pad = processor.tokenizer.pad_token_id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    # Trained from scratch at the language model's learning rate, the CLIP tower collapses to
+    # a constant output within a few dozen steps and the model learns to ignore the picture.
+    # Its random features are distinct per patch, so by default it stays frozen and the
+    # projector + language model learn to read them (vision_lr_scale > 0 trains it slower).
+    vision = list(model.model.vision_tower.parameters())
+    frozen = {id(p) for p in vision}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in frozen], "scale": 1.0}]
+    if settings.vision_lr_scale > 0:
+        groups.append({"params": vision, "scale": settings.vision_lr_scale})
+    else:
+        for param in vision:
+            param.requires_grad_(False)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.01)
     order_rng = random.Random(settings.seed + 2)
     model.train()
     started = time.time()
@@ -241,11 +254,11 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
         lr = settings.lr * min(1.0, (step + 1) / settings.warmup) * (
             0.5 * (1 + math.cos(math.pi * step / settings.steps)) * 0.9 + 0.1)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["scale"]
         out = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels[scene_index], labels=labels)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optimizer.step()
         losses.append(out.loss.item())
         if (step + 1) % 50 == 0 or step + 1 == settings.steps:
@@ -254,6 +267,8 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
             progress(f"step {step + 1}/{settings.steps}  loss {recent:.3f}  "
                      f"{elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (settings.steps - step - 1):.0f}s left")
     model.eval()
+    for param in vision:
+        param.requires_grad_(True)
     return model, processor, {"rows": kinds, "first_loss": losses[0], "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
                               "train_seconds": round(time.time() - started, 1)}
 
