@@ -40,10 +40,15 @@ if ! command -v java >/dev/null; then
   echo "warning: java not found: METEOR (pycocoevalcap) needs a Java runtime (apt-get install default-jre-headless)" >&2
 fi
 
-if [[ $WITH_TEST == 1 && ! -x /usr/bin/chromium ]]; then
-  step "installing Debian's chromium (headless browser tests)"
-  if [[ $(id -u) == 0 ]]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+if [[ $WITH_TEST == 1 ]]; then
+  missing=()
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # headless browser tests
+  docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing+=(docker-compose)
+  if (( ${#missing[@]} )); then
+    step "installing Debian packages: ${missing[*]}"
+    if [[ $(id -u) == 0 ]]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
 fi
 step "set-up complete"
