@@ -48,7 +48,7 @@ if [[ $WITH_TEST == 1 ]]; then
     step "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) == 0 ]]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
 step "set-up complete"
