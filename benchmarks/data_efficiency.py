@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/results/data_efficiency", help="work and report directory")
     parser.add_argument("--cache", default=None, help="demo model cache (default ~/.cache/illume/demo-models)")
+    parser.add_argument("--model", default=None, help="a demo model directory built before (default: build/reuse)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feedback-items", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=3)
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     started = time.time()
     out = Path(args.out).resolve()
-    base = demo_model.ensure_demo_model(args.cache, seed=args.seed, progress=log)
+    base = Path(args.model) if args.model else demo_model.ensure_demo_model(args.cache, seed=args.seed, progress=log)
     settings = json.loads((base / demo_model.SETTINGS_FILE).read_text())
     multiples = [int(m) for m in args.multiples.split(",") if m]
     data = out / "data"
