@@ -175,7 +175,8 @@ def plot(report: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="benchmarks/results/data_efficiency", help="work and report directory")
+    parser.add_argument("--out", default=str(Path.home() / ".cache" / "illume" / "benchmarks" / "data_efficiency"),
+                        help="work and report directory")
     parser.add_argument("--cache", default=None, help="demo model cache (default ~/.cache/illume/demo-models)")
     parser.add_argument("--model", default=None, help="a demo model directory built before (default: build/reuse)")
     parser.add_argument("--seed", type=int, default=0)
