@@ -56,9 +56,9 @@ class DemoSettings:
     explanation_fraction: float = 0.03  # of training questions that also get a reference explanation
     steps: int = 800
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 7e-4
     vision_lr_scale: float = 0.0  # 0 keeps the vision tower at its random init (see train())
-    warmup: int = 100
+    warmup: int = 50
     text_hidden: int = 160
     text_layers: int = 3
     vision_hidden: int = 96
