@@ -53,6 +53,20 @@ def _project(client, ref):
     return find_project(client, ref)
 
 
+def crowd_options(command):
+    """The simulated annotators: how many, how strict, how noisy (annotate, loop, demo)."""
+    for option in reversed([
+        click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Simulated annotators per task (each a Label Studio user)."),
+        click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+                     help="ROUGE-L against the references needed to tick a candidate."),
+        click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Probability that a simulated annotator flips a decision."),
+        click.option("--seed", type=int, default=0, show_default=True)]):
+        command = option(command)
+    return command
+
+
 class Progress:
     """Counts on stderr, at most every `every` units (scripts read stdout only)."""
 
@@ -176,13 +190,7 @@ def predict(url, api_key, project, batch_size):
 @project_option
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
-@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Simulated annotators per task (each a Label Studio user).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
-              help="ROUGE-L against the references needed to tick a candidate.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Probability that a simulated annotator flips a decision.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@crowd_options
 def annotate(url, api_key, project, simulate, annotators, threshold, error_rate, seed):
     """Tick candidates like the method's simulated critic and submit real annotations."""
     from connector.simulate import simulate as run
@@ -334,12 +342,7 @@ def status(url, api_key, project, backend_url, as_json):
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--simulate/--wait-for-people", default=True, show_default=True,
               help="Simulated critic annotates, or wait until people completed each round in Label Studio.")
-@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Simulated annotators per task.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Probability that a simulated annotator flips a decision.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
-              help="ROUGE-L the simulated critic needs to tick a candidate.")
+@crowd_options
 @click.option("--min-agreement", type=click.IntRange(min=1), help="Annotators who must tick a candidate (default: majority).")
 @click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
@@ -349,7 +352,6 @@ def status(url, api_key, project, backend_url, as_json):
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training processes (>1 uses the deepspeed launcher).")
 @click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
 def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate,
          threshold, min_agreement, local_files_root, backend_url, admin_token, processes, train_args, seed):
     """Run N rounds of predict -> annotate -> export -> train -> reload; resumable.
@@ -392,12 +394,8 @@ def report(run_dir, out):
 @click.option("--eval-items", type=click.IntRange(min=1), default=100, show_default=True,
               help="Held-out Shapes-X items for the metrics and the promotion gate.")
 @click.option("--interactive", is_flag=True, help="Wait for you to annotate in the browser instead of simulating.")
-@click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Simulated annotators per task.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Probability that a simulated annotator flips a decision.")
-@click.option("--seed", type=int, default=0, show_default=True)
-def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, error_rate, seed):
+@crowd_options
+def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, threshold, error_rate, seed):
     """The whole loop on this machine: Shapes-X, the demo model, a local Label Studio, the
     ML backend, simulated (or your) annotations, DeepSpeed training, reload, report.
 
@@ -406,7 +404,8 @@ def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, e
     from connector.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
-                        interactive=interactive, annotators=annotators, error_rate=error_rate, seed=seed),
+                        interactive=interactive, annotators=annotators, threshold=threshold, error_rate=error_rate,
+                        seed=seed),
              say=click.echo, progress=lambda label: Progress(f"  {label}", every=10))
 
 

@@ -36,6 +36,7 @@ class DemoConfig:
     interactive: bool = False
     seed: int = 0
     annotators: int = 1
+    threshold: float = 0.7
     error_rate: float = 0.0
     model_cache: Path | None = None
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
@@ -148,8 +149,9 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
         loop = Loop(client, LoopConfig(
             project=result.project, items=feedback, run_dir=run_dir / "loop", base_model=str(model),
             rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
-            annotators=config.annotators, error_rate=config.error_rate, seed=config.seed, backend_url=backend_url,
-            admin_token=secrets_["admin_token"], tolerance=config.tolerance, train_args=config.train_args),
+            annotators=config.annotators, threshold=config.threshold, error_rate=config.error_rate,
+            seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
+            tolerance=config.tolerance, train_args=config.train_args),
             say=say, progress=progress)
         state = loop.run()
         report = write_report(run_dir / "loop", run_dir / "report")
