@@ -52,9 +52,9 @@ class DemoSettings:
     """Everything the built model depends on (its cache key)."""
 
     seed: int = 0
-    scenes: int = 3000  # training scenes; each gives a caption and one question per type
-    explanation_fraction: float = 0.03  # of training questions that also get a reference explanation
-    steps: int = 800
+    scenes: int = 8000  # training scenes; each gives a caption and one question per type
+    explanation_fraction: float = 0.01  # of training questions that also get a reference explanation
+    steps: int = 2400
     batch_size: int = 16
     lr: float = 7e-4
     vision_lr_scale: float = 0.0  # 0 keeps the vision tower at its random init (see train())
