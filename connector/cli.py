@@ -73,8 +73,8 @@ class Progress:
     def __init__(self, label: str, total: int | None = None, every: int = 1) -> None:
         self.label, self.total, self.every, self.done, self.shown = label, total, every, 0, 0
 
-    def __call__(self, amount: int = 1, absolute: bool = False) -> None:
-        self.done = amount if absolute else self.done + amount
+    def __call__(self, amount: int = 1) -> None:
+        self.done += amount
         if self.done - self.shown >= self.every or self.done == self.total:
             self.shown = self.done
             of = f"/{self.total}" if self.total else ""

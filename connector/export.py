@@ -351,7 +351,7 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
             cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
             judged = judge_task(task, options.min_agreement, options.iteration)
             if progress is not None:
-                progress(seen)
+                progress(1)
             if judged is None:
                 continue
             feedback = judged.feedback
