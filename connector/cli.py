@@ -266,7 +266,8 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
     Promotion reloads the backend with the new adapter and version (with --backend-url);
     then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
     """
-    from connector.training_job import gate, reload_backend, run_training, rationale_score, training_command
+    from connector.training_job import (gate, rationale_score, read_eval_items, reload_backend, run_training,
+                                        training_command)
 
     version = version or out.name
     command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args)
@@ -276,12 +277,7 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
         click.echo("no --eval-items: promoting without a gate")
         decision = None
     else:
-        from illume.records import read_jsonl, Item
-
-        items = read_jsonl(eval_items, Item)
-        for item in items:
-            if not Path(item.image).is_absolute():
-                item.image = str(eval_items.parent / item.image)
+        items = read_eval_items(eval_items)
         decision = gate(rationale_score(base_model, str(adapter), items, gate_metric),
                         rationale_score(base_model, serving_adapter, items, gate_metric), gate_metric, tolerance)
         click.echo(decision.reason)

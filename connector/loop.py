@@ -19,9 +19,10 @@ from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items, read_items, task_round
 from connector.predicting import predict_missing
 from connector.simulate import simulate
-from connector.training_job import gate, reload_backend, run_training, training_command
+from connector.training_job import (evaluate_model, gate, read_eval_items, reload_backend, run_training,
+                                    training_command)
 from illume.errors import IllumeError
-from illume.records import EXPORT_FEEDBACK, Feedback, Item, atomic_write_text, iter_jsonl
+from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
 from illume.vlm import normalise
 
 STATE_FILE = "loop.json"
@@ -89,23 +90,6 @@ def candidate_diversity(feedback: Sequence[Feedback]) -> dict[str, float]:
     per_item = sum(len({normalise(t) for t in f.candidates}) for f in feedback) / len(feedback)
     return {"candidates_per_item": round(per_item, 3),
             "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0}
-
-
-def read_eval_items(path: Path) -> list[Item]:
-    items = list(iter_jsonl(path, Item))
-    for item in items:
-        if not Path(item.image).is_absolute():
-            item.image = str(path.parent / item.image)
-    return items
-
-
-def evaluate_model(base_model: str, adapter: str | None, items: list[Item]) -> dict[str, Any]:
-    from illume.vlm import VLM
-    from training.evaluate import evaluate
-
-    scores = evaluate(VLM.load(base_model, adapter=adapter), items)
-    scores.pop("examples", None)
-    return scores
 
 
 class Loop:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import requests
 
 from illume.errors import IllumeError
-from illume.records import EXPORT_ROWS, Item
+from illume.records import EXPORT_ROWS, Item, read_jsonl
 from illume.vlm import ADAPTER_META
 
 ADAPTER_DIR = "adapter"
@@ -67,12 +67,27 @@ def run_training(command: list[str], log: Path, echo: Callable[[str], None] | No
     return adapter
 
 
-def rationale_score(base_model: str, adapter: str | None, items: list[Item], metric: str) -> float:
+def read_eval_items(path: Path) -> list[Item]:
+    """Held-out items (JSONL of Item), image paths resolved against the file's folder."""
+    items = read_jsonl(path, Item)
+    for item in items:
+        if not Path(item.image).is_absolute():
+            item.image = str(Path(path).parent / item.image)
+    return items
+
+
+def evaluate_model(base_model: str, adapter: str | None, items: list[Item]) -> dict[str, Any]:
+    """Held-out metrics of base model (+ adapter), measured as the training job measures them."""
     from illume.vlm import VLM
     from training.evaluate import evaluate
 
-    vlm = VLM.load(base_model, adapter=adapter)
-    scores = evaluate(vlm, items)
+    scores = evaluate(VLM.load(base_model, adapter=adapter), items)
+    scores.pop("examples", None)
+    return scores
+
+
+def rationale_score(base_model: str, adapter: str | None, items: list[Item], metric: str) -> float:
+    scores = evaluate_model(base_model, adapter, items)
     if metric not in scores:
         raise IllumeError(f"Evaluation has no metric {metric!r} (has {', '.join(sorted(scores))})",
                           "Pass --gate-metric with one of those.")
