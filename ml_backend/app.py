@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
 from contextlib import asynccontextmanager
 from typing import Any
@@ -91,9 +93,14 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     holder = holder or ModelHolder.load(settings.model, settings.adapter, settings.version,
                                         settings.device, settings.dtype)
 
+    batches_served = itertools.count()
+
     def run_batch(queries):
         loaded = holder.current  # a swap during this batch does not affect it
-        return loaded.vlm.sample(queries, settings.sampling), loaded.version
+        # Each batch gets its own seed: asking again for the same items (a new labeling round)
+        # yields new candidates, while a restarted server replays the same sequence.
+        sampling = dataclasses.replace(settings.sampling, seed=settings.sampling.seed + next(batches_served))
+        return loaded.vlm.sample(queries, sampling), loaded.version
 
     batcher = Batcher(run_batch, settings.batch_size, settings.queue_size)
 
