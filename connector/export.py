@@ -321,18 +321,13 @@ def convert(tasks: Iterable[dict], out_dir: str | os.PathLike, options: ExportOp
     try:
         collector = images(work) if images else ImageCollector(work)
         if previous is not None:
-            collector.reusable = collector.reusable or _reusable_images(previous)
+            collector.reuse(previous)
         manifest = _write(tasks, work, collector, options, previous, progress)
         _swap_in(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
-
-
-def _reusable_images(previous: Path) -> dict[str, Path]:
-    folder = previous / "images"
-    return {p.stem: p for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
 
 
 def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options: ExportOptions,

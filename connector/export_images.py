@@ -51,7 +51,7 @@ class ImageCollector:
     """Fetches images into one export directory; remembers what it already wrote."""
 
     def __init__(self, export_dir: Path, client: "LabelStudioClient | None" = None,
-                 reuse_from: Path | None = None, base_dir: Path | None = None) -> None:
+                 base_dir: Path | None = None) -> None:
         self.export_dir = Path(export_dir)
         self.images = self.export_dir / IMAGES_DIR
         self.images.mkdir(parents=True, exist_ok=True)
@@ -59,8 +59,12 @@ class ImageCollector:
         self.base_dir = base_dir  # resolves relative local paths
         self.written: dict[str, str] = {}  # source -> path relative to the export dir
         self.reusable: dict[str, Path] = {}  # stem -> file of a previous export
-        if reuse_from is not None and (reuse_from / IMAGES_DIR).is_dir():
-            self.reusable = {p.stem: p for p in (reuse_from / IMAGES_DIR).iterdir() if p.is_file()}
+
+    def reuse(self, previous_export: Path) -> None:
+        """Take images a previous export already fetched instead of fetching them again."""
+        folder = Path(previous_export) / IMAGES_DIR
+        if folder.is_dir():
+            self.reusable = {p.stem: p for p in folder.iterdir() if p.is_file()}
 
     def add(self, source: str, context: str = "") -> str:
         """The image's path relative to the export directory (fetched on first use)."""
