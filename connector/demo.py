@@ -20,8 +20,7 @@ from typing import Callable, Iterator
 
 import requests
 
-from connector.local_label_studio import LocalLabelStudio, free_port
-from illume.errors import IllumeError
+from connector.local_label_studio import LocalLabelStudio, free_port, stop_process_group, wait_until_healthy
 
 PROJECT_TITLE = "ILLUME demo (Shapes-X)"
 BACKEND_TITLE = "illume"
@@ -86,28 +85,18 @@ def ml_backend(model: Path, adapter: str | None, version: str | None, label_stud
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
                                    env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{url}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise IllumeError(f"the ML backend exited with code {process.returncode} while starting",
-                                  f"See its log: {log}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise IllumeError(f"the ML backend did not answer within {timeout:.0f} s", f"See its log: {log}")
-            time.sleep(0.5)  # readiness poll until /health answers
+        wait_until_healthy(process, healthy, "the ML backend", log, timeout)
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+        stop_process_group(process)
 
 
 def run_demo(config: DemoConfig, say: Callable[[str], None] = print,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -27,6 +29,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_healthy(process: subprocess.Popen, healthy: Callable[[], bool], what: str, log: Path,
+                       timeout: float) -> None:
+    """Poll `healthy` until it answers True; fail early if the process exits, or at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not healthy():
+        if process.poll() is not None:
+            raise IllumeError(f"{what} exited with code {process.returncode} while starting", f"See its log: {log}")
+        if time.monotonic() > deadline:
+            raise IllumeError(f"{what} did not answer within {timeout:.0f} s", f"See its log: {log}")
+        time.sleep(0.5)  # readiness poll: nothing proceeds until the server answers
+
+
+def stop_process_group(process: subprocess.Popen | None, grace: float = 20.0) -> None:
+    """SIGTERM the process's group (started with start_new_session), SIGKILL after a grace period."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def label_studio_binary(venv: Path = DEFAULT_VENV) -> Path:
@@ -80,16 +106,12 @@ class LocalLabelStudio:
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             env=self.environment(), cwd=self.data_dir, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise IllumeError(f"Label Studio exited with code {self.process.returncode} while starting",
-                                  f"See its log: {log_path}")
-            if self.healthy():
-                return self
-            time.sleep(1.0)  # readiness poll, not a race: nothing proceeds until /health answers
-        self.stop()
-        raise IllumeError(f"Label Studio did not answer on {self.url} within {timeout:.0f} s", f"See its log: {log_path}")
+        try:
+            wait_until_healthy(self.process, self.healthy, f"Label Studio on {self.url}", log_path, timeout)
+        except IllumeError:
+            self.stop()
+            raise
+        return self
 
     def healthy(self) -> bool:
         try:
@@ -100,13 +122,7 @@ class LocalLabelStudio:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
+        stop_process_group(self.process)
         self.process = None
 
     def __enter__(self) -> "LocalLabelStudio":
