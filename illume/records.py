@@ -122,9 +122,12 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     return len(lines)
 
 
-def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:
-    """Read records of one dataclass type; a bad line names the file and the line."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+RECREATE = "Re-create the file, e.g. with `illume-sync export`."
+
+
+def iter_json_objects(path: str | os.PathLike, todo: str = RECREATE) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line; a line that is not a JSON object is an error
+    naming the file and the line, with `todo` as the next step."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -132,13 +135,20 @@ def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise IllumeError(f"{path}, line {number}: not valid JSON ({exc.msg})",
-                                  "Re-create the file, e.g. with `illume-sync export`.") from exc
-            try:
-                yield cls(**{k: v for k, v in data.items() if k in names})
-            except (TypeError, ValueError) as exc:
-                raise IllumeError(f"{path}, line {number}: not a valid {cls.__name__} ({exc})",
-                                  "Re-create the file, e.g. with `illume-sync export`.") from exc
+                raise IllumeError(f"{path}, line {number}: not valid JSON ({exc.msg})", todo) from exc
+            if not isinstance(data, dict):
+                raise IllumeError(f"{path}, line {number}: expected a JSON object, found {type(data).__name__}", todo)
+            yield number, data
+
+
+def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:
+    """Read records of one dataclass type; a bad line names the file and the line."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for number, data in iter_json_objects(path):
+        try:
+            yield cls(**{k: v for k, v in data.items() if k in names})
+        except (TypeError, ValueError) as exc:
+            raise IllumeError(f"{path}, line {number}: not a valid {cls.__name__} ({exc})", RECREATE) from exc
 
 
 def read_jsonl(path: str | os.PathLike, cls: Type[R]) -> list[R]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from illume.errors import IllumeError
-from illume.records import Item
+from illume.records import Item, iter_json_objects
 
 REQUIRED = ("image", "question", "answer")
 FIX = "Each row needs image, question and answer; explanations are optional."
@@ -55,19 +54,7 @@ def row_to_item(row: dict[str, Any], source: Path, where: str) -> Item:
 
 
 def read_jsonl_items(path: Path) -> list[Item]:
-    items = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IllumeError(f"{path}, line {number}: not valid JSON ({exc.msg})", FIX) from exc
-            if not isinstance(row, dict):
-                raise IllumeError(f"{path}, line {number}: expected a JSON object, found {type(row).__name__}", FIX)
-            items.append(row_to_item(row, path, f"line {number}"))
-    return items
+    return [row_to_item(row, path, f"line {number}") for number, row in iter_json_objects(path, FIX)]
 
 
 def read_csv_items(path: Path) -> list[Item]:
