@@ -5,10 +5,17 @@ use this model. It is a real LlavaForConditionalGeneration (a small CLIP vision 
 small Llama, a byte-level BPE tokenizer trained on the spot), saved with save_pretrained
 and loaded by `illume.vlm.VLM.load` like any checkpoint.
 
-It is trained on Shapes-X captions and question/answer pairs, in exactly the prompt
-format of illume/prompts.py, plus reference explanations for only a small fraction of the
-training questions: it can answer, and its rationales are latent and imperfect, which is
-what the ILLUME loop improves on.
+It is built in two stages. First the vision tower learns, per patch (one patch per grid
+cell), which shape of which colour and size it sees and where (pretrain_vision); the
+projector then starts out mapping "this patch shows a square" onto the embedding of the
+word " square", and the first attention layer starts out matching words to patches
+(ground_words). Then the projector and the language model learn, in exactly the prompt
+format of illume/prompts.py and one request per sequence: captions, shape inventories,
+question/answer pairs, and rationale prompts followed by *remarks*, true statements about
+the picture that are not aimed at the question (shapes.remark), with reference
+explanations for only a tiny fraction of the questions. So it answers well and can say
+true things about the picture after "seeing that", but rarely the thing that explains the
+answer: a latent, imperfect ability to rationalise, which the ILLUME loop carves out.
 
     python -m illume.demo_model --out DIR            # build (with progress) into DIR
     ensure_demo_model(cache_dir)                     # build once, cached by its settings
@@ -40,10 +47,11 @@ from illume.datasets import shapes
 from illume.errors import IllumeError
 from illume.records import Item, atomic_write_text
 
-BUILDER_VERSION = 1  # bump when the recipe changes, so cached models are rebuilt
+BUILDER_VERSION = 2  # bump when the recipe changes, so cached models are rebuilt
 METRICS_FILE = "demo_metrics.json"
 SETTINGS_FILE = "demo_settings.json"
 CAPTION_PROMPT = "Describe the picture:"
+INVENTORY_PROMPTS = {"kind": "List the shapes:", "color": "List the colors:"}
 DEFAULT_CACHE = Path(os.environ.get("ILLUME_CACHE", Path.home() / ".cache" / "illume")) / "demo-models"
 
 
@@ -53,11 +61,13 @@ class DemoSettings:
 
     seed: int = 0
     scenes: int = 8000  # training scenes; each gives a caption and one question per type
-    explanation_fraction: float = 0.01  # of training questions that also get a reference explanation
+    explanation_fraction: float = 0.002  # of training questions that also get a reference explanation
+    remark_fraction: float = 0.05  # of training questions that also get a remark (see the module docstring)
+    vision_steps: int = 500  # stage 1: per-patch kind/colour/size/place classification
     steps: int = 2400
-    batch_size: int = 16
+    batch_size: int = 48
     lr: float = 7e-4
-    vision_lr_scale: float = 0.0  # 0 keeps the vision tower at its random init (see train())
+    vision_lr_scale: float = 0.0  # 0 freezes the vision tower after stage 1
     warmup: int = 50
     text_hidden: int = 160
     text_layers: int = 3
@@ -82,45 +92,70 @@ def _quiet(_: str) -> None:
 # ---------------------------------------------------------------- training data
 @dataclass
 class Example:
-    """One training sequence: the scene's picture, then one or more (prompt, target) turns.
+    """One training sequence: a scene's picture, a prompt and its target.
 
-    The first turn's prompt holds the image placeholder and is exactly what the model sees
-    at inference (illume/prompts.py); later turns ask more about the same picture, which
-    gives several answers per encoded image (each turn ends with the end-of-sequence token).
+    The prompt is exactly what the model sees at inference (illume/prompts.py, image
+    placeholder included), and each sequence asks one thing: with several questions in one
+    sequence, later answers could be copied from earlier text instead of read from the picture.
     """
 
     scene: int  # index into the scene pictures
-    kind: str  # "qa" (caption + questions) | "rationale"
-    turns: list[tuple[str, str]]  # (prompt, target with target_text applied)
+    kind: str  # "caption" | "inventory" | "answer" | "rationale" (a reference explanation) | "remark"
+    prompt: str
+    target: str  # with prompts.target_text applied
 
 
-def training_examples(settings: DemoSettings, processor: Any) -> tuple[list[Example], list[Any]]:
-    """Scenes from the Shapes-X train stream: captions, questions of every type, some explanations."""
+def training_examples(settings: DemoSettings, processor: Any) -> tuple[list[Example], list[Any], list[dict]]:
+    """Scenes from the Shapes-X train stream: a caption and one question of every type per
+    scene, some remarks and a few explanations. Returns (examples, pictures, scenes)."""
     rng = shapes.split_rng(settings.seed, "train")
     pick = random.Random(settings.seed + 1)
     image = prompts.image_placeholder(processor)
     examples: list[Example] = []
     images = []
+    scenes = []
     for index in range(settings.scenes):
         scene = shapes.make_scene(rng)
+        scenes.append(scene)
         images.append(shapes.render(scene))
-        turns = [(CAPTION_PROMPT, prompts.target_text(shapes.caption(scene, rng)))]
+        examples.append(Example(index, "caption", image + CAPTION_PROMPT, prompts.target_text(shapes.caption(scene, rng))))
+        for key, prompt in INVENTORY_PROMPTS.items():
+            examples.append(Example(index, "inventory", image + prompt, prompts.target_text(inventory(scene, key, pick))))
         for q in shapes.questions_for(scene, rng):
-            turns.append((prompts.answer_prompt(q["question"]), prompts.target_text(q["answer"])))
-            if pick.random() < settings.explanation_fraction:
-                explanation = prompts.target_text(pick.choice(q["explanations"]))
-                examples.append(Example(index, "rationale", [
-                    (prompts.render_rationale_prompt(processor, q["question"], q["answer"]), explanation)]))
-        pick.shuffle(turns)
-        turns[0] = (image + turns[0][0], turns[0][1])
-        examples.append(Example(index, "qa", turns))
-    return examples, images
+            examples.append(Example(index, "answer", image + prompts.answer_prompt(q["question"]),
+                                    prompts.target_text(q["answer"])))
+            draw = pick.random()
+            if draw < settings.explanation_fraction:
+                kind, text = "rationale", pick.choice(q["explanations"])
+            elif draw < settings.explanation_fraction + settings.remark_fraction:
+                kind, text = "remark", shapes.remark(scene, pick)["text"]
+            else:
+                continue
+            examples.append(Example(index, kind, prompts.render_rationale_prompt(processor, q["question"], q["answer"]),
+                                    prompts.target_text(text)))
+    return examples, images, scenes
+
+
+def inventory(scene: dict, key: str, rng: random.Random) -> str:
+    """The scene's shapes as "<key value> <other attributes>" entries, e.g. "square green small top right".
+
+    Each entry starts with the attribute a question names a shape by (its kind or its colour),
+    so the model learns to look a shape up by that word in one step: predicting the token after
+    "square" needs the patch that shows the square. Answering "What color is the square?" then
+    only has to copy what the question's "square" looked up.
+    """
+    entries = []
+    for s in scene["shapes"]:
+        other = "color" if key == "kind" else "kind"
+        entries.append(f"{s[key]} {s[other]} {s['size']} {shapes.where(s)}")
+    rng.shuffle(entries)
+    return ", ".join(entries) + "."
 
 
 def tokenizer_corpus(seed: int, scenes: int = 1500) -> list[str]:
     """Every word the model will meet (questions, answers, captions, all explanation wordings)."""
     rng = random.Random(f"corpus:{seed}")
-    lines = [CAPTION_PROMPT, "Q: A:", f", {prompts.RATIONALE_CONNECTIVE}"]
+    lines = [CAPTION_PROMPT, *INVENTORY_PROMPTS.values(), "Q: A:", f", {prompts.RATIONALE_CONNECTIVE}"]
     for _ in range(scenes):
         scene = shapes.make_scene(rng)
         lines.append(shapes.caption(scene, rng))
@@ -128,6 +163,7 @@ def tokenizer_corpus(seed: int, scenes: int = 1500) -> list[str]:
             lines.append(prompts.answer_prompt(q["question"]) + prompts.target_text(q["answer"]))
             lines.append(prompts.rationale_prompt(q["question"], q["answer"]))
             lines.extend(q["explanations"])
+        lines += [shapes.remark(scene, rng)["text"] for _ in range(3)]
     return lines
 
 
@@ -182,14 +218,8 @@ def encode_examples(examples: Sequence[Example], processor: Any, image_tokens: i
 
     encoded = []
     for ex in examples:
-        tokens: list[int] = []
-        is_target: list[bool] = []
-        for turn, (prompt, target) in enumerate(ex.turns):
-            question = ids(prompt, first=turn == 0)
-            answer = ids(target) + [tok.eos_token_id]
-            tokens += question + answer
-            is_target += [False] * len(question) + [True] * len(answer)
-        encoded.append((tokens, is_target))
+        prompt, target = ids(ex.prompt, first=True), ids(ex.target) + [tok.eos_token_id]
+        encoded.append((prompt + target, [False] * len(prompt) + [True] * len(target)))
     return encoded
 
 
@@ -206,23 +236,118 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random
     return batches
 
 
+# What the vision stage teaches per patch: the words naming each class (None = no shape there).
+PATCH_ATTRIBUTES: dict[str, tuple[str | None, ...]] = {
+    "kind": (None, *shapes.KINDS), "color": (None, *sorted(shapes.COLORS)), "size": (None, "small", "large"),
+    "row": (None,) * shapes.GRID, "col": (None,) * shapes.GRID}
+
+
+def patch_labels(scene: dict) -> torch.Tensor:
+    """(cells, attributes) class ids per grid cell, row-major like the patches (PATCH_ATTRIBUTES)."""
+    cells = torch.arange(shapes.GRID * shapes.GRID)
+    labels = torch.zeros(len(cells), len(PATCH_ATTRIBUTES), dtype=torch.long)
+    labels[:, 3], labels[:, 4] = cells // shapes.GRID, cells % shapes.GRID
+    for s in scene["shapes"]:
+        cell = s["row"] * shapes.GRID + s["col"]
+        labels[cell, :3] = torch.tensor([PATCH_ATTRIBUTES[key].index(s[key]) for key in ("kind", "color", "size")])
+    return labels
+
+
+def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], settings: DemoSettings,
+                    progress: Progress = _quiet) -> dict:
+    """Stage 1: train the vision tower to tell, per patch, the kind, colour, size and place it shows.
+
+    Trained from scratch together with the language model, the tower collapses to a near
+    constant output within a few dozen steps and the model learns to ignore the picture.
+    This short supervised stage (a stand-in for CLIP's pre-training) gives features that
+    name what is where; its read-out heads become the projector's first units (one per
+    class), which ground_words() then connects to the language model.
+    Returns the share of held-out shapes whose kind, colour, size and place it reads right.
+    """
+    tower = model.model.vision_tower
+    hidden = model.config.vision_config.hidden_size
+    heads = torch.nn.ModuleList([torch.nn.Linear(hidden, len(names)) for names in PATCH_ATTRIBUTES.values()])
+    labels = torch.stack([patch_labels(scene) for scene in scenes])
+    held_out = max(1, len(scenes) // 10)
+    optimizer = torch.optim.AdamW([*tower.parameters(), *heads.parameters()], lr=2e-3)
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    def loss_and_accuracy(index: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Summed cross-entropy; share of shapes whose attributes are all right."""
+        patches = tower(pixels[index], output_hidden_states=True).hidden_states[-1][:, 1:, :]
+        target = labels[index]
+        loss, right = 0.0, torch.ones_like(target[:, :, 0], dtype=torch.bool)
+        for column, head in enumerate(heads):
+            logits = head(patches)
+            loss = loss + torch.nn.functional.cross_entropy(logits.flatten(0, 1), target[:, :, column].flatten())
+            right &= logits.argmax(-1) == target[:, :, column]
+        occupied = target[:, :, 0] > 0
+        return loss, (right & occupied).sum().item() / max(1, occupied.sum().item())
+
+    tower.train()
+    train_count = max(1, len(scenes) - held_out)
+    for step in range(settings.vision_steps):
+        loss, _ = loss_and_accuracy(torch.randint(0, train_count, (64,), generator=generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        _, accuracy = loss_and_accuracy(torch.arange(len(scenes) - held_out, len(scenes)))
+        first = model.model.multi_modal_projector.linear_1
+        rows = sum(len(names) for names in PATCH_ATTRIBUTES.values())
+        first.weight[:rows] = torch.cat([head.weight for head in heads])
+        first.bias[:rows] = torch.cat([head.bias for head in heads])
+    progress(f"vision stage: {settings.vision_steps} steps; kind, colour, size and place all right for "
+             f"{100 * accuracy:.1f}% of the shapes in {held_out} held-out scenes")
+    return {"vision_shape_accuracy": round(100 * accuracy, 2)}
+
+
+def ground_words(model: Any, tokenizer: Any, scale: float = 10.0, match_gain: float = 4.0) -> list[str]:
+    """Start the language model able to look a word up in the picture; returns the words tied.
+
+    Answering "What color is the square?" needs attention from the word "square" to the patch
+    that shows a square. Learned from scratch, that content match does not form within this
+    build's budget: the model learns which colours are in the picture, never which shape has
+    which. So, as initial values only (everything keeps training):
+    - the projector maps the vision unit for "square" (from pretrain_vision) onto the input
+      embedding of the word " square" (likewise every kind, colour and size word), and
+    - the first attention layer starts with equal query and key projections (scaled up), so
+      its attention scores start as similarities: a word attends to the patches that show it.
+    """
+    embeddings = model.model.language_model.embed_tokens.weight
+    second = model.model.multi_modal_projector.linear_2
+    tied = []
+    with torch.no_grad():
+        unit = 0
+        for names in PATCH_ATTRIBUTES.values():
+            for name in names:
+                ids = tokenizer(f" {name}", add_special_tokens=False)["input_ids"] if name else []
+                if len(ids) == 1:  # a word the tokenizer splits has no single embedding to tie to
+                    second.weight[:, unit] = embeddings[ids[0]] * scale
+                    tied.append(name)
+                unit += 1
+        attention = model.model.language_model.layers[0].self_attn
+        attention.q_proj.weight.mul_(match_gain)
+        attention.k_proj.weight.copy_(attention.q_proj.weight)
+    return tied
+
+
 def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any, dict]:
     """Build and train the model; returns (model, processor, training summary)."""
     torch.manual_seed(settings.seed)
     model, processor = build_untrained(settings)
-    examples, images = training_examples(settings, processor)
+    examples, images, scenes = training_examples(settings, processor)
     pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     encoded = encode_examples(examples, processor, int(model.config.image_seq_length))
-    kinds = {"sequences": len(examples), "answers": sum(len(e.turns) - 1 for e in examples if e.kind == "qa"),
-             "rationales": sum(e.kind == "rationale" for e in examples)}
+    kinds = {kind: sum(e.kind == kind for e in examples)
+             for kind in ("caption", "inventory", "answer", "rationale", "remark")}
     progress(f"data: {settings.scenes} scenes, {kinds}, "
              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    vision_summary = pretrain_vision(model, pixels, scenes, settings, progress)
+    vision_summary["grounded_words"] = ground_words(model, processor.tokenizer)
 
     pad = processor.tokenizer.pad_token_id
-    # Trained from scratch at the language model's learning rate, the CLIP tower collapses to
-    # a constant output within a few dozen steps and the model learns to ignore the picture.
-    # Its random features are distinct per patch, so by default it stays frozen and the
-    # projector + language model learn to read them (vision_lr_scale > 0 trains it slower).
+    # Stage 2: the tower from stage 1 stays frozen by default (vision_lr_scale > 0 fine-tunes it).
     vision = list(model.model.vision_tower.parameters())
     frozen = {id(p) for p in vision}
     groups = [{"params": [p for p in model.parameters() if id(p) not in frozen], "scale": 1.0}]
@@ -269,7 +394,7 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
     model.eval()
     for param in vision:
         param.requires_grad_(True)
-    return model, processor, {"rows": kinds, "first_loss": losses[0], "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+    return model, processor, {**vision_summary, "rows": kinds, "first_loss": losses[0], "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
                               "train_seconds": round(time.time() - started, 1)}
 
 
@@ -304,9 +429,18 @@ def measure(model_dir: str | Path, items: Sequence[tuple[Item, Any]], progress: 
             accepted_any.append(any(critic.tick([c.text for c in cands], item.explanations)))
         progress(f"measured {min(start + batch_size, len(items))}/{len(items)} test items")
     scores = metrics.rationale_scores(rationales, [item.explanations for item, _ in items], meteor=False)
+    by_type: dict[str, dict] = {}
+    for (item, _), answer, accepted in zip(items, answers, accepted_any):
+        row = by_type.setdefault(item.meta.get("qtype", "?"), {"items": 0, "correct": 0, "accepted": 0})
+        row["items"] += 1
+        row["correct"] += metrics.answer_accuracy([answer], [item.answer]) / 100
+        row["accepted"] += accepted
     return {"items": len(items), "accuracy": metrics.answer_accuracy(answers, [item.answer for item, _ in items]),
             "rouge_l": scores["rouge_l"], "cider": scores["cider"], "bleu_4": scores["bleu_4"],
             "accepted_among_10": sum(accepted_any) / len(items),
+            "by_question_type": {qtype: {"items": row["items"], "accuracy": round(100 * row["correct"] / row["items"], 1),
+                                         "accepted_among_10": round(row["accepted"] / row["items"], 3)}
+                                 for qtype, row in sorted(by_type.items())},
             "examples": [{"question": item.question, "answer": item.answer, "predicted": a, "rationale": r,
                           "references": item.explanations}
                          for (item, _), a, r in list(zip(items, answers, rationales))[:6]]}

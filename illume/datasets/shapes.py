@@ -77,7 +77,7 @@ def render(scene: Scene) -> Image.Image:
     return image
 
 
-def _where(shape: Shape) -> str:
+def where(shape: Shape) -> str:
     vertical = "top" if shape["row"] < GRID // 2 else "bottom"
     horizontal = "left" if shape["col"] < GRID // 2 else "right"
     return f"{vertical} {horizontal}"
@@ -85,7 +85,7 @@ def _where(shape: Shape) -> str:
 
 def caption(scene: Scene, rng: random.Random) -> str:
     """A plain description of the scene (used to pre-train the demo model)."""
-    parts = [f"a {s['size']} {s['color']} {s['kind']} at the {_where(s)}" for s in scene["shapes"]]
+    parts = [f"a {s['size']} {s['color']} {s['kind']} at the {where(s)}" for s in scene["shapes"]]
     rng.shuffle(parts)
     return f"{NUMBER_WORDS[len(parts)]} shapes: " + ", ".join(parts) + "."
 
@@ -106,7 +106,7 @@ def _listing(shapes: list[Shape], colors: bool = False) -> str:
 def _color_q(scene: Scene, rng: random.Random) -> dict | None:
     i = rng.randrange(len(scene["shapes"]))
     s = scene["shapes"][i]
-    k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
+    k, c, z, w = s["kind"], s["color"], s["size"], where(s)
     return {"question": f"What color is the {k}?", "answer": c, "targets": [i], "explanations": _pick(rng, [
         f"the {k} at the {w} is {c}", f"the {z} {k} is {c}", f"the {k} in the {w} corner is painted {c}",
         f"the {k} is {c} and {z}", f"the only {k} is a {z} {c} one"])}
@@ -119,7 +119,7 @@ def _shape_q(scene: Scene, rng: random.Random) -> dict | None:
         return None
     i = rng.choice(unique)
     s = scene["shapes"][i]
-    k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
+    k, c, z, w = s["kind"], s["color"], s["size"], where(s)
     return {"question": f"What shape is the {c} object?", "answer": k, "targets": [i], "explanations": _pick(rng, [
         f"the {c} object at the {w} is a {k}", f"the {z} {c} shape is a {k}", f"the {c} thing in the {w} corner is a {k}",
         f"the {k} is the only {c} shape and it is {z}", f"the {c} object is a {z} {k}"])}
@@ -169,7 +169,7 @@ def _position_q(scene: Scene, rng: random.Random) -> dict | None:
 def _size_q(scene: Scene, rng: random.Random) -> dict | None:
     i = rng.randrange(len(scene["shapes"]))
     s = scene["shapes"][i]
-    k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
+    k, c, z, w = s["kind"], s["color"], s["size"], where(s)
     word = "big" if z == "large" else "tiny"
     return {"question": f"Is the {k} large or small?", "answer": z, "targets": [i], "explanations": _pick(rng, [
         f"the {c} {k} is drawn {word}", f"the {k} at the {w} is {z}", f"the {c} {k} is a {z} shape",
@@ -181,7 +181,7 @@ def _yesno_q(scene: Scene, rng: random.Random) -> dict | None:
     if rng.random() < 0.5:  # yes: ask about a shape that is there
         i = rng.randrange(len(shapes))
         s = shapes[i]
-        k, c, z, w = s["kind"], s["color"], s["size"], _where(s)
+        k, c, z, w = s["kind"], s["color"], s["size"], where(s)
         return {"question": f"Is there a {c} {k}?", "answer": "yes", "targets": [i], "asked": {"kind": k, "color": c},
                 "explanations": _pick(rng, [
                     f"there is a {c} {k} at the {w}", f"the {k} at the {w} is {c}", f"the picture shows a {z} {c} {k}",
@@ -191,7 +191,7 @@ def _yesno_q(scene: Scene, rng: random.Random) -> dict | None:
         k = rng.choice(sorted(present))
         i, s = present[k]
         c = rng.choice([c for c in sorted(COLORS) if c != s["color"]])
-        real, w = s["color"], _where(s)
+        real, w = s["color"], where(s)
         return {"question": f"Is there a {c} {k}?", "answer": "no", "targets": [i], "asked": {"kind": k, "color": c},
                 "explanations": _pick(rng, [
                     f"the {k} is {real}, not {c}", f"the only {k} in the picture is {real}",
@@ -207,6 +207,46 @@ def _yesno_q(scene: Scene, rng: random.Random) -> dict | None:
                 f"there is no {k} in the picture", f"the picture only has {_listing(shapes)}",
                 f"no {k} is drawn in the image", f"the shapes are {_listing(shapes, colors=True)}",
                 f"the image shows {_listing(shapes)} but no {k}"])}
+
+
+# ---------------------------------------------------------------- remarks
+# A remark is a true statement about a picture that answers no question in particular:
+# about one shape, about two shapes and where they are, or listing all of them. The demo
+# model learns to make remarks after "<question> <answer>, seeing that" (like rationales
+# scraped from the web, they are true but often beside the point); which remark explains
+# the answer is what the ILLUME loop then teaches it.
+REMARK_FAMILIES = {"one": 0.6, "two": 0.25, "all": 0.15}
+
+
+def relation(a: Shape, b: Shape) -> list[str]:
+    """Every true 'a is <relation> b' wording of where shape a is relative to shape b."""
+    found = []
+    if a["col"] != b["col"]:
+        found.append("to the left of" if a["col"] < b["col"] else "to the right of")
+    if a["row"] != b["row"]:
+        found.append("above" if a["row"] < b["row"] else "below")
+    return found
+
+
+def remark(scene: Scene, rng: random.Random) -> dict:
+    """{"text", "family", "about": shape indices}: one true remark about the scene."""
+    shapes_ = scene["shapes"]
+    family = rng.choices(list(REMARK_FAMILIES), weights=list(REMARK_FAMILIES.values()))[0]
+    if family == "two":
+        i, j = rng.sample(range(len(shapes_)), 2)
+        a, b = shapes_[i], shapes_[j]
+        text = f"the {a['color']} {a['kind']} is {rng.choice(relation(a, b))} the {b['color']} {b['kind']}"
+        return {"text": text + ".", "family": family, "about": [i, j]}
+    if family == "all":
+        text = rng.choice([f"the picture shows {_listing(shapes_)}", f"i can see {_listing(shapes_, colors=True)}"])
+        return {"text": text + ".", "family": family, "about": list(range(len(shapes_)))}
+    i = rng.randrange(len(shapes_))
+    s = shapes_[i]
+    k, c, z, w = s["kind"], s["color"], s["size"], where(s)
+    text = rng.choice([f"the {k} at the {w} is {c}", f"there is a {c} {k} at the {w}", f"the {z} {k} is {c}",
+                       f"the {c} {k} is {z}", f"a {z} {c} {k} is drawn at the {w}",
+                       f"the {c} object at the {w} is a {k}"])
+    return {"text": text + ".", "family": "one", "about": [i]}
 
 
 QUESTIONS: dict[str, Callable[[Scene, random.Random], dict | None]] = {

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import json
 
+import dataclasses
+
 import pytest
+import torch
 
 from illume import demo_model, prompts
+from illume.datasets import shapes
 from illume.errors import IllumeError
 from illume.vlm import VLM, Query
 
 SMALL = dict(scenes=40, steps=12, batch_size=16, test_items=6, text_hidden=64, text_layers=2,
-             vision_hidden=32, vision_layers=1, vocab_size=400)
+             vision_hidden=32, vision_layers=1, vocab_size=400, vision_steps=10)
 
 
 @pytest.fixture(scope="module")
@@ -66,23 +70,24 @@ def test_other_settings_get_another_cache_entry():
 def test_training_tokens_match_what_the_processor_feeds_at_inference(built):
     _, path, _ = built
     vlm = VLM.load(str(path), device="cpu")
-    settings = demo_model.DemoSettings(**{**SMALL, "scenes": 4, "explanation_fraction": 0.5})
-    examples, images = demo_model.training_examples(settings, vlm.processor)
+    settings = demo_model.DemoSettings(**{**SMALL, "scenes": 4, "explanation_fraction": 0.5, "remark_fraction": 0})
+    examples, images, _ = demo_model.training_examples(settings, vlm.processor)
     encoded = demo_model.encode_examples(examples, vlm.processor, vlm.model.config.image_seq_length)
-    assert {e.kind for e in examples} == {"qa", "rationale"}
+    assert {e.kind for e in examples} == {"caption", "answer", "rationale"}
+    remarks = demo_model.training_examples(dataclasses.replace(settings, explanation_fraction=0, remark_fraction=1),
+                                           vlm.processor)[0]
+    assert {e.kind for e in remarks} == {"caption", "answer", "remark"}
     eos = vlm.tokenizer.eos_token_id
     for example, (ids, is_target) in zip(examples, encoded):
-        first_prompt = example.turns[0][0]
-        assert first_prompt.startswith("<image>")
-        inference = vlm.encode([images[example.scene]], [first_prompt])["input_ids"][0].tolist()
+        assert example.prompt.startswith("<image>")
+        inference = vlm.encode([images[example.scene]], [example.prompt])["input_ids"][0].tolist()
         assert ids[: len(inference)] == inference and not any(is_target[: len(inference)])
-        assert ids.count(eos) == len(example.turns) and ids[-1] == eos
-        target_text = vlm.tokenizer.decode([t for t, keep in zip(ids, is_target) if keep and t != eos])
-        assert target_text == "".join(target for _, target in example.turns)
+        assert all(is_target[len(inference):]) and ids.count(eos) == 1 and ids[-1] == eos
+        assert vlm.tokenizer.decode(ids[len(inference):-1]) == example.target
         if example.kind == "rationale":
-            assert first_prompt.endswith(f", {prompts.RATIONALE_CONNECTIVE}") and len(example.turns) == 1
-        else:
-            assert sum(p.endswith(" A:") for p, _ in example.turns) == len(example.turns) - 1  # + the caption
+            assert example.prompt.endswith(f", {prompts.RATIONALE_CONNECTIVE}")
+        elif example.kind == "answer":
+            assert example.prompt.endswith(" A:") and example.prompt.count("Q:") == 1  # one question per sequence
 
 
 def test_unknown_setting_is_refused(tmp_path):
@@ -94,3 +99,54 @@ def test_out_directory_holding_a_model_is_refused(built):
     _, path, _ = built
     with pytest.raises(IllumeError, match="already holds a demo model"):
         demo_model.build_demo_model(path, demo_model.DemoSettings(**SMALL))
+
+
+@pytest.fixture(scope="module")
+def vision_stage():
+    """An untrained demo model whose vision tower went through stage 1, and its scenes."""
+    settings = demo_model.DemoSettings(**{**SMALL, "vision_steps": 400})
+    torch.manual_seed(0)
+    model, processor = demo_model.build_untrained(settings)
+    rng = shapes.split_rng(0, "train")
+    scenes = [shapes.make_scene(rng) for _ in range(300)]
+    pixels = processor.image_processor([shapes.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
+    before = demo_model.pretrain_vision(model, pixels, scenes, dataclasses.replace(settings, vision_steps=0))
+    after = demo_model.pretrain_vision(model, pixels, scenes, settings)
+    return model, processor, scenes, before, after
+
+
+def test_vision_stage_teaches_the_tower_what_each_patch_shows(vision_stage):
+    *_, before, after = vision_stage
+    # kind, colour, size, row and column of a held-out shape, all right: chance is about 1 in 1,400
+    assert before["vision_shape_accuracy"] < 5 and after["vision_shape_accuracy"] >= 90, (before, after)
+
+
+def _word_finds_its_patch(model, processor, scenes) -> int:
+    """In how many scenes the first attention layer, at the word " <kind>", weighs that shape's
+    patch highest among the patches that show a shape."""
+    model.config.text_config._attn_implementation = "eager"  # only eager returns attention weights
+    hits = 0
+    for scene in scenes:
+        target = scene["shapes"][0]
+        batch = processor(images=[shapes.render(scene)], text=[f"<image>Q: What color is the {target['kind']}? A:"],
+                          return_tensors="pt")
+        with torch.no_grad():
+            out = model(**batch, output_attentions=True)
+        ids = batch["input_ids"][0].tolist()
+        word = ids.index(processor.tokenizer(f" {target['kind']}", add_special_tokens=False)["input_ids"][0])
+        first_patch = ids.index(model.config.image_token_index)
+        cells = [s["row"] * shapes.GRID + s["col"] for s in scene["shapes"]]
+        weights = out.attentions[0][0, :, word, first_patch: first_patch + shapes.GRID ** 2].mean(0)
+        hits += max(cells, key=lambda c: weights[c]) == cells[0]
+    return hits
+
+
+def test_grounded_words_attend_to_the_patch_that_shows_them(vision_stage):
+    model, processor, scenes, _, _ = vision_stage
+    held_out = scenes[-40:]
+    before = _word_finds_its_patch(model, processor, held_out)
+    tied = demo_model.ground_words(model, processor.tokenizer)
+    after = _word_finds_its_patch(model, processor, held_out)
+    assert set(shapes.KINDS) <= set(tied)
+    # the language model is untrained: only the grounding makes "square" look at the square
+    assert after >= 0.8 * len(held_out) and after - before >= 0.25 * len(held_out), (before, after)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 
@@ -160,7 +161,7 @@ def test_explanations_state_only_facts_of_the_scene(written):
             else:  # the kind asked about is not drawn: says so, or lists every shape there is
                 assert words & {"no", "not"} or kinds <= words, text
             for vertical, horizontal in QUADRANT.findall(text):  # "at the top left" is where the target is
-                assert any(shapes._where(t) == f"{vertical} {horizontal}" for t in targets), text
+                assert any(shapes.where(t) == f"{vertical} {horizontal}" for t in targets), text
 
 
 def test_position_explanations_agree_with_the_answer(written):
@@ -192,3 +193,36 @@ def test_wording_varies_across_items(written):
 def test_bad_split_size_is_refused(tmp_path):
     with pytest.raises(IllumeError, match="whole number"):
         shapes.generate(tmp_path, sizes={"train": -1})
+
+
+def test_remarks_are_true_of_the_scene_and_cover_every_family():
+    rng = random.Random(11)
+    seen = Counter()
+    for item in shapes_of_many_scenes()[:300]:
+        scene = item.meta["scene"]["shapes"]
+        for _ in range(3):
+            said = shapes.remark(item.meta["scene"], rng)
+            seen[said["family"]] += 1
+            words = set(WORDS.findall(said["text"]))
+            about = [scene[i] for i in said["about"]]
+            assert words & set(shapes.KINDS) == {s["kind"] for s in about}, said
+            assert words & set(shapes.COLORS) <= {s["color"] for s in about}, said
+            if said["family"] == "one":
+                for vertical, horizontal in QUADRANT.findall(said["text"]):
+                    assert (about[0]["y"] < 32) == (vertical == "top") and (about[0]["x"] < 32) == (horizontal == "left")
+                if words & {"small", "large"}:
+                    assert about[0]["size"] in words, said
+            elif said["family"] == "two":  # "the <a> is <relation> the <b>", checked on pixel coordinates
+                a, b = about
+                assert said["text"].index(a["kind"]) < said["text"].index(b["kind"]), said
+                if "left" in words:
+                    assert a["x"] < b["x"], said
+                elif "right" in words:
+                    assert a["x"] > b["x"], said
+                elif "above" in words:
+                    assert a["y"] < b["y"], said
+                else:
+                    assert "below" in words and a["y"] > b["y"], said
+            else:
+                assert len(about) == len(scene)
+    assert set(seen) == set(shapes.REMARK_FAMILIES) and seen["one"] > seen["two"] > seen["all"]
