@@ -47,7 +47,7 @@ from illume.datasets import shapes
 from illume.errors import IllumeError
 from illume.records import Item, atomic_write_text
 
-BUILDER_VERSION = 2  # bump when the recipe changes, so cached models are rebuilt
+BUILDER_VERSION = 3  # bump when the recipe changes, so cached models are rebuilt
 METRICS_FILE = "demo_metrics.json"
 SETTINGS_FILE = "demo_settings.json"
 CAPTION_PROMPT = "Describe the picture:"
@@ -198,6 +198,11 @@ def build_untrained(settings: DemoSettings) -> tuple[Any, Any]:
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
                          image_seq_length=(size // patch) ** 2)
     model = LlavaForConditionalGeneration(config)
+    with torch.no_grad():
+        # CLIP starts position embeddings 50x smaller than a patch's pixels embed; then where a
+        # patch is (row, column) is learned late and, from some initialisations, not at all
+        # within the vision stage. At the patches' scale it is learned every time.
+        model.model.vision_tower.embeddings.position_embedding.weight.normal_(0.0, 0.5)
     image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1)
@@ -253,6 +258,11 @@ def patch_labels(scene: dict) -> torch.Tensor:
     return labels
 
 
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to a tenth."""
+    return min(1.0, (step + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * step / max(1, total))) * 0.9 + 0.1)
+
+
 def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], settings: DemoSettings,
                     progress: Progress = _quiet) -> dict:
     """Stage 1: train the vision tower to tell, per patch, the kind, colour, size and place it shows.
@@ -270,6 +280,8 @@ def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], se
     labels = torch.stack([patch_labels(scene) for scene in scenes])
     held_out = max(1, len(scenes) // 10)
     optimizer = torch.optim.AdamW([*tower.parameters(), *heads.parameters()], lr=2e-3)
+    # warm up, then decay: at a constant rate some initialisations stall on a plateau
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, 50, settings.vision_steps))
     generator = torch.Generator().manual_seed(settings.seed)
 
     def loss_and_accuracy(index: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -291,6 +303,7 @@ def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], se
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
     with torch.no_grad():
         _, accuracy = loss_and_accuracy(torch.arange(len(scenes) - held_out, len(scenes)))
         first = model.model.multi_modal_projector.linear_1
@@ -376,8 +389,7 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
             labels[row, : len(ids)] = torch.where(torch.tensor(is_target), torch.tensor(ids), -100)
             mask[row, : len(ids)] = 1
         scene_index = torch.tensor([examples[i].scene for i in batch])
-        lr = settings.lr * min(1.0, (step + 1) / settings.warmup) * (
-            0.5 * (1 + math.cos(math.pi * step / settings.steps)) * 0.9 + 0.1)
+        lr = settings.lr * _warmup_cosine(step, settings.warmup, settings.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["scale"]
         out = model(input_ids=input_ids, attention_mask=mask, pixel_values=pixels[scene_index], labels=labels)

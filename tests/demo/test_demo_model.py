@@ -73,10 +73,10 @@ def test_training_tokens_match_what_the_processor_feeds_at_inference(built):
     settings = demo_model.DemoSettings(**{**SMALL, "scenes": 4, "explanation_fraction": 0.5, "remark_fraction": 0})
     examples, images, _ = demo_model.training_examples(settings, vlm.processor)
     encoded = demo_model.encode_examples(examples, vlm.processor, vlm.model.config.image_seq_length)
-    assert {e.kind for e in examples} == {"caption", "answer", "rationale"}
+    assert {e.kind for e in examples} == {"caption", "inventory", "answer", "rationale"}
     remarks = demo_model.training_examples(dataclasses.replace(settings, explanation_fraction=0, remark_fraction=1),
                                            vlm.processor)[0]
-    assert {e.kind for e in remarks} == {"caption", "answer", "remark"}
+    assert {e.kind for e in remarks} == {"caption", "inventory", "answer", "remark"}
     eos = vlm.tokenizer.eos_token_id
     for example, (ids, is_target) in zip(examples, encoded):
         assert example.prompt.startswith("<image>")
@@ -103,12 +103,15 @@ def test_out_directory_holding_a_model_is_refused(built):
 
 @pytest.fixture(scope="module")
 def vision_stage():
-    """An untrained demo model whose vision tower went through stage 1, and its scenes."""
-    settings = demo_model.DemoSettings(**{**SMALL, "vision_steps": 400})
+    """An untrained demo model whose vision tower (of the default size) went through stage 1,
+    and its scenes."""
+    default = demo_model.DemoSettings()
+    settings = demo_model.DemoSettings(**{**SMALL, "vision_steps": 400, "vision_hidden": default.vision_hidden,
+                                          "vision_layers": default.vision_layers})
     torch.manual_seed(0)
     model, processor = demo_model.build_untrained(settings)
     rng = shapes.split_rng(0, "train")
-    scenes = [shapes.make_scene(rng) for _ in range(300)]
+    scenes = [shapes.make_scene(rng) for _ in range(2000)]  # fewer overfit: held-out accuracy falls
     pixels = processor.image_processor([shapes.render(s) for s in scenes], return_tensors="pt")["pixel_values"]
     before = demo_model.pretrain_vision(model, pixels, scenes, dataclasses.replace(settings, vision_steps=0))
     after = demo_model.pretrain_vision(model, pixels, scenes, settings)
