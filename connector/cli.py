@@ -67,6 +67,19 @@ def crowd_options(command):
     return command
 
 
+def gate_options(command):
+    """The promotion gate: which rationale metric, how much worse it may be, and how many
+    points of answer accuracy a new adapter may lose (train, loop)."""
+    for option in reversed([
+        click.option("--gate-metric", default="rouge_l", show_default=True, help="Rationale metric compared by the gate."),
+        click.option("--tolerance", type=float, default=0.0, show_default=True,
+                     help="Promote even when the new rationale score is lower by at most this much."),
+        click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                     help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this.")]):
+        command = option(command)
+    return command
+
+
 class Progress:
     """Counts on stderr, at most every `every` units (scripts read stdout only)."""
 
@@ -248,9 +261,7 @@ def export(url, api_key, project, out, previous, min_agreement, iteration, round
               help="Held-out items (JSONL of Item) for the promotion gate.")
 @click.option("--serving-adapter", type=click.Path(exists=True, file_okay=False),
               help="Adapter the backend serves now (default: the base model alone).")
-@click.option("--gate-metric", default="rouge_l", show_default=True, help="Rationale metric compared by the gate.")
-@click.option("--tolerance", type=float, default=0.0, show_default=True,
-              help="Promote even when the new score is lower by at most this much.")
+@gate_options
 @click.option("--version", help="Model version name for the new adapter (default: the run directory's name).")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training processes (>1 uses the deepspeed launcher).")
@@ -259,14 +270,14 @@ def export(url, api_key, project, out, previous, min_agreement, iteration, round
 @click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="The backend's admin token.")
 @click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
 @click.pass_context
-def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance, version, processes,
-          resume, backend_url, admin_token, train_args):
+def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance, max_accuracy_drop,
+          version, processes, resume, backend_url, admin_token, train_args):
     """Train an adapter on an export, evaluate it, and promote it only if it is not worse.
 
     Promotion reloads the backend with the new adapter and version (with --backend-url);
     then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
     """
-    from connector.training_job import (gate, rationale_score, read_eval_items, reload_backend, run_training,
+    from connector.training_job import (evaluate_model, gate, read_eval_items, reload_backend, run_training,
                                         training_command)
 
     version = version or out.name
@@ -278,8 +289,8 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
         decision = None
     else:
         items = read_eval_items(eval_items)
-        decision = gate(rationale_score(base_model, str(adapter), items, gate_metric),
-                        rationale_score(base_model, serving_adapter, items, gate_metric), gate_metric, tolerance)
+        decision = gate(evaluate_model(base_model, str(adapter), items), evaluate_model(base_model, serving_adapter, items),
+                        gate_metric, tolerance, max_accuracy_drop)
         click.echo(decision.reason)
     (out / "promotion.json").write_text(json.dumps({"adapter": str(adapter), "version": version,
                                                     "promoted": decision is None or decision.promote,
@@ -347,9 +358,11 @@ def status(url, api_key, project, backend_url, as_json):
 @click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="The backend's admin token.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training processes (>1 uses the deepspeed launcher).")
+@gate_options
 @click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
 def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate,
-         threshold, min_agreement, local_files_root, backend_url, admin_token, processes, train_args, seed):
+         threshold, min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
+         max_accuracy_drop, train_args, seed):
     """Run N rounds of predict -> annotate -> export -> train -> reload; resumable.
 
     Each round imports the items as new tasks (fresh candidates from the newest model),
@@ -363,7 +376,8 @@ def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, 
                         rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
                         annotators=annotators, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
-                        processes=processes, train_args=train_args)
+                        processes=processes, gate_metric=gate_metric, tolerance=tolerance,
+                        max_accuracy_drop=max_accuracy_drop, train_args=train_args)
     state = Loop(client, config, say=click.echo, progress=lambda label: Progress(f"  {label}", every=10)).run()
     click.echo(summary_table(state.rounds))
 

@@ -40,7 +40,8 @@ class DemoConfig:
     model_cache: Path | None = None
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
     tolerance: float = 0.0  # promotion gate: promote when at most this much worse
-    train_args: tuple[str, ...] = ("--epochs", "3", "--lr", "2e-3", "--batch-size", "16")
+    max_accuracy_drop: float | None = 2.0  # ... and when answer accuracy fell by at most this many points
+    train_args: tuple[str, ...] = ("--epochs", "5", "--lr", "1e-3", "--batch-size", "8")
 
 
 def prepare_data(config: DemoConfig, say: Callable[[str], None]) -> tuple[Path, Path]:
@@ -113,7 +114,6 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
     run_dir.mkdir(parents=True, exist_ok=True)
     feedback, test = prepare_data(config, say)
     if config.model is None:
-        say("demo model: building it on first use (a few minutes), then cached")
         model = ensure_demo_model(config.model_cache, seed=config.seed, progress=say)
     else:
         model = Path(config.model)
@@ -140,7 +140,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
             rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
             annotators=config.annotators, threshold=config.threshold, error_rate=config.error_rate,
             seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
-            tolerance=config.tolerance, train_args=config.train_args),
+            tolerance=config.tolerance, max_accuracy_drop=config.max_accuracy_drop, train_args=config.train_args),
             say=say, progress=progress)
         state = loop.run()
         report = write_report(run_dir / "loop", run_dir / "report")

@@ -48,6 +48,7 @@ class LoopConfig:
     admin_token: str | None = None
     gate_metric: str = "rouge_l"
     tolerance: float = 0.0
+    max_accuracy_drop: float | None = 2.0  # promotion also needs answers no worse than this (points)
     processes: int = 1
     train_args: Sequence[str] = ()
     predict_batch: int = 16
@@ -58,7 +59,7 @@ class LoopConfig:
 @dataclass
 class LoopState:
     rounds: dict[str, dict[str, Any]] = field(default_factory=dict)  # "1" -> steps done, results
-    serving: dict[str, Any] = field(default_factory=dict)  # adapter, version, score, metrics
+    serving: dict[str, Any] = field(default_factory=dict)  # adapter, version, metrics
 
     @classmethod
     def load(cls, run_dir: Path) -> "LoopState":
@@ -118,7 +119,6 @@ class Loop:
         if self.eval_items and "metrics" not in serving:
             self.say(f"evaluating the serving model on {len(self.eval_items)} held-out items")
             serving["metrics"] = evaluate_model(self.config.base_model, serving["adapter"], self.eval_items)
-            serving["score"] = serving["metrics"].get(self.config.gate_metric)
             self.state.rounds.setdefault("0", {"done": list(STEPS), "metrics": serving["metrics"],
                                                "promoted": True, "version": "base"})
             self.state.save(self.config.run_dir)
@@ -220,8 +220,8 @@ class Loop:
         serving = self.state.serving
         if self.eval_items:
             record["metrics"] = evaluate_model(self.config.base_model, str(adapter), self.eval_items)
-            decision = gate(record["metrics"].get(self.config.gate_metric, 0.0), serving.get("score") or 0.0,
-                            self.config.gate_metric, self.config.tolerance)
+            decision = gate(record["metrics"], serving.get("metrics") or {}, self.config.gate_metric,
+                            self.config.tolerance, self.config.max_accuracy_drop)
             record["promoted"], record["gate"] = decision.promote, decision.reason
         else:
             record["promoted"], record["gate"] = True, "no held-out items: promoted without a gate"
@@ -232,8 +232,7 @@ class Loop:
             status = reload_backend(self.config.backend_url, self.config.admin_token, self.config.base_model,
                                     str(adapter), version)
             self.say(f"  backend now serves {status.get('serving_version')!r}")
-        serving.update(adapter=str(adapter), version=version, score=(record.get("metrics") or {}).get(
-            self.config.gate_metric), metrics=record.get("metrics"))
+        serving.update(adapter=str(adapter), version=version, metrics=record.get("metrics"))
 
 
 def summary_table(rounds: dict) -> str:

@@ -56,10 +56,16 @@ def plots(rounds: dict[int, dict[str, Any]]) -> dict[str, bytes]:
         left.legend(fontsize=8)
         right.plot([str(n) for n in fed], [rounds[n]["diversity"]["candidates_per_item"] for n in fed], "o-",
                    label="distinct candidates per item")
-        right.plot([str(n) for n in fed], [10 * rounds[n]["diversity"]["distinct_2"] for n in fed], "s--",
-                   label="distinct bigrams (x10)")
-        right.set(title="Candidate diversity", xlabel="round")
-        right.legend(fontsize=8)
+        right.set(title="Candidate diversity", xlabel="round", ylabel="candidates per item")
+        right.set_ylim(bottom=0)
+        # distinct bigrams are a share of all bigrams (a few % on a small vocabulary): their own axis
+        share = right.twinx()
+        share.plot([str(n) for n in fed], [100 * rounds[n]["diversity"]["distinct_2"] for n in fed], "s--",
+                   color="#dd8452", label="distinct bigrams (% of all, right axis)")
+        share.set(ylabel="distinct bigrams %")
+        share.set_ylim(bottom=0)
+        lines = right.get_legend_handles_labels()[0] + share.get_legend_handles_labels()[0]
+        right.legend(lines, [line.get_label() for line in lines], fontsize=8)
         out["feedback"] = _figure_png(figure)
         plt.close(figure)
     measured = [n for n in rounds if rounds[n].get("metrics")]

@@ -53,6 +53,7 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, thre
             continue
         references = [r for r in data.get("references") or [] if r]
         done = set(task.get("annotators") or [])
+        annotated_before = result.annotations
         for user, annotator in crowd:
             if user in done:
                 continue
@@ -69,6 +70,6 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, thre
             result.annotations += 1
             result.ticked += len(chosen)
             result.shown += len(options)
-        if progress:
+        if progress and result.annotations > annotated_before:  # tasks annotated now, not in earlier rounds
             progress(1)
     return result

@@ -1,4 +1,4 @@
-"""Train on an export, gate the new adapter on held-out rationale scores, reload the backend.
+"""Train on an export, gate the new adapter on held-out rationale scores and answer accuracy, reload the backend.
 
 The training job runs as a subprocess (`python -m training`, or the `deepspeed` launcher for
 several processes; see training/README.md). Promotion compares the new adapter with the
@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import requests
 
@@ -86,14 +86,6 @@ def evaluate_model(base_model: str, adapter: str | None, items: list[Item]) -> d
     return scores
 
 
-def rationale_score(base_model: str, adapter: str | None, items: list[Item], metric: str) -> float:
-    scores = evaluate_model(base_model, adapter, items)
-    if metric not in scores:
-        raise IllumeError(f"Evaluation has no metric {metric!r} (has {', '.join(sorted(scores))})",
-                          "Pass --gate-metric with one of those.")
-    return float(scores[metric])
-
-
 @dataclass
 class Decision:
     promote: bool
@@ -102,14 +94,30 @@ class Decision:
     reason: str
 
 
-def gate(new_score: float, old_score: float, metric: str, tolerance: float = 0.0) -> Decision:
-    """Promote when the new adapter is not worse than the serving model (minus a tolerance)."""
-    if new_score + tolerance >= old_score:
-        return Decision(True, new_score, old_score,
-                        f"{metric} {new_score:.4f} >= serving model's {old_score:.4f} - {tolerance:g}")
-    return Decision(False, new_score, old_score,
-                    f"{metric} {new_score:.4f} is below the serving model's {old_score:.4f} (tolerance {tolerance:g}); "
-                    "keeping the serving model")
+def gate(new: Mapping[str, Any], old: Mapping[str, Any], metric: str, tolerance: float = 0.0,
+         max_accuracy_drop: float | None = 2.0) -> Decision:
+    """Promote the new adapter when, on the same held-out items, its rationales score at least
+    the serving model's (less a tolerance) and its answers lose at most max_accuracy_drop
+    points of accuracy (None: answers are not checked). Training on rationales can trade
+    answers for explanations; the serving model's answers are what annotators judge against.
+    """
+    if metric not in new:
+        raise IllumeError(f"Evaluation has no metric {metric!r} (has {', '.join(sorted(new))})",
+                          "Pass --gate-metric with one of those.")
+    new_score, old_score = float(new[metric]), float(old.get(metric) or 0.0)
+    problems = []
+    if new_score + tolerance < old_score:
+        problems.append(f"{metric} {new_score:.4f} is below the serving model's {old_score:.4f} (tolerance {tolerance:g})")
+    accuracy = ""
+    if "accuracy" in new and "accuracy" in old:
+        drop = round(float(old["accuracy"]) - float(new["accuracy"]), 6)  # no float noise at the limit
+        accuracy = f"answer accuracy {float(new['accuracy']):.1f} (serving model {float(old['accuracy']):.1f})"
+        if max_accuracy_drop is not None and drop > max_accuracy_drop:
+            problems.append(f"{accuracy} fell by {drop:.1f} points, more than {max_accuracy_drop:g}")
+    if problems:
+        return Decision(False, new_score, old_score, "; ".join(problems) + "; keeping the serving model")
+    return Decision(True, new_score, old_score, f"{metric} {new_score:.4f} >= serving model's {old_score:.4f} - "
+                                                f"{tolerance:g}" + (f"; {accuracy}" if accuracy else ""))
 
 
 def reload_backend(backend_url: str, admin_token: str, model: str, adapter: str | None, version: str | None,

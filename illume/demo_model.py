@@ -506,6 +506,7 @@ def ensure_demo_model(cache_dir: str | Path | None = None, seed: int = 0, progre
     out = Path(cache_dir or DEFAULT_CACHE) / f"shapes-demo-{settings.key()}"
     if (out / SETTINGS_FILE).is_file():
         return out
+    progress(f"building the demo model into {out} (about 5 minutes on 2 CPU cores; cached for later runs)")
     return build_demo_model(out, settings, progress)
 
 
