@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from connector.demo import DEMO_TRAINING  # noqa: E402
 from illume import demo_model  # noqa: E402
 from illume.critic import RougeCritic  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
@@ -183,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feedback-items", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--multiples", default="1,2,5", help="SFT baselines: k x as many items as got feedback")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=DEMO_TRAINING["epochs"])
+    parser.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"])
+    parser.add_argument("--lr", type=float, default=DEMO_TRAINING["lr"])
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)

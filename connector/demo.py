@@ -26,6 +26,10 @@ PROJECT_TITLE = "ILLUME demo (Shapes-X)"
 BACKEND_TITLE = "illume"
 
 
+# LoRA training that suits the demo model; benchmarks/data_efficiency.py trains with the same
+DEMO_TRAINING = {"epochs": 5, "lr": 1e-3, "batch_size": 8}
+
+
 @dataclass
 class DemoConfig:
     run_dir: Path
@@ -41,7 +45,8 @@ class DemoConfig:
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
     tolerance: float = 0.0  # promotion gate: promote when at most this much worse
     max_accuracy_drop: float | None = 2.0  # ... and when answer accuracy fell by at most this many points
-    train_args: tuple[str, ...] = ("--epochs", "5", "--lr", "1e-3", "--batch-size", "8")
+    train_args: tuple[str, ...] = tuple(arg for key, value in DEMO_TRAINING.items()
+                                        for arg in (f"--{key.replace('_', '-')}", str(value)))
 
 
 def prepare_data(config: DemoConfig, say: Callable[[str], None]) -> tuple[Path, Path]:
