@@ -11,7 +11,10 @@ from typing import Callable, Iterable
 
 import torch
 
-ARCHITECTURES = ("llava", "idefics3", "paligemma")
+# Built and tested here on every run (tests/core, tests/backend, tests/training).
+ARCHITECTURES = ("llava", "llava_next", "idefics3", "paligemma", "gemma3", "mllama")
+# Their processors need torchvision (video processors); tests skip where it cannot be imported.
+TORCHVISION_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl")
 
 _DEFAULT_CORPUS = (
     "what color is the shape ? red blue green yellow the circle square triangle is left of right "
@@ -20,8 +23,12 @@ _DEFAULT_CORPUS = (
 )
 
 
-def train_tokenizer(corpus: Iterable[str], special_tokens: list[str], vocab_size: int = 400):
-    """A byte-level BPE tokenizer trained on the spot, wrapped for transformers."""
+def train_tokenizer(corpus: Iterable[str], special_tokens: list[str], vocab_size: int = 400,
+                    named: dict[str, str] | None = None):
+    """A byte-level BPE tokenizer trained on the spot, wrapped for transformers.
+
+    `named` gives model-specific special tokens an attribute (e.g. Gemma3's boi_token).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -32,7 +39,7 @@ def train_tokenizer(corpus: Iterable[str], special_tokens: list[str], vocab_size
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(corpus), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token=None)
+                                   pad_token="<pad>", unk_token=None, extra_special_tokens=named)
 
 
 def _llama_text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, hidden: int = 64):
@@ -93,35 +100,142 @@ def build_idefics3(out: Path, corpus: Iterable[str]) -> Path:
     return out
 
 
-def build_qwen2_vl(out: Path, corpus: Iterable[str]) -> Path:
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor)
+def _build_qwen_vl(out: Path, corpus: Iterable[str], generation: str) -> Path:
+    """Qwen2-VL ("2") or Qwen2.5-VL ("2.5"); their processors need torchvision (video processor)."""
+    import transformers
 
+    from transformers import Qwen2VLImageProcessor
+
+    prefix = {"2": "Qwen2VL", "2.5": "Qwen2_5_VL"}[generation]
+    config_class = getattr(transformers, f"{prefix}Config")
+    model_class = getattr(transformers, f"{prefix}ForConditionalGeneration")
+    processor_class = getattr(transformers, f"{prefix}Processor")
     specials = ["<pad>", "<s>", "</s>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>",
                 "<|im_start|>", "<|im_end|>"]
     tokenizer = train_tokenizer(list(corpus) + ["user assistant"], specials)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     head_dim = 16  # mrope sections below must add up to head_dim / 2
-    config = Qwen2VLConfig(
+    vision = dict(depth=2, hidden_size=64, num_heads=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2,
+                  in_channels=3)
+    if generation == "2":
+        vision.update(embed_dim=32, mlp_ratio=2)
+    else:
+        vision.update(hidden_size=32, intermediate_size=64, out_hidden_size=64, window_size=16,
+                      fullatt_block_indexes=[1])
+    config = config_class(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
                          pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"],
                          tie_word_embeddings=False),
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=8,
-                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
     assert config.text_config.hidden_size // config.text_config.num_attention_heads == head_dim
-    model = Qwen2VLForConditionalGeneration(config)
+    model = model_class(config)
     image_processor = Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
                                             min_pixels=32 * 32, max_pixels=32 * 32)
     chat_template = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
                      "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
                      "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
                      "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+    _save(model, processor, out)
+    return out
+
+
+def build_qwen2_vl(out: Path, corpus: Iterable[str]) -> Path:
+    return _build_qwen_vl(out, corpus, "2")
+
+
+def build_qwen2_5_vl(out: Path, corpus: Iterable[str]) -> Path:
+    return _build_qwen_vl(out, corpus, "2.5")
+
+
+def build_llava_next(out: Path, corpus: Iterable[str]) -> Path:
+    """LLaVA-NeXT: "anyres" tiling (a base view + a grid of crops per image) and a chat template."""
+    from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessor, LlavaNextProcessor)
+
+    tokenizer = train_tokenizer(list(corpus) + ["USER: ASSISTANT:"], ["<pad>", "<s>", "</s>", "<image>"])
+    image_size, patch = 32, 8
+    pinpoints = [[32, 32], [32, 64], [64, 32]]  # tall and wide images get 2 crops, square ones 1
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch, projection_dim=32)
+    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    config = LlavaNextConfig(vision_config=vision, text_config=text,
+                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                             vision_feature_layer=-1, vision_feature_select_strategy="default",
+                             image_grid_pinpoints=pinpoints, image_seq_length=(image_size // patch) ** 2)
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessor(size={"shortest_edge": image_size}, image_grid_pinpoints=pinpoints,
+                                              crop_size={"height": image_size, "width": image_size})
+    chat_template = ("{% for message in messages %}{{ message['role'] | upper }}: "
+                     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>{{ '\\n' }}"
+                     "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{{ ' ' }}{% endfor %}"
+                     "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=chat_template)
+    _save(model, processor, out)
+    return out
+
+
+def build_gemma3(out: Path, corpus: Iterable[str]) -> Path:
+    """Gemma3: SigLIP tower, <start_of_image> expanded into soft tokens, chat template."""
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor,
+                              Gemma3TextConfig, SiglipVisionConfig)
+
+    specials = ["<pad>", "<s>", "</s>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+                "<start_of_turn>", "<end_of_turn>"]
+    tokenizer = train_tokenizer(list(corpus) + ["user model"], specials,
+                                named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                       "image_token": "<image_soft_token>"})
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    image_size, patch, soft_tokens = 32, 8, 4  # soft tokens: a square number below (32/8)^2
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=image_size, patch_size=patch)
+    text = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+                            sliding_window=64, pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"],
+                            eos_token_id=ids["</s>"])
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=soft_tokens,
+                          boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+                          image_token_index=ids["<image_soft_token>"])
+    model = Gemma3ForConditionalGeneration(config)
+    image_processor = Gemma3ImageProcessor(size={"height": image_size, "width": image_size})
+    chat_template = ("{% for message in messages %}<start_of_turn>{{ message['role'] }}{{ '\\n' }}"
+                     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<start_of_image>"
+                     "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<end_of_turn>{{ '\\n' }}{% endfor %}"
+                     "{% if add_generation_prompt %}<start_of_turn>model{{ '\\n' }}{% endif %}")
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template,
+                                image_seq_length=soft_tokens)
+    _save(model, processor, out)
+    return out
+
+
+def build_mllama(out: Path, corpus: Iterable[str]) -> Path:
+    """Mllama (Llama 3.2 Vision): tiled images read through cross-attention layers, plain prompt."""
+    from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor, MllamaProcessor,
+                              MllamaTextConfig, MllamaVisionConfig)
+
+    specials = ["<pad>", "<s>", "</s>", "<|image|>", "<|python_tag|>"]
+    tokenizer = train_tokenizer(corpus, specials)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    image_size, patch = 32, 8
+    vision = MllamaVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
+                                attention_heads=2, image_size=image_size, patch_size=patch, max_num_tiles=2,
+                                supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]], intermediate_layers_indices=[0],
+                                vision_output_dim=64)
+    text = MllamaTextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                            cross_attention_layers=[1], max_position_embeddings=512, pad_token_id=ids["<pad>"],
+                            bos_token_id=ids["<s>"], eos_token_id=ids["</s>"])
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=ids["<|image|>"])
+    model = MllamaForConditionalGeneration(config)
+    image_processor = MllamaImageProcessor(size={"height": image_size, "width": image_size}, max_image_tiles=2)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     _save(model, processor, out)
     return out
 
@@ -151,7 +265,8 @@ def build_paligemma(out: Path, corpus: Iterable[str]) -> Path:
 
 
 BUILDERS: dict[str, Callable[[Path, Iterable[str]], Path]] = {
-    "llava": build_llava, "idefics3": build_idefics3, "paligemma": build_paligemma,
+    "llava": build_llava, "llava_next": build_llava_next, "idefics3": build_idefics3, "paligemma": build_paligemma,
+    "gemma3": build_gemma3, "mllama": build_mllama, "qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl,
 }
 
 
@@ -159,7 +274,7 @@ def build_tiny_model(architecture: str, out: str | Path, corpus: Iterable[str] |
                      seed: int = 0) -> Path:
     """Build and save a tiny model of one architecture; returns its directory."""
     if architecture not in BUILDERS:
-        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(BUILDERS)}")
     torch.manual_seed(seed)
     out = Path(out)
     return BUILDERS[architecture](out, corpus or _DEFAULT_CORPUS.split(" . "))

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from illume import prompts
+from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.records import Candidate
 
@@ -130,10 +130,7 @@ class VLM:
     # ------------------------------------------------------------------ inputs
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise texts (with image placeholders) and process images, as one padded batch."""
-        images = [img.convert("RGB") for img in images]
-        nested = type(self.processor).__name__.startswith(("Idefics", "SmolVLM"))
-        batch = self.processor(text=list(texts), images=[[i] for i in images] if nested else images,
-                               return_tensors="pt", padding=True)
+        batch = processor_batch.process(self.processor, [img.convert("RGB") for img in images], texts)
         dtype = next(self.model.parameters()).dtype
         return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in batch.items()}

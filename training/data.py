@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from illume import prompts
+from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Item,
                             PreferencePair, TrainingRow, read_jsonl, rationale_weight, sha256_file)
@@ -133,7 +133,6 @@ class BatchBuilder:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos = self.tokenizer.eos_token or ""
-        self._nested = type(processor).__name__.startswith(("Idefics", "SmolVLM"))
 
     def prompt(self, question: str, answer: str, kind: str) -> str:
         if kind == RATIONALE:
@@ -163,9 +162,7 @@ class BatchBuilder:
         return batch
 
     def _process(self, images: list[Image.Image], texts: list[str]) -> dict[str, torch.Tensor]:
-        out = self.processor(text=texts, images=[[i] for i in images] if self._nested else images,
-                             return_tensors="pt", padding=True)
-        return dict(out)
+        return processor_batch.process(self.processor, images, texts)
 
     def rows(self, rows: Sequence[TrainingRow], weight: float) -> dict[str, torch.Tensor]:
         """ILLUME batch: inputs, labels, and a loss weight per row (w for rationale rows)."""
