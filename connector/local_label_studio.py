@@ -84,8 +84,9 @@ class LocalLabelStudio:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            # Let Label Studio call an ML backend on loopback (refused by default since 1.23.1).
-            "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false",
+            # Let Label Studio call an ML backend on loopback (refused by default since 1.23.1);
+            # only this setting guards ML backend URLs, SSRF protection stays on for the rest.
+            "ML_BLOCK_LOCAL_IP": "false",
             # Serve images from local storage under the data dir (import of local folders).
             "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root or self.data_dir),
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",

@@ -127,7 +127,8 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
             f"{record.get('items_with_accepted', '–')} / {record.get('items_judged', '–')}" if n else "–",
             _num((record.get("diversity") or {}).get("candidates_per_item")),
             _num(metrics.get("rouge_l")), _num(metrics.get("cider")), _num(metrics.get("bleu_4")),
-            _num(metrics.get("meteor")), _num(metrics.get("accuracy")),
+            _num(metrics.get("meteor")) if "meteor" in metrics or not metrics else "missing",
+            _num(metrics.get("accuracy")),
             html.escape(str(agreement.get("fleiss_kappa") if agreement.get("fleiss_kappa") is not None else "–")),
             html.escape(str(record.get("version") or "–")) + ("" if record.get("promoted", True) else " (kept old)"),
         ])
@@ -136,6 +137,9 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
              _table(["round", "candidates from", "accepted %", "items with accepted", "candidates / item",
                      "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
                     summary_rows)]
+    if any(r.get("metrics") and "meteor" not in r["metrics"] for r in rounds.values()):
+        parts.append("<p class=muted>METEOR missing: not computed (it needs a Java runtime where the model is evaluated; "
+                     "e.g. <code>apt-get install default-jre-headless</code>).</p>")
     for name, title in (("feedback", "Feedback"), ("metrics", "Held-out metrics")):
         if name in images:
             data = base64.b64encode(images[name]).decode()

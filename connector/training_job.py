@@ -25,19 +25,27 @@ from illume.vlm import ADAPTER_META
 ADAPTER_DIR = "adapter"
 
 
+def deepspeed_launcher() -> str:
+    """The `deepspeed` launcher of this environment, found without the venv being activated."""
+    beside = Path(sys.executable).with_name("deepspeed")
+    return str(beside) if beside.is_file() else "deepspeed"
+
+
 def training_command(export: Path, base_model: str, out: Path, eval_items: Path | None = None,
                      version: str | None = None, processes: int = 1, resume: bool = False,
-                     extra: Sequence[str] = ()) -> list[str]:
+                     extra: Sequence[str] = (), eval_batch_size: int | None = None) -> list[str]:
     args = ["--export", str(export), "--base-model", base_model, "--out", str(out)]
     if eval_items:
         args += ["--eval-items", str(eval_items)]
+    if eval_batch_size:
+        args += ["--eval-batch-size", str(eval_batch_size)]
     if version:
         args += ["--version", version]
     if resume:
         args.append("--resume")
     args += list(extra)
     if processes > 1:
-        return ["deepspeed", "--num_gpus", str(processes), "--module", "training", *args]
+        return [deepspeed_launcher(), "--num_gpus", str(processes), "--module", "training", *args]
     return [sys.executable, "-m", "training", *args]
 
 
@@ -76,12 +84,12 @@ def read_eval_items(path: Path) -> list[Item]:
     return items
 
 
-def evaluate_model(base_model: str, adapter: str | None, items: list[Item]) -> dict[str, Any]:
+def evaluate_model(base_model: str, adapter: str | None, items: list[Item], batch_size: int = 8) -> dict[str, Any]:
     """Held-out metrics of base model (+ adapter), measured as the training job measures them."""
     from illume.vlm import VLM
     from training.evaluate import evaluate
 
-    scores = evaluate(VLM.load(base_model, adapter=adapter), items)
+    scores = evaluate(VLM.load(base_model, adapter=adapter), items, batch_size=batch_size)
     scores.pop("examples", None)
     return scores
 
@@ -102,7 +110,8 @@ def gate(new: Mapping[str, Any], old: Mapping[str, Any], metric: str, tolerance:
     answers for explanations; the serving model's answers are what annotators judge against.
     """
     if metric not in new:
-        raise IllumeError(f"Evaluation has no metric {metric!r} (has {', '.join(sorted(new))})",
+        java = " (METEOR needs a Java runtime: apt-get install default-jre-headless)" if metric == "meteor" else ""
+        raise IllumeError(f"Evaluation has no metric {metric!r}{java} (has {', '.join(sorted(new))})",
                           "Pass --gate-metric with one of those.")
     new_score, old_score = float(new[metric]), float(old.get(metric) or 0.0)
     problems = []

@@ -1,7 +1,7 @@
 """Rationale and answer metrics of the method (SPEC section 1), on a 0-100 scale.
 
 BLEU-1..4, METEOR and CIDEr come from the COCO caption evaluation (pycocoevalcap; METEOR
-runs its Java jar). Texts are tokenised with the critic's tokenizer (lower case, letters
+runs its Java jar, so without a Java runtime it is left out with one warning: missing, never 0). Texts are tokenised with the critic's tokenizer (lower case, letters
 and digits) instead of the Java PTB tokenizer, and ROUGE-L is the critic's rouge_l, the
 same formula as COCO's (LCS F-measure, beta 1.2), so the acceptance threshold and the
 reported ROUGE-L can never disagree. Answer accuracy is the exact match after
@@ -9,6 +9,8 @@ normalisation (case, punctuation and spaces ignored).
 """
 from __future__ import annotations
 
+import shutil
+import warnings
 from typing import Sequence
 
 from illume.critic import rouge_l, tokenize
@@ -42,13 +44,24 @@ def rationale_scores(candidates: Sequence[str], references: Sequence[Sequence[st
     scores = {f"bleu_{n + 1}": 100 * float(b) for n, b in enumerate(bleu)}
     scores["rouge_l"] = 100 * sum(rouge_l(candidates[i], references[i]) for i in keep) / len(keep)
     scores["cider"] = 100 * float(cider)
-    if meteor:
-        scores["meteor"] = 100 * meteor_score(gts, res)
+    if meteor and (value := meteor_score(gts, res)) is not None:
+        scores["meteor"] = 100 * value
     return scores
 
 
-def meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
-    """Corpus METEOR 1.5 from pycocoevalcap's Java jar (one JVM per call)."""
+_warned_no_java = False
+
+
+def meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float | None:
+    """Corpus METEOR 1.5 from pycocoevalcap's Java jar (one JVM per call); None without Java."""
+    global _warned_no_java
+    if shutil.which("java") is None:
+        if not _warned_no_java:
+            warnings.warn("METEOR skipped: no `java` on PATH (install a Java runtime, e.g. "
+                          "`apt-get install default-jre-headless`); the other metrics are unaffected",
+                          RuntimeWarning, stacklevel=2)
+            _warned_no_java = True
+        return None
     from pycocoevalcap.meteor.meteor import Meteor
 
     try:

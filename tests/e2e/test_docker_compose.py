@@ -30,13 +30,20 @@ def test_compose_config_passes_with_the_example_env():
     services = yaml.safe_load(result.stdout)["services"]
     assert {"db", "label-studio", "ml-backend", "trainer", "ml-backend-gpu"} <= set(services)
     studio = services["label-studio"]["environment"]
-    assert studio["ML_BLOCK_LOCAL_IP"] == "false" and studio["SSRF_PROTECTION_ENABLED"] == "false"
+    assert studio["ML_BLOCK_LOCAL_IP"] == "false"
+    assert "SSRF_PROTECTION_ENABLED" not in studio  # SSRF protection stays on; only ML URLs may be local
     assert studio["DJANGO_DB"] == "default" and services["label-studio"]["image"].endswith(":1.23.2")
     backend = services["ml-backend"]["environment"]
     assert backend["LABEL_STUDIO_URL"] == "http://label-studio:8080"
     assert backend["ILLUME_BASIC_AUTH"].startswith("studio:") and backend["ILLUME_ADMIN_TOKEN"]
     gpus = services["ml-backend-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpus["capabilities"] == ["gpu"]
+    # the GPU services build their own image with the CUDA build of torch, under their own tag
+    assert services["ml-backend"]["image"] == "illume-studio:cpu"
+    for name in ("ml-backend-gpu", "trainer"):
+        assert services[name]["image"] == "illume-studio:gpu"
+        assert services[name]["build"]["args"]["TORCH_INDEX"] == "https://pypi.org/simple"
+    assert "TORCH_INDEX" not in (services["ml-backend"]["build"].get("args") or {})  # the Dockerfile's CPU index
 
 
 def test_compose_refuses_to_start_without_secrets(tmp_path):
