@@ -75,7 +75,9 @@ def gate_options(command):
         click.option("--tolerance", type=float, default=0.0, show_default=True,
                      help="Promote even when the new rationale score is lower by at most this much."),
         click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=2.0, show_default=True,
-                     help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this.")]):
+                     help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this."),
+        click.option("--eval-batch-size", type=click.IntRange(min=1),
+                     help="Held-out items per generate call when evaluating (default 8; lower it when memory is short).")]):
         command = option(command)
     return command
 
@@ -271,7 +273,7 @@ def export(url, api_key, project, out, previous, min_agreement, iteration, round
 @click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
 @click.pass_context
 def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance, max_accuracy_drop,
-          version, processes, resume, backend_url, admin_token, train_args):
+          eval_batch_size, version, processes, resume, backend_url, admin_token, train_args):
     """Train an adapter on an export, evaluate it, and promote it only if it is not worse.
 
     Promotion reloads the backend with the new adapter and version (with --backend-url);
@@ -281,7 +283,8 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
                                         training_command)
 
     version = version or out.name
-    command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args)
+    command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args,
+                               eval_batch_size)
     adapter = run_training(command, out / "train.log", echo=lambda line: click.echo(line, err=True))
     click.echo(f"trained adapter {adapter}")
     if eval_items is None:
@@ -289,7 +292,8 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
         decision = None
     else:
         items = read_eval_items(eval_items)
-        decision = gate(evaluate_model(base_model, str(adapter), items), evaluate_model(base_model, serving_adapter, items),
+        decision = gate(evaluate_model(base_model, str(adapter), items, eval_batch_size),
+                        evaluate_model(base_model, serving_adapter, items, eval_batch_size),
                         gate_metric, tolerance, max_accuracy_drop)
         click.echo(decision.reason)
     (out / "promotion.json").write_text(json.dumps({"adapter": str(adapter), "version": version,
@@ -362,7 +366,7 @@ def status(url, api_key, project, backend_url, as_json):
 @click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
 def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate,
          threshold, min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
-         max_accuracy_drop, train_args, seed):
+         max_accuracy_drop, eval_batch_size, train_args, seed):
     """Run N rounds of predict -> annotate -> export -> train -> reload; resumable.
 
     Each round imports the items as new tasks (fresh candidates from the newest model),
@@ -377,7 +381,7 @@ def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, 
                         annotators=annotators, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
                         processes=processes, gate_metric=gate_metric, tolerance=tolerance,
-                        max_accuracy_drop=max_accuracy_drop, train_args=train_args)
+                        max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args)
     state = Loop(client, config, say=click.echo, progress=lambda label: Progress(f"  {label}", every=10)).run()
     click.echo(summary_table(state.rounds))
 

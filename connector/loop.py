@@ -49,6 +49,7 @@ class LoopConfig:
     gate_metric: str = "rouge_l"
     tolerance: float = 0.0
     max_accuracy_drop: float | None = 2.0  # promotion also needs answers no worse than this (points)
+    eval_batch_size: int | None = None  # held-out items per generate call (None: training.evaluate's default)
     processes: int = 1
     train_args: Sequence[str] = ()
     predict_batch: int = 16
@@ -118,7 +119,8 @@ class Loop:
             serving.update(adapter=None, version=None)
         if self.eval_items and "metrics" not in serving:
             self.say(f"evaluating the serving model on {len(self.eval_items)} held-out items")
-            serving["metrics"] = evaluate_model(self.config.base_model, serving["adapter"], self.eval_items)
+            serving["metrics"] = evaluate_model(self.config.base_model, serving["adapter"], self.eval_items,
+                                                self.config.eval_batch_size)
             self.state.rounds.setdefault("0", {"done": list(STEPS), "metrics": serving["metrics"],
                                                "promoted": True, "version": "base"})
             self.state.save(self.config.run_dir)
@@ -219,7 +221,8 @@ class Loop:
         record["adapter"], record["version"] = str(adapter), version
         serving = self.state.serving
         if self.eval_items:
-            record["metrics"] = evaluate_model(self.config.base_model, str(adapter), self.eval_items)
+            record["metrics"] = evaluate_model(self.config.base_model, str(adapter), self.eval_items,
+                                               self.config.eval_batch_size)
             decision = gate(record["metrics"], serving.get("metrics") or {}, self.config.gate_metric,
                             self.config.tolerance, self.config.max_accuracy_drop)
             record["promoted"], record["gate"] = decision.promote, decision.reason

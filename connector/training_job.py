@@ -84,7 +84,8 @@ def read_eval_items(path: Path) -> list[Item]:
     return items
 
 
-def evaluate_model(base_model: str, adapter: str | None, items: list[Item], batch_size: int = 8) -> dict[str, Any]:
+def evaluate_model(base_model: str, adapter: str | None, items: list[Item],
+                   batch_size: int | None = None) -> dict[str, Any]:
     """Held-out metrics of base model (+ adapter), measured as the training job measures them."""
     from illume.vlm import VLM
     from training.evaluate import evaluate

@@ -19,6 +19,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", required=True, help="base model directory or Hugging Face id")
     p.add_argument("--out", required=True, help="run directory: checkpoints/, adapter/, eval/")
     p.add_argument("--eval-items", help="held-out items (JSONL of illume.records.Item), evaluated after each epoch")
+    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"].default,
+                   help="held-out items per generate call when evaluating (lower it when memory is short)")
     p.add_argument("--epochs", type=int, default=d["epochs"].default)
     p.add_argument("--batch-size", type=int, default=d["batch_size"].default, help="micro batch per process")
     p.add_argument("--grad-accum", type=int, default=d["grad_accum"].default, help="micro batches per optimizer step")

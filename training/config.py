@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.evaluate import BATCH_SIZE as EVAL_BATCH_SIZE
+
 
 @dataclass
 class TrainConfig:
@@ -35,7 +37,7 @@ class TrainConfig:
     version: str | None = None  # model_version name written next to the adapter
     max_steps: int | None = None  # stop after this many optimizer steps
     eval_max_new_tokens: int = 40
-    eval_batch_size: int = 8
+    eval_batch_size: int = EVAL_BATCH_SIZE  # held-out items per generate call
     eval_meteor: bool = True  # METEOR starts a JVM per evaluation (seconds)
     log_every: int = 10
 

@@ -6,17 +6,25 @@ from typing import Any, Sequence
 from PIL import Image
 
 from illume import metrics
+from illume.errors import IllumeError
 from illume.records import Item
 from illume.vlm import VLM, Query
 
 
-def evaluate(vlm: VLM, items: Sequence[Item], batch_size: int = 8, max_new_tokens: int = 40,
+BATCH_SIZE = 8  # items per generate call unless --eval-batch-size says otherwise
+
+
+def evaluate(vlm: VLM, items: Sequence[Item], batch_size: int | None = None, max_new_tokens: int = 40,
              meteor: bool = True, seed: int = 0) -> dict[str, Any]:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr of the rationales vs all references, and answer accuracy.
 
     The rationale explains the ground-truth answer (as when collecting feedback); the
     answer is generated separately from the answer prompt. Item images are local paths.
     """
+    batch_size = batch_size or BATCH_SIZE
+    if batch_size < 1:
+        raise IllumeError(f"evaluation batch size must be at least 1, got {batch_size}",
+                          "Pass a positive --eval-batch-size.")
     was_training = vlm.model.training
     vlm.model.eval()
     rationales: list[str] = []

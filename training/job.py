@@ -44,7 +44,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def check_inputs(config: TrainConfig) -> tuple[torch.device, Export, list]:
     """Every check that can fail on user input, before any model is loaded."""
-    for name in ("epochs", "batch_size", "grad_accum"):
+    for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
         if getattr(config, name) < 1:
             raise IllumeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}",
                               "Pass a positive number.")
