@@ -8,8 +8,14 @@ Re-running on the same Label Studio state gives the same bytes except the manife
 
 Rules (SPEC section 1):
   * cancelled annotations are skipped; a task without another annotation is not completed;
+  * "None of these is correct" wins: an annotation that says None counts as ticking no
+    candidate, whatever else is ticked (a pre-tick left standing, a slip); such conflicts are
+    counted in the manifest, so nothing an annotator called wrong becomes a row or a "chosen";
   * a candidate is accepted when a strict majority of the task's annotators ticked it, or,
     with `min_agreement=K`, when at least K did;
+  * pre-ticks: an annotation that started from a prediction (Label Studio's parent_prediction)
+    is compared with it; the manifest counts pre-ticks kept and accepted candidates that no
+    annotator ticked themselves (automation bias, visible per round);
   * every accepted candidate and every annotator-written rationale becomes a rationale row;
     items without any accepted rationale (now or in earlier iterations) get an answer-only row;
   * preference pairs: each accepted (or written) rationale against each candidate that was
@@ -33,15 +39,15 @@ import ijson
 
 from connector.export_images import ImageCollector
 from connector.importing import task_round
+from connector.project import NONE_ALIAS, NONE_CONTROL, RATIONALES_CONTROL
 from illume.errors import IllumeError
 from illume.prompts import rationale_prompt
 from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE,
                             Feedback, PreferencePair, TrainingRow, atomic_write_text, iter_jsonl, sha256_file)
 
 CANDIDATES_FIELD = "candidates"
-RATIONALES_CONTROL = "rationales"
-NONE_ALIASES = {"none", "__none__"}  # the "none of these is correct" option
 MANIFEST_FORMAT = 1
+NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
 
 
 @dataclass
@@ -61,6 +67,22 @@ class Judged:
     feedback: Feedback
     votes: list[dict[str, bool]]  # per annotator: candidate -> ticked
     annotators: list[Any]  # completed_by of each counted annotation
+    notes: Counter = field(default_factory=Counter)  # reconciliation and pre-tick counts (NOTE_KEYS)
+
+
+# What judge_task counts per task, summed into the manifest and `status`.
+NOTE_KEYS = ("none_with_ticks", "annotations_from_prediction", "preticked", "preticks_kept",
+             "accepted_preticked_unchanged")
+
+
+@dataclass
+class Vote:
+    """One annotation, reconciled."""
+
+    ticked: set[str]
+    written: list[str]
+    none: bool  # "None of these is correct" was chosen
+    conflict: bool  # ... together with ticked candidates, which were dropped (NONE_RULE)
 
 
 # -- reading Label Studio tasks ----------------------------------------------------------------
@@ -93,24 +115,45 @@ def candidate_texts(data: dict) -> tuple[list[str], dict[str, str]]:
     return texts, lookup
 
 
-def annotation_choices(annotation: dict, lookup: dict[str, str]) -> tuple[set[str], list[str]]:
-    """Ticked candidate texts and written rationales of one annotation."""
+def pre_ticked(annotation: dict) -> list[str] | None:
+    """Aliases pre-ticked by the prediction this annotation started from; None when it did not
+    start from one (or that prediction is unknown).
+
+    The labeling interface records the prediction it started from as `parent_prediction` (an
+    id), and Label Studio stores the prediction of the project's model version that was on
+    screen as the annotation's `prediction` (an object); both are in the JSON export.
+    """
+    parent, viewed = annotation.get("parent_prediction"), annotation.get("prediction")
+    if isinstance(parent, dict):
+        viewed, parent = parent, parent.get("id")
+    if parent is None or not isinstance(viewed, dict) or viewed.get("id") != parent:
+        return None
+    return [str(c) for r in viewed.get("result") or [] if r.get("from_name") == RATIONALES_CONTROL
+            for c in (r.get("value") or {}).get("choices") or []]
+
+
+def annotation_choices(annotation: dict, lookup: dict[str, str]) -> Vote:
+    """Ticked candidate texts and written rationales of one annotation, "None" reconciled."""
     ticked: set[str] = set()
     written: list[str] = []
+    none = False
     for result in annotation.get("result") or []:
         value = result.get("value") or {}
-        kind = result.get("type")
-        if kind == "choices" and result.get("from_name") == RATIONALES_CONTROL:
+        kind, control = result.get("type"), result.get("from_name")
+        if kind == "choices" and control == NONE_CONTROL:
+            none = none or NONE_ALIAS in (value.get("choices") or [])
+        elif kind == "choices" and control == RATIONALES_CONTROL:
             for choice in value.get("choices") or []:
                 text = lookup.get(str(choice))
-                if text is not None and str(choice).lower() not in NONE_ALIASES:
+                if text is not None:
                     ticked.add(text)
         elif kind == "textarea":
             for text in value.get("text") or []:
                 text = " ".join(str(text).split())
                 if text and text not in written:
                     written.append(text)
-    return ticked, written
+    conflict = none and bool(ticked)
+    return Vote(set() if none else ticked, written, none, conflict)
 
 
 def judge_task(task: dict, min_agreement: int | None = None, iteration: int = 0) -> Judged | None:
@@ -123,13 +166,23 @@ def judge_task(task: dict, min_agreement: int | None = None, iteration: int = 0)
     texts, lookup = candidate_texts(data)
     votes: list[dict[str, bool]] = []
     written: list[str] = []
+    notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
+    chosen_by_hand: set[str] = set()  # ticked by someone who did not find it pre-ticked
     for annotation in annotations:
-        ticked, typed = annotation_choices(annotation, lookup)
-        votes.append({text: text in ticked for text in texts})
-        written.extend(t for t in typed if t not in written)
+        vote = annotation_choices(annotation, lookup)
+        votes.append({text: text in vote.ticked for text in texts})
+        written.extend(t for t in vote.written if t not in written)
+        notes["none_with_ticks"] += vote.conflict
+        aliases = pre_ticked(annotation)
+        pre = {lookup[a] for a in aliases or [] if a in lookup}
+        notes["annotations_from_prediction"] += aliases is not None
+        notes["preticked"] += len(pre)
+        notes["preticks_kept"] += len(pre & vote.ticked)
+        chosen_by_hand |= vote.ticked - pre
     needed = min_agreement if min_agreement is not None else len(annotations) // 2 + 1
     counts = Counter(text for vote in votes for text, ticked in vote.items() if ticked)
     accepted = [t for t in texts if counts[t] >= needed]
+    notes["accepted_preticked_unchanged"] = sum(1 for t in accepted if t not in chosen_by_hand)
     feedback = Feedback(
         item_id=str(data.get("item_id") or f"task-{task.get('id')}"),
         image=str(data.get("image", "")), question=str(data.get("question", "")), answer=str(data.get("answer", "")),
@@ -138,7 +191,7 @@ def judge_task(task: dict, min_agreement: int | None = None, iteration: int = 0)
         annotation_ids=[a.get("id") for a in annotations], annotators=len(annotations), iteration=iteration)
     completed_by = [a.get("completed_by") for a in annotations]
     completed_by = [c.get("id") if isinstance(c, dict) else c for c in completed_by]
-    return Judged(feedback, votes, completed_by)
+    return Judged(feedback, votes, completed_by, notes)
 
 
 def rationale_rows(feedback: Feedback) -> list[TrainingRow]:
@@ -150,6 +203,14 @@ def preference_pairs(feedback: Feedback) -> list[PreferencePair]:
     prompt = rationale_prompt(feedback.question, feedback.answer)
     return [PreferencePair(feedback.item_id, [feedback.image], feedback.question, feedback.answer, prompt, good, bad)
             for good in feedback.accepted + feedback.written for bad in feedback.rejected]
+
+
+def pretick_summary(notes: Counter, accepted: int) -> dict[str, Any]:
+    """How much of what was accepted the annotators only left standing (automation bias)."""
+    unchanged = notes["accepted_preticked_unchanged"]
+    return {"annotations_from_prediction": notes["annotations_from_prediction"], "preticked": notes["preticked"],
+            "kept": notes["preticks_kept"], "accepted": accepted, "accepted_preticked_unchanged": unchanged,
+            "accepted_preticked_unchanged_rate": round(unchanged / accepted, 6) if accepted else None}
 
 
 # -- agreement ---------------------------------------------------------------------------------
@@ -336,6 +397,7 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
     agreement = Agreement()
     annotation_ids: list[int] = []
     seen = cancelled = candidates_shown = accepted = 0
+    notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
     try:
         if previous is not None:
             _carry_over(writer, previous)
@@ -355,6 +417,7 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
             writer.counts["completed"] += 1
             annotation_ids.extend(feedback.annotation_ids)
             agreement.add(judged)
+            notes.update(judged.notes)
             candidates_shown += len(feedback.candidates)
             accepted += len(feedback.accepted)
             for row in rationale_rows(feedback):
@@ -388,6 +451,8 @@ def _write(tasks: Iterable[dict], work: Path, collector: ImageCollector, options
                        "candidates_shown": candidates_shown, "accepted": accepted,
                        "rate": round(accepted / candidates_shown, 6) if candidates_shown else None},
         "agreement": agreement.summary(),
+        "reconciliation": {"rule": NONE_RULE, "none_with_ticks": notes["none_with_ticks"]},
+        "preticks": pretick_summary(notes, accepted),
         "counts": {"tasks": seen, "completed": counts.get("completed", 0), "cancelled_annotations": cancelled,
                    "annotations": len(annotation_ids), "rationale_rows": rationale,
                    "new_rationale_rows": counts.get("new_rationale_rows", 0), "answer_rows": answer,

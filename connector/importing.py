@@ -1,8 +1,10 @@
 """Items -> Label Studio tasks, without duplicates: each task carries its stable `item_id`.
 
-Task data: image, question, answer (shown), candidates (filled by the ML backend),
-item_id and references (not named by the labeling config, so annotators never see them;
-the simulated critic and evaluation read them).
+Task data: image, question, answer (shown), candidates (filled by the ML backend), item_id,
+split and round. Reference explanations go into the task's `meta`, not its data: Label
+Studio's data manager shows every data key as a column (and the labeling view can show any
+of them), while `meta` is neither shown nor sent to the labeling interface's fields; the
+simulated critic and the JSON export still read it (`task_references`).
 
 Images: http(s) URLs and Label Studio URLs are stored as they are. Local files are served
 by Label Studio's local-files storage: they must lie under the server's
@@ -94,8 +96,17 @@ class ImagePlacer:
 
 
 def task_data(item: Item, image_url: str, round_: int = 1) -> dict:
-    return {"image": image_url, "question": item.question, "answer": item.answer, "item_id": item.item_id,
-            "references": list(item.explanations), "candidates": [], "split": item.split, "round": round_}
+    """One task to import: shown data, and the references kept out of the annotators' view."""
+    return {"data": {"image": image_url, "question": item.question, "answer": item.answer, "item_id": item.item_id,
+                     "candidates": [], "split": item.split, "round": round_},
+            "meta": {"references": list(item.explanations)}}
+
+
+def task_references(task: dict) -> list[str]:
+    """A task's reference explanations (in `meta`; tasks imported by earlier versions kept them in data)."""
+    meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+    found = meta.get("references") or (task.get("data") or {}).get("references") or []
+    return [str(r) for r in found if r]
 
 
 @dataclass

@@ -10,18 +10,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from connector.client import LabelStudioClient
-from connector.project import project_backends
+from connector.project import follow_backend_version
 from illume.errors import IllumeError
 
 
-def current_model_version(client: LabelStudioClient, project: dict) -> str:
-    """The version the backend serves (as Label Studio last saw it), else the project's."""
-    backends = project_backends(client, project["id"])
-    if not backends:
-        raise IllumeError(f"Project {project['id']} ({project.get('title')!r}) has no ML backend connected",
-                          "Run `illume-sync init --backend-url URL` first.")
-    version = backends[0].get("model_version") or project.get("model_version")
-    return str(version or "")
+def project_predictions(client: LabelStudioClient, project_id: int) -> dict[int, dict]:
+    """Every prediction of the project by id (task, model_version, score, result), in one request.
+
+    Label Studio 1.23.2's JSON export lists a task's predictions as ids only.
+    """
+    found = client.get("/api/predictions", params={"project": project_id}, timeout=600)
+    found = found if isinstance(found, list) else found.get("results", [])
+    return {p["id"]: p for p in found if isinstance(p, dict) and "id" in p}
 
 
 def tasks_without_prediction(client: LabelStudioClient, project_id: int, version: str) -> list[int]:
@@ -52,7 +52,7 @@ def predict_missing(client: LabelStudioClient, project: dict, batch_size: int = 
                     progress: Callable[[int], None] | None = None) -> PredictResult:
     if batch_size < 1:
         raise IllumeError(f"--batch-size must be at least 1, got {batch_size}", "Pass e.g. --batch-size 16.")
-    version = current_model_version(client, project)
+    version = follow_backend_version(client, project)
     missing = tasks_without_prediction(client, project["id"], version)
     for start in range(0, len(missing), batch_size):
         batch = missing[start:start + batch_size]
@@ -60,5 +60,6 @@ def predict_missing(client: LabelStudioClient, project: dict, batch_size: int = 
                     params={"id": "retrieve_tasks_predictions", "project": project["id"]}, timeout=600)
         if progress:
             progress(len(batch))
-    still = set(tasks_without_prediction(client, project["id"], current_model_version(client, project)))
+    still = set(tasks_without_prediction(client, project["id"], version))
+    follow_backend_version(client, project)  # now that predictions of this version exist
     return PredictResult(len(missing), len([t for t in missing if t not in still]), version)

@@ -11,6 +11,11 @@ from illume.errors import IllumeError
 
 LABEL_CONFIG = Path(__file__).resolve().parents[1] / "label_config" / "illume_rationales.xml"
 CANDIDATES_VALUE = "$candidates"
+# Control names of the shipped labeling config, in one place until the config is parsed into
+# one schema object: the ticks, "None of these is correct" (its alias), the written rationale.
+RATIONALES_CONTROL = "rationales"
+NONE_CONTROL = "none_correct"
+NONE_ALIAS = "none"
 # Label Studio's "Uncertainty sampling" offers tasks with the lowest prediction score first.
 LOWEST_SCORE_FIRST = "Uncertainty sampling"
 
@@ -99,11 +104,43 @@ def init_project(client: LabelStudioClient, title: str, label_config: str, overl
     backend = model_version = None
     if backend_url:
         backend = connect_backend(client, project["id"], backend_url, backend_title, backend_auth)
-        # Annotators get live predictions only when the project's version is the backend's title.
-        model_version = backend_title
-        if project.get("model_version") != model_version:
-            project = client.patch(f"/api/projects/{project['id']}", {"model_version": model_version})
+        model_version = follow_backend_version(client, project)
+        project = client.get(f"/api/projects/{project['id']}")
     return InitResult(project, created, backend, model_version)
+
+
+def served_model_version(client: LabelStudioClient, project: dict) -> str:
+    """The version the project's ML backend serves now (Label Studio asks it via /setup)."""
+    backends = project_backends(client, project["id"])
+    if not backends:
+        raise IllumeError(f"Project {project['id']} ({project.get('title')!r}) has no ML backend connected",
+                          "Run `illume-sync init --backend-url URL` first.")
+    backend = client.get(f"/api/ml/{backends[0]['id']}")  # reading one backend refreshes its version
+    version = str(backend.get("model_version") or "")
+    if not version:
+        raise IllumeError(f"The ML backend at {backend.get('url')} reports no model version "
+                          f"(state {backend.get('state')!r}: {backend.get('error_message') or 'no error given'})",
+                          "Check that the backend is running and that Label Studio can reach it; then retry.")
+    return version
+
+
+def follow_backend_version(client: LabelStudioClient, project: dict) -> str:
+    """Make the project's model version the one the ML backend serves; return that version.
+
+    Label Studio's uncertainty sampling (lowest prediction score first) only considers
+    predictions whose model_version equals the project's, and annotators are shown the
+    predictions of that version. The backend stamps each prediction with the version it
+    serves, which changes with every reload, so the project follows it (`init`, `predict`).
+    Label Studio accepts a version only once predictions of it exist (or it is a backend's
+    title): until then the project keeps what it had, and `predict` sets it afterwards.
+    """
+    version = served_model_version(client, project)
+    if project.get("model_version") != version:
+        response = client.request("PATCH", f"/api/projects/{project['id']}", json={"model_version": version},
+                                  expect=(200, 400))
+        if response.status_code == 200:
+            project["model_version"] = version
+    return version
 
 
 def project_backends(client: LabelStudioClient, project_id: int) -> list[dict]:

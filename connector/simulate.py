@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from connector.client import LabelStudioClient
-from connector.project import require_candidates
+from connector.importing import task_references
+from connector.project import NONE_ALIAS, NONE_CONTROL, require_candidates
 from illume.critic import NoisyAnnotator, RougeCritic
 from illume.errors import IllumeError
-
-NONE_CONTROL = "none_correct"
-NONE_ALIAS = "none"
 
 
 def simulated_user(client: LabelStudioClient, index: int) -> int:
@@ -51,7 +49,7 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, thre
         if not options:
             result.skipped_without_candidates += 1
             continue
-        references = [r for r in data.get("references") or [] if r]
+        references = task_references(task)
         done = set(task.get("annotators") or [])
         annotated_before = result.annotations
         for user, annotator in crowd:

@@ -1,24 +1,35 @@
-"""Where a project stands: tasks, completed, predictions by model version, acceptance, backend."""
+"""Where a project stands: tasks, completed, predictions by model version, acceptance, pre-ticks
+left standing, "None" conflicts, backend."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
 
 from connector.client import LabelStudioClient
-from connector.export import iter_tasks, judge_task
-from connector.predicting import project_backends
+from connector.export import NOTE_KEYS, iter_tasks, judge_task, pretick_summary
+from connector.predicting import project_predictions
+from connector.project import project_backends
 from connector.training_job import backend_health
+
+
+def prediction_version(prediction: Any, known: dict[int, dict]) -> str:
+    """A task's prediction as the export lists it (an id in Label Studio 1.23.2, or an object)."""
+    if isinstance(prediction, dict):
+        return str(prediction.get("model_version") or "")
+    return str((known.get(prediction) or {}).get("model_version") or "")
 
 
 def project_status(client: LabelStudioClient, project: dict, backend_url: str | None = None) -> dict[str, Any]:
     tasks = completed = cancelled = shown = accepted = 0
     by_version: Counter[str] = Counter()
+    notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
+    predictions = project_predictions(client, project["id"])
     response = client.stream(f"/api/projects/{project['id']}/export",
                              params={"exportType": "JSON", "download_all_tasks": "true"})
     try:
         for task in iter_tasks(response.raw):
             tasks += 1
-            for version in {p.get("model_version") or "" for p in task.get("predictions") or []}:
+            for version in {prediction_version(p, predictions) for p in task.get("predictions") or []}:
                 by_version[version] += 1
             cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
             judged = judge_task(task)
@@ -26,6 +37,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
                 completed += 1
                 shown += len(judged.feedback.candidates)
                 accepted += len(judged.feedback.accepted)
+                notes.update(judged.notes)
     finally:
         response.close()
     backends = project_backends(client, project["id"])
@@ -34,6 +46,8 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
         "tasks": tasks, "completed": completed, "open": tasks - completed, "cancelled_annotations": cancelled,
         "tasks_by_model_version": dict(sorted(by_version.items())),
         "acceptance_rate": round(accepted / shown, 4) if shown else None,
+        "preticks": pretick_summary(notes, accepted),
+        "none_with_ticks": notes["none_with_ticks"],
         "project_model_version": project.get("model_version") or None,
         "backends": [{"url": b.get("url"), "title": b.get("title"), "state": b.get("state"),
                       "model_version": b.get("model_version")} for b in backends],

@@ -31,8 +31,8 @@ class ProjectKit:
     def add_task(self, item_id: str, candidates: list[str], question: str = "what color?", answer: str = "red",
                  references: list[str] | None = None, color: str = "red") -> int:
         data = {"image": self.image(item_id, color), "question": question, "answer": answer, "item_id": item_id,
-                "references": references or [], "candidates": [{"value": c, "alias": f"c{i}"} for i, c in enumerate(candidates)]}
-        self.client.post(f"/api/projects/{self.id}/import", [data])
+                "candidates": [{"value": c, "alias": f"c{i}"} for i, c in enumerate(candidates)]}
+        self.client.post(f"/api/projects/{self.id}/import", [{"data": data, "meta": {"references": references or []}}])
         tasks = [t for t in self.client.pages("/api/tasks", {"project": self.id}) if t["data"]["item_id"] == item_id]
         return tasks[0]["id"]
 
@@ -44,8 +44,17 @@ class ProjectKit:
                 "/api/users/", {"email": email, "username": name})["id"]
         return self.users[name]
 
+    def predict(self, task: int, preticks: list[str] = (), score: float = 0.5, version: str = "v1") -> int:
+        """A stored prediction (as the ML backend makes them) pre-ticking these aliases; its id."""
+        result = [{"from_name": "rationales", "to_name": "image", "type": "choices",
+                   "value": {"choices": list(preticks)}}] if preticks else []
+        prediction = self.client.post("/api/predictions", {"task": task, "result": result, "score": score,
+                                                           "model_version": version})["id"]
+        self.client.patch(f"/api/projects/{self.id}", {"model_version": version})  # as `predict` does
+        return prediction
+
     def annotate(self, task: int, ticks: list[str] = (), written: str | None = None, user: str | None = None,
-                 cancelled: bool = False, none: bool = False) -> int:
+                 cancelled: bool = False, none: bool = False, from_prediction: int | None = None) -> int:
         result = []
         if ticks:
             result.append({"from_name": "rationales", "to_name": "image", "type": "choices", "value": {"choices": list(ticks)}})
@@ -55,6 +64,8 @@ class ProjectKit:
             result.append({"from_name": "written_rationale", "to_name": "image", "type": "textarea",
                            "value": {"text": [written]}})
         body = {"result": result, "was_cancelled": cancelled}
+        if from_prediction is not None:  # what the labeling interface records when it starts from a prediction
+            body["parent_prediction"] = from_prediction
         if user:
             body["completed_by"] = self.user(user)
         return self.client.post(f"/api/tasks/{task}/annotations", body)["id"]

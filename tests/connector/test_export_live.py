@@ -221,3 +221,40 @@ def test_nothing_completed_is_a_clear_error(illume_project, tmp_path):
         export_project(kit.client, kit.project, tmp_path / "out")
     assert "annotate" in info.value.todo
     assert not (tmp_path / "out").exists()
+
+
+def test_none_wins_and_preticks_are_counted(illume_project, tmp_path):
+    """The five ways an annotator answers a task, each with the rows and pairs it must give."""
+    kit = illume_project
+    none_and_tick = kit.add_task("a", ["the red triangle is large.", "it is red.", "it is round."])
+    none_alone = kit.add_task("b", ["wrong one", "wrong two"])
+    untouched = kit.add_task("c", ["the circle is red.", "the sky is green."])
+    unticked = kit.add_task("d", ["the square is blue.", "the circle is big."])
+    written_only = kit.add_task("e", ["bad one", "bad two"])
+    # "None" submitted while the pre-tick still stands: None wins, the pre-ticked text is no row and no "chosen"
+    kit.annotate(none_and_tick, ["c0"], none=True, from_prediction=kit.predict(none_and_tick, ["c0"]))
+    kit.annotate(none_alone, none=True)
+    kit.annotate(untouched, ["c0"], from_prediction=kit.predict(untouched, ["c0"]))
+    kit.annotate(unticked, [], from_prediction=kit.predict(unticked, ["c0"]))
+    kit.annotate(written_only, written="the circle is red all over")
+    manifest = export_project(kit.client, kit.project, tmp_path / "out")
+
+    assert rows_of(tmp_path / "out") == [
+        ("rationale", "c", "the circle is red."), ("rationale", "e", "the circle is red all over"),
+        ("answer", "a", None), ("answer", "b", None), ("answer", "d", None)]
+    assert pairs_of(tmp_path / "out") == [
+        ("c", "the circle is red.", "the sky is green."),
+        ("e", "the circle is red all over", "bad one"), ("e", "the circle is red all over", "bad two")]
+    assert manifest["reconciliation"]["none_with_ticks"] == 1
+    assert manifest["preticks"] == {"annotations_from_prediction": 3, "preticked": 3, "kept": 1, "accepted": 1,
+                                    "accepted_preticked_unchanged": 1, "accepted_preticked_unchanged_rate": 1.0}
+    assert manifest["acceptance"]["accepted"] == 1
+
+
+def test_a_hand_tick_beside_a_kept_pretick_counts_once(illume_project, tmp_path):
+    kit = illume_project
+    task = kit.add_task("a", ["pre-ticked and kept", "ticked by hand", "left alone"])
+    kit.annotate(task, ["c0", "c1"], from_prediction=kit.predict(task, ["c0"]))
+    manifest = export_project(kit.client, kit.project, tmp_path / "out")
+    assert rows_of(tmp_path / "out") == [("rationale", "a", "pre-ticked and kept"), ("rationale", "a", "ticked by hand")]
+    assert manifest["preticks"]["accepted_preticked_unchanged"] == 1 and manifest["preticks"]["accepted"] == 2

@@ -54,7 +54,8 @@ def test_import_is_idempotent_and_hides_references(illume_project, label_studio)
     assert import_items(kit.client, kit.id, items[:1], placer, round_=2).skipped == 1
     assert ("item-0", 2) in existing_item_ids(kit.client, kit.id)
     task = next(iter(kit.client.pages("/api/tasks", {"project": kit.id})))
-    assert task["data"]["references"] and "$references" not in kit.project["label_config"]
+    assert task["meta"]["references"] == ["the thing number 0 is clearly visible"]
+    assert "references" not in task["data"]  # the data manager shows every data key
     response = kit.client.request("GET", task["data"]["image"])
     assert response.content[:4] == b"\x89PNG"  # Label Studio serves the image
 
