@@ -69,8 +69,10 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.option("--max-new-tokens", envvar="ILLUME_MAX_NEW_TOKENS", default=100, type=click.IntRange(1))
 @click.option("--top-k-fraction", envvar="ILLUME_TOP_K_FRACTION", default=0.1, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", envvar="ILLUME_SEED", default=0, type=int)
-@click.option("--preselect", envvar="ILLUME_PRESELECT", default=1, type=click.IntRange(0),
-              help="How many of the best-scored candidates each prediction pre-ticks.")
+@click.option("--preselect", envvar="ILLUME_PRESELECT", default=0, type=click.IntRange(0),
+              help="Pre-annotation policy: how many best-scored candidates each prediction pre-ticks. "
+                   "0 (no pre-ticks) asks annotators to select, as the method does; pre-ticks left "
+                   "standing are counted by `illume-sync export` and `status`.")
 @click.option("--train-command", envvar="ILLUME_TRAIN_COMMAND",
               help="Run in the background when Label Studio sends START_TRAINING.")
 @click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")

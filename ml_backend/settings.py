@@ -21,7 +21,10 @@ class Settings:
     batch_size: int = 8  # tasks per model batch
     queue_size: int = 32  # /predict requests waiting or running before 503
     max_tasks_per_request: int = 1000
-    preselect: int = 1  # candidates pre-ticked in each prediction (the best-scored ones)
+    # Pre-annotation policy: how many best-scored candidates each prediction pre-ticks. 0 by
+    # default: the method asks annotators to select, and pre-ticks left standing would train the
+    # model on its own guesses (export counts them per round; `status` shows them).
+    preselect: int = 0
     write_candidates: bool = True  # write data.candidates back into Label Studio tasks
     train_command: str | None = None  # run in the background on START_TRAINING
     retry_after_s: int = 5

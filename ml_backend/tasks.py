@@ -105,7 +105,9 @@ def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
 
 def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], fields: ConfigFields,
                version: str, preselect: int) -> dict[str, Any]:
-    """Pre-tick the `preselect` best-scored candidates (options are in score order)."""
+    """The prediction for one task: pre-ticks the `preselect` best-scored candidates (options are
+    in score order; 0 pre-ticks none). Its score is the best candidate's probability, so Label
+    Studio's uncertainty sampling offers the tasks the model is least sure of first."""
     if not options:
         return empty_prediction(version)
     ticked = [option["alias"] for option in options[:max(0, preselect)]]

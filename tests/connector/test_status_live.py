@@ -1,0 +1,33 @@
+"""`illume-sync status` on a real Label Studio whose export lists predictions as ids."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+
+pytestmark = pytest.mark.label_studio
+
+
+def test_status_counts_versions_acceptance_and_preticks(illume_project, label_studio):
+    kit = illume_project
+    first = kit.add_task("a", ["kept pre-tick", "other"])
+    second = kit.add_task("b", ["unticked pre-tick", "other"])
+    kit.add_task("c", ["not annotated"])
+    kit.predict(second, ["c0"], version="v1")
+    kit.annotate(first, ["c0"], from_prediction=kit.predict(first, ["c0"], version="v2"))
+    kit.annotate(second, none=True, from_prediction=kit.predict(second, ["c0"], version="v2"))
+    export = kit.client.get(f"/api/projects/{kit.id}/export", params={"exportType": "JSON"})
+    assert all(isinstance(p, int) for task in export for p in task["predictions"])  # what status must read
+
+    result = CliRunner().invoke(main, ["status", "--url", label_studio.url, "--api-key", label_studio.token,
+                                       "--project", str(kit.id), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["tasks"], report["completed"], report["open"]) == (3, 2, 1)
+    assert report["tasks_by_model_version"] == {"v1": 1, "v2": 2}
+    assert report["acceptance_rate"] == 0.25  # 1 of 4 candidates shown
+    assert report["preticks"]["accepted_preticked_unchanged"] == 1 and report["preticks"]["preticked"] == 2
+    assert report["none_with_ticks"] == 0 and report["project_model_version"] == "v2"
