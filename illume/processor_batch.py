@@ -9,6 +9,7 @@ and uses that for every later batch (sampling, answering, evaluation and trainin
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from typing import Any, Sequence
@@ -66,11 +67,25 @@ def image_layout(processor: Any) -> str:
         "(one image per prompt), or report the model so its batch layout can be supported.")
 
 
-def process(processor: Any, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, Any]:
-    """processor(text=texts, images=images) as one padded batch, images laid out as it wants them."""
+def takes_suffix(processor: Any) -> bool:
+    """Whether the processor takes training targets as `suffix` (PaliGemma): it then places them after
+    its own end of prompt and marks them as the causally attended part of the sequence."""
+    return "suffix" in inspect.signature(type(processor).__call__).parameters
+
+
+def process(processor: Any, images: Sequence[Image.Image], texts: Sequence[str],
+            suffixes: Sequence[str] | None = None) -> dict[str, Any]:
+    """processor(text=texts, images=images) as one padded batch, images laid out as it wants them.
+
+    suffixes (only for processors that `takes_suffix`) are the training targets; the processor
+    appends its end-of-sequence token to each. Labels a processor makes itself are dropped:
+    inference needs none and training builds its own (training.data).
+    """
     if len(images) != len(texts):
         raise IllumeError(f"{len(images)} images for {len(texts)} prompts",
                           "Pass exactly one image per prompt.")
-    batch = processor(text=list(texts), images=_arrange(images, image_layout(processor)),
-                      return_tensors="pt", padding=True)
-    return dict(batch)
+    extra = {"suffix": list(suffixes)} if suffixes is not None else {}
+    batch = dict(processor(text=list(texts), images=_arrange(images, image_layout(processor)),
+                           return_tensors="pt", padding=True, **extra))
+    batch.pop("labels", None)
+    return batch

@@ -142,9 +142,12 @@ class BatchBuilder:
     def encode(self, images: Sequence[str], prompt_texts: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded inputs + labels for prompt_i + target_i; labels only on target tokens and eos."""
         pil = [Image.open(p).convert("RGB") for p in images]
-        full = [p + prompts.target_text(t) + self.eos for p, t in zip(prompt_texts, targets)]
-        batch = self._process(pil, full)
-        prompt = self._process(pil, list(prompt_texts))
+        if processor_batch.takes_suffix(self.processor):  # it appends the target (and eos) after its own prompt end
+            batch = processor_batch.process(self.processor, pil, prompt_texts, [prompts.target_text(t) for t in targets])
+        else:
+            full = [p + prompts.target_text(t) + self.eos for p, t in zip(prompt_texts, targets)]
+            batch = processor_batch.process(self.processor, pil, full)
+        prompt = processor_batch.process(self.processor, pil, list(prompt_texts))
         prompt_ids, prompt_mask = prompt["input_ids"], prompt["attention_mask"]
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = IGNORE
@@ -160,9 +163,6 @@ class BatchBuilder:
                                   "Check that rows have a non-empty answer/rationale.")
         batch["labels"] = labels
         return batch
-
-    def _process(self, images: list[Image.Image], texts: list[str]) -> dict[str, torch.Tensor]:
-        return processor_batch.process(self.processor, images, texts)
 
     def rows(self, rows: Sequence[TrainingRow], weight: float) -> dict[str, torch.Tensor]:
         """ILLUME batch: inputs, labels, and a loss weight per row (w for rationale rows)."""

@@ -13,14 +13,18 @@ from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_R
 COLORS = ("red", "blue", "green", "yellow")
 
 
-def make_export(directory: Path, items: int = 8, with_manifest: bool = True) -> Path:
+MIXED_SIZES = ((48, 40), (20, 90), (64, 64))  # wide, tall, square: processors resize/tile them differently
+
+
+def make_export(directory: Path, items: int = 8, with_manifest: bool = True,
+                sizes: tuple[tuple[int, int], ...] = ((40, 40),)) -> Path:
     """An export like `illume-sync export` writes: images/, rows.jsonl, preferences.jsonl, manifest.json."""
     (directory / "images").mkdir(parents=True, exist_ok=True)
     rows, pairs = [], []
     for index in range(items):
         color = COLORS[index % len(COLORS)]
         image = f"images/{index}.png"
-        Image.new("RGB", (40, 40), color).save(directory / image)
+        Image.new("RGB", sizes[index % len(sizes)], color).save(directory / image)
         question = "what color is the square ?"
         rows.append(TrainingRow(ANSWER_ONLY, f"i{index}", image, question, color))
         if index % 2 == 0:
@@ -38,13 +42,13 @@ def make_export(directory: Path, items: int = 8, with_manifest: bool = True) -> 
     return directory
 
 
-def make_items(directory: Path, count: int = 4) -> Path:
+def make_items(directory: Path, count: int = 4, sizes: tuple[tuple[int, int], ...] = ((40, 40),)) -> Path:
     """Held-out items with three reference explanations each."""
     directory.mkdir(parents=True, exist_ok=True)
     items = []
     for index in range(count):
         color = COLORS[index % len(COLORS)]
-        Image.new("RGB", (40, 40), color).save(directory / f"eval{index}.png")
+        Image.new("RGB", sizes[index % len(sizes)], color).save(directory / f"eval{index}.png")
         items.append(Item(f"e{index}", f"eval{index}.png", "what color is the square ?", color,
                           [f"the square is {color}.", f"it is {color}.", f"the shape is {color}."]))
     write_jsonl(directory / "items.jsonl", items)
@@ -60,6 +64,12 @@ def export_dir(tmp_path) -> Path:
 def make_export_fixture():
     """make_export(directory, items=8, with_manifest=True) -> an export directory."""
     return make_export
+
+
+@pytest.fixture(name="make_items")
+def make_items_fixture():
+    """make_items(directory, count=4, sizes=((40, 40),)) -> an items.jsonl path."""
+    return make_items
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""Training and held-out evaluation on every tiny architecture, batched, on images of mixed sizes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import MIXED_SIZES
+from illume.errors import IllumeError
+from illume.tiny_models import ARCHITECTURES
+from illume.vlm import ADAPTER_META
+from training import TrainConfig, run
+from training.cli import parser
+from training.data import BatchBuilder, IGNORE, load_export
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_one_step_of_batch_2_and_an_evaluation_of_3_items(arch, tmp_path, tiny_model_dir, make_export, make_items):
+    export = make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES)  # 3 rows: answer, rationale, answer
+    items = make_items(tmp_path / "eval", count=3, sizes=MIXED_SIZES)
+    result = run(TrainConfig(export=str(export), base_model=str(tiny_model_dir(arch)), out=str(tmp_path / "out"),
+                             batch_size=2, max_steps=1, eval_items=str(items), eval_batch_size=3,
+                             eval_max_new_tokens=6, eval_meteor=False))
+    assert result.steps == 1 and len(result.losses) == 1 and result.losses[0] > 0
+    assert result.metrics["items"] == 3 and 0 <= result.metrics["accuracy"] <= 100
+    assert len(result.metrics["examples"]) == 3
+    assert json.loads((result.adapter_dir / ADAPTER_META).read_text())["steps"] == 1
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_batch_of_mixed_sizes_labels_only_each_row_s_target(arch, tiny_model_dir, tmp_path, make_export):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir(arch))
+    export = load_export(make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES))
+    batch = BatchBuilder(processor).rows(export.rows, export.rationale_weight)
+    assert batch["input_ids"].shape[0] == len(export.rows) == 3
+    for row, labels in zip(export.rows, batch["labels"]):
+        target = row.rationale if row.kind == "rationale" else row.answer
+        learned = labels[labels != IGNORE]
+        assert processor.tokenizer.decode(learned[:-1]).strip() == target
+        assert learned[-1] == processor.tokenizer.eos_token_id
+
+
+def test_eval_batch_size_is_an_option_and_is_checked(tmp_path, export_dir, tiny_model_dir):
+    args = vars(parser().parse_args(["--export", "e", "--base-model", "m", "--out", "o", "--eval-batch-size", "2"]))
+    assert args["eval_batch_size"] == 2
+    assert vars(parser().parse_args(["--export", "e", "--base-model", "m", "--out", "o"]))["eval_batch_size"] == 8
+    with pytest.raises(IllumeError, match="--eval-batch-size must be at least 1"):
+        run(TrainConfig(export=str(export_dir), base_model=str(tiny_model_dir("llava")), out=str(tmp_path / "out"),
+                        eval_batch_size=0))
+
+
+def test_a_suffix_taking_processor_marks_exactly_the_target_as_causal(tiny_model_dir, tmp_path, make_export):
+    """PaliGemma attends bidirectionally wherever token_type_ids is 0: a target there would see itself."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("paligemma"))
+    export = load_export(make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES))
+    batch = BatchBuilder(processor).rows(export.rows, export.rationale_weight)
+    assert torch.equal(batch["token_type_ids"] == 1, batch["labels"] != IGNORE)
