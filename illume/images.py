@@ -1,13 +1,19 @@
 """Secure image loading, shared by the ML backend and the connector.
 
 An image reference is one of
-  - a Label Studio URL (`/data/upload/...`, `/data/local-files/?d=...`, relative or on
-    LABEL_STUDIO_URL), fetched from Label Studio with LABEL_STUDIO_API_KEY,
-  - an http(s) URL on an allowed host (no redirects followed),
+  - a Label Studio URL (`/data/upload/...`, `/data/local-files/?d=...`, the storage resolve
+    routes; relative or on LABEL_STUDIO_URL), fetched from Label Studio with LABEL_STUDIO_API_KEY
+    after its path is normalised (dot segments resolved, percent-encoded ones too): the key is
+    only ever sent to those data routes,
+  - an http(s) URL on an allowed `host[:port]` (no redirects followed). The URL is parsed once
+    and the request is built from the parsed parts; URLs that parsers could read differently
+    (backslashes, user info, whitespace or control characters, non-ASCII or percent-encoded
+    hosts, IPv6 literals) are refused,
   - a local path under an allowed root (symlinks resolved, so `..` and links cannot escape),
   - a `data:image/...;base64,` URI.
-Every image is checked against a byte-size and a pixel limit before it is decoded.
-Each refusal is an IllumeError that names the reason.
+`check_image` does the checks that need no I/O; `ImageSource.fetch` reads the bytes (bounded in
+size and, for downloads, by one overall deadline); `ImageSource.decode` checks pixels and aspect
+ratio from the header, then decodes. Each refusal is an IllumeError that names the reason.
 
 Label Studio API keys come in two kinds: legacy tokens (sent as `Token <key>`) and personal
 access tokens, which are JWT refresh tokens: they are exchanged at /api/token/refresh/ for
@@ -20,11 +26,14 @@ import binascii
 import io
 import json
 import os
+import posixpath
+import re
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import requests
 from PIL import Image
@@ -33,7 +42,17 @@ from illume.errors import IllumeError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
-LABEL_STUDIO_PATHS = ("/data/upload/", "/data/local-files/")
+DEFAULT_MAX_ASPECT_RATIO = 20.0  # long side over short side; processors that keep the short side pay for the rest
+DEFAULT_DOWNLOAD_DEADLINE_S = 30.0  # one image's whole download, not one read
+MAX_REF_CHARS = 8192  # an image reference that is not a data: URI
+# The only Label Studio routes the API key is sent to: uploaded files, local files, cloud storage resolving.
+_LABEL_STUDIO_ROUTES = re.compile(r"/data/upload/.+|/data/local-files/|/storage-data/uploaded/"
+                                  r"|/(tasks|projects)/[0-9]+/(resolve|presign)/")
+_LABEL_STUDIO_PREFIX = re.compile(r"/+(data/+(upload|local-files)|storage-data|tasks/+[0-9]+|projects/+[0-9]+)(/|$)")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+_NETLOC = re.compile(r"(?P<host>[^:]+)(:(?P<port>[0-9]{1,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 def looks_like_jwt(key: str) -> bool:
@@ -87,9 +106,11 @@ class LabelStudioAuth:
         """One authenticated request; a personal token is renewed once when the access token expired."""
         url = path_or_url if "://" in path_or_url else f"{self.url}{path_or_url}"
         kwargs.setdefault("timeout", self.timeout)
-        response = requests.request(method, url, headers=self.headers(), **kwargs)
+        extra = kwargs.pop("headers", {})
+        response = requests.request(method, url, headers={**extra, **self.headers()}, **kwargs)
         if response.status_code == 401 and self.is_personal_token:
-            response = requests.request(method, url, headers=self.headers(renew=True), **kwargs)
+            response.close()
+            response = requests.request(method, url, headers={**extra, **self.headers(renew=True)}, **kwargs)
         return response
 
 
@@ -103,12 +124,16 @@ class ImagePolicy:
     label_studio_api_key: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
-    timeout: float = 15.0
+    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    timeout: float = 15.0  # connecting, and each read
+    download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE_S  # the whole download of one image
     _auth: LabelStudioAuth | None = field(default=None, init=False, repr=False)
+    _hosts: set[tuple[str, int | None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.allowed_roots = [Path(root).resolve() for root in self.allowed_roots]
-        self.allowed_hosts = [host.lower() for host in self.allowed_hosts]
+        self.allowed_hosts = [host.strip().lower() for host in self.allowed_hosts]
+        self._hosts = {_allowed_host(entry) for entry in self.allowed_hosts}
         if self.label_studio_url and self.label_studio_api_key:
             self._auth = LabelStudioAuth(self.label_studio_url, self.label_studio_api_key, self.timeout)
 
@@ -128,31 +153,152 @@ class ImagePolicy:
     def label_studio(self) -> LabelStudioAuth | None:
         return self._auth
 
+    def allows(self, url: "HttpUrl") -> bool:
+        """A bare allowed host means its scheme's default port only; `host:port` that port."""
+        return (url.host, url.port) in self._hosts or (
+            url.port == _DEFAULT_PORTS[url.scheme] and (url.host, None) in self._hosts)
+
+
+def _allowed_host(entry: str) -> tuple[str, int | None]:
+    match = _NETLOC.fullmatch(entry)
+    if not match or not _HOST.fullmatch(match["host"]) or (match["port"] and not 0 < int(match["port"]) < 65536):
+        raise IllumeError(f"allowed host {entry!r} is not a host name or host:port",
+                          "List hosts as name or name:port, comma-separated, e.g. images.example.org,cdn.local:8443.")
+    return match["host"], int(match["port"]) if match["port"] else None
+
+
+@dataclass(frozen=True)
+class HttpUrl:
+    """An http(s) URL parsed once; `url` is rebuilt from these parts and is what gets fetched."""
+
+    scheme: str
+    host: str
+    port: int
+    target: str  # path and query, re-quoted
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.target}"
+
+
+def _refuse_url(ref: str, why: str) -> IllumeError:
+    return IllumeError(f"image {ref[:200]}: {why}",
+                       "Use a plain http(s)://host[:port]/path URL (percent-encode special characters), "
+                       "a Label Studio URL, a local path or a data: URI.")
+
+
+def _bad_characters(text: str) -> bool:
+    return any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" for c in text)
+
+
+def parse_http_url(ref: str) -> HttpUrl:
+    """Parse an http(s) URL strictly, refusing anything two URL parsers could read differently."""
+    if _bad_characters(ref) or not ref.isascii():
+        raise _refuse_url(ref, "the URL holds whitespace, control, non-ASCII characters or backslashes")
+    parts = urlsplit(ref)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise _refuse_url(ref, f"scheme {scheme!r} is not supported")
+    if "@" in parts.netloc:
+        raise _refuse_url(ref, "URLs with user info (user@host) are refused")
+    match = _NETLOC.fullmatch(parts.netloc)
+    host = match["host"].lower() if match else ""
+    if not match or not _HOST.fullmatch(host):
+        raise _refuse_url(ref, f"host {parts.netloc!r} is not a plain host name or IPv4 address")
+    port = int(match["port"]) if match["port"] else _DEFAULT_PORTS[scheme]
+    if not 0 < port < 65536:
+        raise _refuse_url(ref, f"port {port} is out of range")
+    target = quote(parts.path or "/", safe=_PATH_SAFE) + (f"?{quote(parts.query, safe=_PATH_SAFE + '?')}"
+                                                          if parts.query else "")
+    return HttpUrl(scheme, host, port, target)
+
+
+def label_studio_target(ref: str) -> str:
+    """The normalised path and query of a Label Studio data URL; refuses any other route.
+
+    Dot segments are resolved after one percent-decoding (so `%2e%2e` counts as `..`); what is
+    still percent-encoded after that (double encoding) is refused.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c == "\\" for c in ref):
+        raise _refuse_url(ref, "the Label Studio URL holds control characters or backslashes")
+    parts = urlsplit(ref)
+    decoded = unquote(parts.path)
+    if "%" in decoded or "\\" in decoded or any(ord(c) < 0x20 for c in decoded):
+        raise _refuse_url(ref, "the Label Studio path is encoded twice or holds control characters")
+    normal = posixpath.normpath(decoded) + ("/" if decoded.endswith("/") else "")
+    if normal.startswith("//") or not _LABEL_STUDIO_ROUTES.fullmatch(normal):
+        raise _refuse_url(ref, f"Label Studio path {normal!r} is not one of its data routes "
+                               "(/data/upload/, /data/local-files/, storage resolve)")
+    query = urlencode(parse_qsl(parts.query, keep_blank_values=True)) if parts.query else ""
+    return quote(normal, safe="/") + (f"?{query}" if query else "")
+
 
 def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def load_image(ref: str, policy: ImagePolicy) -> Image.Image:
-    """Load one image reference under the policy; the result is a fully decoded RGB image."""
+@dataclass(frozen=True)
+class ImageSource:
+    """A checked image reference: `fetch` reads its bytes, `decode` turns them into an RGB image."""
+
+    ref: str
+    kind: str  # data | label_studio | http | local
+    policy: ImagePolicy = field(repr=False)
+    target: str | HttpUrl | None = None  # the Label Studio path or the parsed URL, as checked
+
+    @property
+    def name(self) -> str:
+        return self.ref[:40] + "..." if self.kind == "data" else self.ref[:200]
+
+    def fetch(self) -> bytes:
+        if self.kind == "data":
+            return _data_uri_bytes(self.ref, self.policy)
+        if self.kind == "label_studio":
+            return _fetch_label_studio(self, self.policy)
+        if self.kind == "http":
+            return _fetch_http(self, self.policy)
+        return _read_local(self.ref, self.policy)
+
+    def decode(self, data: bytes) -> Image.Image:
+        return decode_image(data, self.name, self.policy)
+
+
+def check_image(ref: str, policy: ImagePolicy) -> ImageSource:
+    """Everything about an image reference that can be checked without I/O."""
     if not isinstance(ref, str) or not ref.strip():
         raise IllumeError("the image reference is empty", "Give the task an image URL, path or data: URI.")
     ref = ref.strip()
     if ref.startswith("data:"):
-        return decode_image(_data_uri_bytes(ref, policy), ref[:40], policy)
+        return ImageSource(ref, "data", policy)
+    if len(ref) > MAX_REF_CHARS:
+        raise IllumeError(f"image reference {ref[:60]}... is {len(ref)} characters long, over {MAX_REF_CHARS}",
+                          "Use a shorter URL or path, or a data: URI.")
     if _is_label_studio_ref(ref, policy):
-        return decode_image(_fetch_label_studio(ref, policy), ref, policy)
-    scheme = urlsplit(ref).scheme.lower()
+        return ImageSource(ref, "label_studio", policy, label_studio_target(ref))
+    scheme = urlsplit(ref).scheme.lower() if not _bad_characters(ref[:10]) else "?"
     if scheme in ("http", "https"):
-        return decode_image(_fetch_http(ref, policy), ref, policy)
+        url = parse_http_url(ref)
+        if not policy.allows(url):
+            raise IllumeError(f"image {ref[:200]}: host {url.host!r} (port {url.port}) is not in the allowed hosts",
+                              "Add host or host:port to --allowed-hosts (ILLUME_ALLOWED_HOSTS), "
+                              "or import the image into Label Studio.")
+        return ImageSource(ref, "http", policy, url)
     if scheme and scheme != "file" and len(scheme) > 1:  # a one-letter scheme is a Windows drive
-        raise IllumeError(f"image {ref}: scheme {scheme!r} is not supported",
+        raise IllumeError(f"image {ref[:200]}: scheme {scheme!r} is not supported",
                           "Use an http(s) URL, a Label Studio URL, a local path or a data: URI.")
-    return decode_image(_read_local(ref, policy), ref, policy)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
+        raise IllumeError(f"image path {ref[:200]!r} holds control characters", "Check the path in the task data.")
+    return ImageSource(ref, "local", policy)
+
+
+def load_image(ref: str, policy: ImagePolicy) -> Image.Image:
+    """Load one image reference under the policy; the result is a fully decoded RGB image."""
+    source = check_image(ref, policy)
+    return source.decode(source.fetch())
 
 
 def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
-    """Check the pixel count from the header before decoding, then decode fully."""
+    """Check pixel count and aspect ratio from the header before decoding, then decode fully."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -162,6 +308,11 @@ def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
                 raise IllumeError(f"image {name} has {width}x{height} = {width * height} pixels, "
                                   f"over the limit of {policy.max_pixels}",
                                   "Downscale the image, or raise the pixel limit (--max-pixels).")
+            if max(width, height) > policy.max_aspect_ratio * max(1, min(width, height)):
+                raise IllumeError(f"image {name} is {width}x{height}, an aspect ratio over the limit of "
+                                  f"{policy.max_aspect_ratio:g}:1 (after the processor's resize it would cost "
+                                  "as much as a far larger image)",
+                                  "Crop or pad the image, or raise the limit (--max-aspect-ratio).")
             image.load()
     except IllumeError:
         raise
@@ -194,64 +345,92 @@ def _data_uri_bytes(ref: str, policy: ImagePolicy) -> bytes:
 
 
 def _is_label_studio_ref(ref: str, policy: ImagePolicy) -> bool:
+    """A path on Label Studio (relative, or absolute on LABEL_STUDIO_URL) that names a data route."""
     parts = urlsplit(ref)
-    if not parts.path.startswith(LABEL_STUDIO_PATHS):
+    if not _LABEL_STUDIO_PREFIX.match(unquote(parts.path)):
         return False
-    if not parts.scheme:
+    if not parts.scheme and not parts.netloc:
         return True
     if not policy.label_studio_url:
         return False
-    ls = urlsplit(policy.label_studio_url)
-    return (parts.scheme, parts.netloc) == (ls.scheme, ls.netloc)
+    try:
+        url, ls = parse_http_url(ref), parse_http_url(policy.label_studio_url)
+    except IllumeError:
+        return False
+    return (url.scheme, url.host, url.port) == (ls.scheme, ls.host, ls.port)
 
 
-def _fetch_label_studio(ref: str, policy: ImagePolicy) -> bytes:
+def _deadline_timeout(policy: ImagePolicy, deadline: float) -> float:
+    return max(0.05, min(policy.timeout, deadline - time.monotonic()))
+
+
+def _fetch_label_studio(source: ImageSource, policy: ImagePolicy) -> bytes:
     auth = policy.label_studio
     if auth is None:
-        raise IllumeError(f"image {ref} is stored in Label Studio, but no Label Studio URL and API key are set",
+        raise IllumeError(f"image {source.name} is stored in Label Studio, but no Label Studio URL and API key are set",
                           "Set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY for the backend.")
-    parts = urlsplit(ref)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + policy.download_deadline
+    base = parse_http_url(auth.url)
     try:
-        response = auth.request("GET", urljoin(auth.url + "/", path.lstrip("/")), stream=True, allow_redirects=False)
+        response = auth.request("GET", f"{base.url}{source.target}", stream=True, allow_redirects=False,
+                                headers={"Accept-Encoding": "identity"},
+                                timeout=_deadline_timeout(policy, deadline))
     except requests.RequestException as exc:
-        raise IllumeError(f"image {ref}: could not reach Label Studio ({exc})",
+        raise IllumeError(f"image {source.name}: could not reach Label Studio ({exc})",
                           "Check LABEL_STUDIO_URL and that Label Studio is running.") from exc
-    return _read_response(response, ref, policy)
+    return _read_response(response, source.name, policy, deadline)
 
 
-def _fetch_http(ref: str, policy: ImagePolicy) -> bytes:
-    host = (urlsplit(ref).hostname or "").lower()
-    if host not in policy.allowed_hosts:
-        raise IllumeError(f"image {ref}: host {host!r} is not in the allowed hosts",
-                          "Add the host to --allowed-hosts (ILLUME_ALLOWED_HOSTS), or import the image into Label Studio.")
+def _fetch_http(source: ImageSource, policy: ImagePolicy) -> bytes:
+    url = source.target
+    assert isinstance(url, HttpUrl)
+    deadline = time.monotonic() + policy.download_deadline
     try:
-        response = requests.get(ref, stream=True, timeout=policy.timeout, allow_redirects=False)
+        response = requests.get(url.url, stream=True, timeout=_deadline_timeout(policy, deadline),
+                                allow_redirects=False, headers={"Accept-Encoding": "identity"})
     except requests.RequestException as exc:
-        raise IllumeError(f"image {ref}: download failed ({exc})", "Check that the URL is reachable.") from exc
-    return _read_response(response, ref, policy)
+        raise IllumeError(f"image {source.name}: download failed ({exc})", "Check that the URL is reachable.") from exc
+    return _read_response(response, source.name, policy, deadline)
 
 
-def _read_response(response: requests.Response, ref: str, policy: ImagePolicy) -> bytes:
+def _read_response(response: requests.Response, name: str, policy: ImagePolicy, deadline: float) -> bytes:
+    """Read the body as it arrives, each read bounded by what is left of the overall deadline."""
     with response:
         if response.is_redirect:
-            raise IllumeError(f"image {ref}: the server redirects (HTTP {response.status_code}), which is not followed",
+            raise IllumeError(f"image {name}: the server redirects (HTTP {response.status_code}), which is not followed",
                               "Use the final URL of the image.")
         if response.status_code != 200:
-            raise IllumeError(f"image {ref}: HTTP {response.status_code}",
+            raise IllumeError(f"image {name}: HTTP {response.status_code}",
                               "Check that the image exists and that the API key may read it.")
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-            raise _too_big(ref, declared, policy)
+            raise _too_big(name, declared, policy)
         chunks, total = [], 0
-        for chunk in response.iter_content(64 * 1024):
+        sock = getattr(response.raw.connection, "sock", None)
+        while True:
+            if time.monotonic() > deadline:
+                raise _too_slow(name, policy)
+            if sock is not None:
+                sock.settimeout(_deadline_timeout(policy, deadline))
+            try:
+                chunk = response.raw.read1(64 * 1024, decode_content=False)
+            except Exception as exc:  # a read timeout surfaces as several urllib3/socket types
+                if time.monotonic() >= deadline - 0.1:
+                    raise _too_slow(name, policy) from exc
+                raise IllumeError(f"image {name}: download failed ({type(exc).__name__}: {exc})",
+                                  "Check that the URL is reachable.") from exc
+            if not chunk:
+                break
             total += len(chunk)
             if total > policy.max_bytes:
-                raise _too_big(ref, f"more than {policy.max_bytes}", policy)
+                raise _too_big(name, f"more than {policy.max_bytes}", policy)
             chunks.append(chunk)
     return b"".join(chunks)
 
 
+def _too_slow(name: str, policy: ImagePolicy) -> IllumeError:
+    return IllumeError(f"image {name}: the download took longer than the deadline of {policy.download_deadline:g} s",
+                       "Serve the image faster, or raise the deadline (--download-deadline).")
 def _read_local(ref: str, policy: ImagePolicy) -> bytes:
     if ref.startswith("file://"):
         ref = unquote(urlsplit(ref).path)

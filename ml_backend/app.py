@@ -5,6 +5,8 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from illume.errors import IllumeError
 from ml_backend import tasks as task_io
-from ml_backend.auth import check_admin_token, check_basic_auth
-from ml_backend.batcher import Batcher, QueueFull
+from ml_backend.auth import RequestGuard
+from ml_backend.batcher import Batcher, BatchResult, QueueFull
 from ml_backend.model_holder import ModelHolder
 from ml_backend.settings import Settings
 from ml_backend.training_hook import start_training
 
 log = logging.getLogger("ml_backend")
+WRITE_WORKERS = 8  # concurrent candidate writes into Label Studio per request
 
 
 class Open(BaseModel):
@@ -41,7 +44,7 @@ class SetupResponse(BaseModel):
 
 
 class PredictRequest(Open):
-    tasks: list[dict[str, Any]]
+    tasks: list[Any]  # checked one by one: a malformed task fails alone
     project: str | int | None = None
     label_config: str | None = None
     params: dict[str, Any] | None = None
@@ -51,6 +54,7 @@ class Prediction(BaseModel):
     result: list[dict[str, Any]]
     score: float
     model_version: str
+    error: str | None = None  # why this task got no candidates (absent when it got them)
 
 
 class PredictResponse(BaseModel):
@@ -92,6 +96,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     """The app, with one model loaded now (not per request)."""
     holder = holder or ModelHolder.load(settings.model, settings.adapter, settings.version,
                                         settings.device, settings.dtype)
+    holder.allow_hub_models = settings.allow_hub_models
 
     batches_served = itertools.count()
 
@@ -102,63 +107,72 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         sampling = dataclasses.replace(settings.sampling, seed=settings.sampling.seed + next(batches_served))
         return loaded.vlm.sample(queries, sampling), loaded.version
 
-    batcher = Batcher(run_batch, settings.batch_size, settings.queue_size)
+    batcher = Batcher(run_batch, settings.batch_size, settings.queue_size, settings.download_workers)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
         batcher.stop()
 
-    app = FastAPI(title="ILLUME ML backend", lifespan=lifespan)
+    app = FastAPI(title="ILLUME ML backend", lifespan=lifespan)  # its docs routes sit behind RequestGuard
+    app.add_middleware(RequestGuard, basic_auth=settings.basic_auth, admin_token=settings.admin_token,
+                       max_body_bytes=settings.max_body_bytes)
     app.state.settings, app.state.holder, app.state.batcher = settings, holder, batcher
 
-    def basic(request: Request) -> None:
-        check_basic_auth(request, settings.basic_auth)
-
     @app.get("/health", response_model=HealthResponse)
-    def health() -> HealthResponse:
+    async def health() -> HealthResponse:  # on the event loop: never queued behind threads
         return HealthResponse(status="UP", model_version=holder.version)
 
     @app.post("/setup", response_model=SetupResponse)
-    def setup(body: SetupRequest, request: Request) -> SetupResponse:
-        basic(request)
+    def setup(body: SetupRequest) -> SetupResponse:
         return SetupResponse(model_version=holder.version)
 
     @app.get("/versions")
-    def versions(request: Request) -> dict[str, list[str]]:
-        basic(request)
+    def versions() -> dict[str, list[str]]:
         return {"versions": [holder.version]}
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(body: PredictRequest, request: Request):
-        basic(request)
-        if len(body.tasks) > settings.max_tasks_per_request:
-            raise HTTPException(413, f"{len(body.tasks)} tasks in one request, over the limit of "
-                                     f"{settings.max_tasks_per_request}; select fewer tasks")
+        limit = min(settings.max_tasks_per_request, settings.queue_size)
+        if len(body.tasks) > limit:
+            raise HTTPException(413, f"{len(body.tasks)} tasks in one request, over the limit of {limit}; "
+                                     "select fewer tasks")
         try:
             fields = task_io.parse_label_config(body.label_config)
         except IllumeError as exc:
             raise HTTPException(422, str(exc)) from exc
-        queries = await run_in_threadpool(_load_queries, body.tasks, fields, settings)
-        ready = [index for index, query in enumerate(queries) if query is not None]
+        errors: list[str | None] = [None] * len(body.tasks)
+        checked = []
+        for index, task in enumerate(body.tasks):
+            try:
+                checked.append((index, task_io.task_query(task, fields, settings.images, settings.max_text_chars)))
+            except IllumeError as exc:
+                errors[index] = exc.what
         try:
-            future = batcher.submit([queries[index] for index in ready])
+            future = batcher.submit([query for _, query in checked],
+                                    deadline=time.monotonic() + settings.predict_timeout_s)
         except QueueFull as exc:
             return JSONResponse({"detail": f"busy: {exc}; retry later"}, status_code=503,
                                 headers={"Retry-After": str(settings.retry_after_s)})
-        sampled = await asyncio.wrap_future(future)
-        results = [task_io.empty_prediction(holder.version) for _ in body.tasks]
-        finished = await asyncio.gather(*(  # write the tasks' candidates into Label Studio concurrently
-            run_in_threadpool(_finish_task, body.tasks[index], fields, sampled.candidates[position],
-                              sampled.versions[position], settings)
-            for position, index in enumerate(ready)))
-        for index, result in zip(ready, finished):
-            results[index] = result
+        sampled = await _wait_or_drop(future, request, batcher)
+        results: list[dict[str, Any]] = [task_io.empty_prediction(holder.version) for _ in body.tasks]
+        with_candidates = []
+        for position, (index, _) in enumerate(checked):
+            if sampled.errors[position] is not None:
+                errors[index] = sampled.errors[position]
+            else:
+                with_candidates.append((index, sampled.candidates[position], sampled.versions[position]))
+        written = await run_in_threadpool(_finish_tasks, body.tasks, body.project, fields, with_candidates, settings)
+        for index, (result, error) in written.items():
+            results[index], errors[index] = result, error
+        for index, error in enumerate(errors):
+            if error is not None:
+                log.warning("%s skipped: %s", task_io.task_name(body.tasks[index]), error)
+                results[index]["error"] = _printable(error)
         return PredictResponse(results=[Prediction(**r) for r in results])
 
     @app.post("/webhook", response_model=WebhookResponse)
-    def webhook(body: WebhookRequest, request: Request) -> WebhookResponse:
-        basic(request)
+    def webhook(body: WebhookRequest) -> WebhookResponse:
         if body.action != "START_TRAINING":
             return WebhookResponse(status="ignored", detail=f"action {body.action} needs nothing from the backend")
         try:
@@ -169,17 +183,19 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         return WebhookResponse(status="started", detail=f"training runs as process {process.pid}")
 
     @app.post("/reload", response_model=ReloadStatusResponse, status_code=202)
-    def reload(body: ReloadRequest, request: Request) -> ReloadStatusResponse:
-        check_admin_token(request, settings.admin_token)
+    def reload(body: ReloadRequest) -> ReloadStatusResponse:
+        try:
+            holder.check_reload(body.model, body.adapter)
+        except IllumeError as exc:
+            raise HTTPException(422, str(exc)) from exc
         try:
             holder.start_reload(body.model, body.adapter, body.version)
         except IllumeError as exc:
             raise HTTPException(409, str(exc)) from exc
-        return reload_status(request)
+        return reload_status()
 
     @app.get("/reload", response_model=ReloadStatusResponse)
-    def reload_status(request: Request) -> ReloadStatusResponse:
-        check_admin_token(request, settings.admin_token)
+    def reload_status() -> ReloadStatusResponse:
         status = holder.status
         return ReloadStatusResponse(state=status.state, model=status.model, adapter=status.adapter,
                                     version=status.version, error=status.error, serving_version=holder.version)
@@ -187,27 +203,61 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     return app
 
 
-def _load_queries(tasks: list[dict[str, Any]], fields: task_io.ConfigFields, settings: Settings) -> list:
-    """A query per task, or None (with the reason logged) for a task that cannot be predicted."""
-    queries = []
-    for task in tasks:
-        try:
-            queries.append(task_io.task_query(task, fields, settings.images))
-        except IllumeError as exc:
-            log.warning("task %s skipped: %s", task.get("id"), exc)
-            queries.append(None)
-    return queries
+async def _wait_or_drop(future: Future, request: Request, batcher: Batcher) -> BatchResult:
+    """The request's results; if its client disconnects first, its waiting tasks are dropped."""
+    waiting = asyncio.wrap_future(future)
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=0.5)
+        if done:
+            return waiting.result()
+        if await request.is_disconnected():
+            batcher.cancel(future, "the client disconnected")
 
 
-def _finish_task(task: dict[str, Any], fields: task_io.ConfigFields, candidates, version: str,
-                 settings: Settings) -> dict[str, Any]:
+def _printable(text: str) -> str:
+    """Reasons may quote task data: keep them encodable as UTF-8 JSON (lone surrogates escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.ConfigFields, sampled: list,
+                  settings: Settings) -> dict[int, tuple[dict[str, Any], str | None]]:
+    """Predictions for the tasks that got candidates, after writing the candidates into Label Studio.
+
+    Only the candidates field is written, and only into tasks of the project the request names.
+    """
     auth = settings.images.label_studio
-    try:
-        if settings.write_candidates and auth is not None and task.get("id") is not None:
-            options = task_io.write_candidates(auth, task, fields, candidates)
+    writes = {index: task for index, _, _ in sampled if settings.write_candidates and auth is not None
+              and isinstance(task := tasks[index], dict) and task.get("id") is not None}
+    stored: dict[int, dict[str, Any]] = {}
+    refusal = None
+    if writes:
+        project_id = task_io.project_id(project)
+        ids = {index: task_io.task_id(task) for index, task in writes.items()}
+        if project_id is None:
+            refusal = f"the request names no project (got {str(project)[:40]!r}), so no candidates are written"
         else:
-            options = task_io.assign_aliases([c.text for c in candidates], task.get("data", {}).get(fields.candidates))
-    except Exception as exc:  # Label Studio unreachable or refusing: this task only
-        log.warning("task %s: candidates not stored, empty prediction: %s", task.get("id"), exc)
-        return task_io.empty_prediction(version)
-    return task_io.prediction(options, candidates, fields, version, settings.preselect)
+            try:
+                stored = task_io.stored_task_data(auth, project_id, sorted({i for i in ids.values() if i is not None}))
+            except Exception as exc:  # Label Studio unreachable or refusing
+                refusal = f"Label Studio could not list the project's tasks: {exc}"
+    def finish(index: int, candidates: list, version: str) -> tuple[dict[str, Any], str | None]:
+        task = tasks[index]
+        try:
+            if refusal:
+                raise IllumeError(refusal)
+            if index in writes:
+                task_id = ids[index]
+                if task_id not in stored:
+                    raise IllumeError(f"{task_io.task_name(task)} is not a task of project {project_id}, so no "
+                                      "candidates are written into it")
+                options = task_io.write_candidates(auth, task_id, stored[task_id], fields, candidates)
+            else:
+                options = task_io.assign_aliases([c.text for c in candidates], (task.get("data") or {}).get(fields.candidates))
+        except Exception as exc:  # Label Studio unreachable or refusing: this task only
+            reason = exc.what if isinstance(exc, IllumeError) else f"{type(exc).__name__}: {exc}"
+            return task_io.empty_prediction(version), f"candidates not stored: {reason}"
+        return task_io.prediction(options, candidates, fields, version, settings.preselect), None
+
+    with ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="illume-write") as pool:  # PATCHes concurrently
+        futures = {index: pool.submit(finish, index, candidates, version) for index, candidates, version in sampled}
+    return {index: future.result() for index, future in futures.items()}

@@ -1,18 +1,29 @@
-"""Credentials: HTTP Basic for Label Studio's calls, a bearer token for admin routes."""
+"""Credentials and body size, checked before any route reads the request body.
+
+`RequestGuard` is an ASGI middleware: HTTP Basic for Label Studio's routes (and the API docs),
+a bearer token for the admin routes, nothing for /health. A request without the right
+credentials is answered 401 before its body is read, and a body over the limit is refused
+413 from its Content-Length, or while it streams in, so it is never buffered whole.
+"""
 from __future__ import annotations
 
 import base64
 import binascii
 import secrets
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, status
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/health"})  # Label Studio's health check carries no credentials
+ADMIN_PATHS = frozenset({"/reload"})
 
 
-def check_basic_auth(request: Request, expected: tuple[str, str] | None) -> None:
-    """Raise 401 unless the request carries the configured user and password (no-op when unset)."""
+def basic_auth_refusal(header: str, expected: tuple[str, str] | None) -> str | None:
+    """Why the Authorization header does not carry the configured user and password (None: it does)."""
     if expected is None:
-        return
-    header = request.headers.get("authorization", "")
+        return None
     scheme, _, encoded = header.partition(" ")
     user = password = None
     if scheme.lower() == "basic":
@@ -21,20 +32,80 @@ def check_basic_auth(request: Request, expected: tuple[str, str] | None) -> None
         except (binascii.Error, UnicodeDecodeError):
             pass
     if user is None or not (_same(user, expected[0]) & _same(password, expected[1])):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "HTTP Basic credentials missing or wrong",
-                            headers={"WWW-Authenticate": 'Basic realm="illume-backend"'})
+        return "HTTP Basic credentials missing or wrong"
+    return None
 
 
-def check_admin_token(request: Request, expected: str | None) -> None:
+def admin_refusal(header: str, expected: str | None) -> tuple[int, str] | None:
     """Admin routes need `Authorization: Bearer <admin token>`; they are off without a token."""
     if not expected:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "admin routes are disabled: start the backend with --admin-token (ILLUME_ADMIN_TOKEN)")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return (status.HTTP_403_FORBIDDEN,
+                "admin routes are disabled: start the backend with --admin-token (ILLUME_ADMIN_TOKEN)")
+    scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not _same(token.strip(), expected):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "admin token missing or wrong",
-                            headers={"WWW-Authenticate": "Bearer"})
+        return status.HTTP_401_UNAUTHORIZED, "admin token missing or wrong"
+    return None
 
 
 def _same(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode(), expected.encode())
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, basic_auth: tuple[str, str] | None, admin_token: str | None,
+                 max_body_bytes: int) -> None:
+        self.app = app
+        self.basic_auth = basic_auth
+        self.admin_token = admin_token
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = self._refusal(scope["path"], headers.get("authorization", ""))
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            await self._too_large(declared)(scope, receive, send)
+            return
+        await self.app(scope, self._bounded(receive), send)
+
+    def _refusal(self, path: str, authorization: str) -> JSONResponse | None:
+        if path in OPEN_PATHS:
+            return None
+        if path.rstrip("/") in ADMIN_PATHS:
+            refused = admin_refusal(authorization, self.admin_token)
+            if refused:
+                headers = {"WWW-Authenticate": "Bearer"} if refused[0] == 401 else None
+                return JSONResponse({"detail": refused[1]}, refused[0], headers=headers)
+            return None
+        if reason := basic_auth_refusal(authorization, self.basic_auth):
+            return JSONResponse({"detail": reason}, status.HTTP_401_UNAUTHORIZED,
+                                headers={"WWW-Authenticate": 'Basic realm="illume-backend"'})
+        return None
+
+    def _too_large(self, size: str) -> JSONResponse:
+        return JSONResponse({"detail": f"the request body is {size} bytes, over the limit of {self.max_body_bytes}; "
+                                       "send fewer tasks per request, or raise --max-body-bytes"},
+                            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, headers={"Connection": "close"})
+
+    def _bounded(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:  # a body without (or lying about) Content-Length
+                    raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                                        f"the request body is more than {self.max_body_bytes} bytes, over the limit; "
+                                        "send fewer tasks per request, or raise --max-body-bytes",
+                                        headers={"Connection": "close"})
+            return message
+
+        return bounded_receive

@@ -1,20 +1,29 @@
-"""Collect the tasks of concurrent /predict requests into shared model batches.
+"""Collect the tasks of concurrent /predict requests into shared model batches, fairly.
 
-Requests put their queries in one FIFO; a single worker thread takes up to `batch_size`
-queries at a time (from however many requests are waiting) and runs them as one batch.
-Admission is bounded by the number of requests waiting or running: past `queue_size` a
-request is refused at once (the route answers 503 + Retry-After) instead of queueing
-without limit.
+A request is a job of tasks. Admission is bounded in tasks: past `queue_size` tasks waiting
+or running, a request is refused at once (the route answers 503 + Retry-After).
+
+A task's image is fetched in a bounded download pool of its own (never the server's threadpool),
+a few tasks ahead of the model, and decoded only when its batch runs. Both the fetches and the
+batches take tasks round-robin across jobs, so a 1-task request is served within about one batch
+even while a 500-task request runs. A job that is cancelled (its client went away) or whose
+deadline passed (Label Studio stopped waiting) has its remaining tasks dropped.
+
+When a batch fails in the model, its tasks are retried in halves down to single tasks, so only
+a task that fails on its own gets an error (its reason), and the others get candidates.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from functools import partial
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
+from illume.errors import IllumeError
 from illume.records import Candidate
 from illume.vlm import Query
 
@@ -22,41 +31,64 @@ log = logging.getLogger(__name__)
 
 # run_batch(queries) -> (candidates per query, version of the model that produced them)
 RunBatch = Callable[[Sequence[Query]], "tuple[list[list[Candidate]], str]"]
+GATHER_S = 0.05  # how long a batch waits for fetches already under way before it runs without them
 
 
 class QueueFull(Exception):
-    """Too many requests are waiting; the caller should retry later."""
+    """Too many tasks are waiting; the caller should retry later."""
+
+
+@runtime_checkable
+class Pending(Protocol):
+    """A task whose input must be fetched (I/O, download pool) and built (decoding, at batch time)."""
+
+    def fetch(self) -> Any: ...
+
+    def build(self, fetched: Any) -> Query: ...
 
 
 @dataclass
 class BatchResult:
     candidates: list[list[Candidate]]
-    versions: list[str]
+    versions: list[str | None]
+    errors: list[str | None]  # why a task got no candidates (None when it got them)
 
 
-@dataclass
-class _Job:
-    queries: Sequence[Query]
+@dataclass(eq=False)
+class Job:
+    items: Sequence[Any]
+    deadline: float | None = None  # time.monotonic() after which its waiting tasks are dropped
     future: Future = field(default_factory=Future)
-    candidates: list = field(default_factory=list)
-    versions: list = field(default_factory=list)
-    remaining: int = 0
+    dropped: str | None = None  # why its waiting tasks were dropped
 
     def __post_init__(self) -> None:
-        self.candidates = [None] * len(self.queries)
-        self.versions = [None] * len(self.queries)
-        self.remaining = len(self.queries)
+        count = len(self.items)
+        self.candidates: list = [[] for _ in range(count)]
+        self.versions: list = [None] * count
+        self.errors: list = [None] * count
+        self.remaining = count
+        self.unfetched = deque(range(count))
+        self.fetching = 0
+        self.ready: deque[tuple[int, Callable[[], Query]]] = deque()  # (index, build its query)
+
+    def result(self) -> BatchResult:
+        return BatchResult(self.candidates, self.versions, self.errors)
 
 
 class Batcher:
-    def __init__(self, run_batch: RunBatch, batch_size: int = 8, queue_size: int = 32) -> None:
-        if batch_size < 1 or queue_size < 1:
-            raise ValueError("batch_size and queue_size must be at least 1")
+    def __init__(self, run_batch: RunBatch, batch_size: int = 8, queue_size: int = 2000,
+                 download_workers: int = 8, prefetch: int | None = None) -> None:
+        if batch_size < 1 or queue_size < 1 or download_workers < 1:
+            raise ValueError("batch_size, queue_size and download_workers must be at least 1")
         self.run_batch = run_batch
         self.batch_size = batch_size
         self.queue_size = queue_size
-        self._pending: deque[tuple[_Job, int]] = deque()
-        self._jobs = 0
+        self.prefetch = max(prefetch or 2 * batch_size, batch_size)  # tasks fetched ahead of the model
+        self.per_job_fetches = max(1, download_workers // 2)  # no job holds every download worker
+        self._downloads = ThreadPoolExecutor(download_workers, thread_name_prefix="illume-download")
+        self._jobs: list[Job] = []  # live jobs, the next one to serve first
+        self._tasks = 0  # tasks admitted and not finished
+        self._ahead = 0  # tasks being fetched or fetched and waiting for the model
         self._cond = threading.Condition()
         self._stopped = False
         self.batches_run = 0
@@ -66,69 +98,179 @@ class Batcher:
     @property
     def jobs_in_flight(self) -> int:
         with self._cond:
-            return self._jobs
+            return len(self._jobs)
 
-    def submit(self, queries: Sequence[Query]) -> "Future[BatchResult]":
-        job = _Job(list(queries))
-        if not queries:
-            job.future.set_result(BatchResult([], []))
+    @property
+    def tasks_in_flight(self) -> int:
+        with self._cond:
+            return self._tasks
+
+    def submit(self, items: Sequence[Any], deadline: float | None = None) -> "Future[BatchResult]":
+        """Queue a request's tasks (Query objects, or Pending ones to fetch and build first)."""
+        job = Job(list(items), deadline)
+        if not job.items:
+            job.future.set_result(job.result())
             return job.future
         with self._cond:
             if self._stopped:
                 raise RuntimeError("the batcher is stopped")
-            if self._jobs >= self.queue_size:
-                raise QueueFull(f"{self._jobs} requests are already waiting or running (limit {self.queue_size})")
-            self._jobs += 1
-            self._pending.extend((job, index) for index in range(len(queries)))
-            self._cond.notify()
+            if self._tasks + len(job.items) > self.queue_size:
+                raise QueueFull(f"{self._tasks} tasks are already waiting or running, and this request adds "
+                                f"{len(job.items)} (limit {self.queue_size})")
+            self._tasks += len(job.items)
+            self._jobs.append(job)
+            self._dispatch()
+            self._cond.notify_all()
         return job.future
+
+    def cancel(self, future: Future, reason: str) -> None:
+        """Drop the tasks of the request behind `future` that have not reached the model."""
+        with self._cond:
+            for job in self._jobs:
+                if job.future is future:
+                    self._drop(job, reason)
+            self._cond.notify_all()
 
     def stop(self) -> None:
         """Finish the running batch, fail the requests still waiting."""
         with self._cond:
             self._stopped = True
-            waiting = {id(job): job for job, _ in self._pending}
-            self._pending.clear()
+            for job in list(self._jobs):
+                self._drop(job, "the backend is shutting down")
             self._cond.notify_all()
         self._worker.join(timeout=30)
-        for job in waiting.values():
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the backend is shutting down"))
-
-    def _take(self) -> list[tuple[_Job, int]] | None:
+        self._downloads.shutdown(wait=False, cancel_futures=True)
         with self._cond:
-            while not self._pending and not self._stopped:
-                self._cond.wait()
-            if self._stopped:
-                return None
-            return [self._pending.popleft() for _ in range(min(self.batch_size, len(self._pending)))]
+            for job in self._jobs:
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the backend is shutting down"))
+
+    # ------------------------------------------------------------------ fetching (under the lock)
+    def _dispatch(self) -> None:
+        """Start fetches round-robin across jobs while fewer than `prefetch` tasks are ahead."""
+        progress = True
+        while self._ahead < self.prefetch and progress:
+            progress = False
+            for job in list(self._jobs):
+                if self._ahead >= self.prefetch:
+                    break
+                if not job.unfetched or job.fetching >= self.per_job_fetches:
+                    continue
+                index = job.unfetched.popleft()
+                self._ahead += 1
+                progress = True
+                item = job.items[index]
+                if isinstance(item, Pending):
+                    job.fetching += 1
+                    self._downloads.submit(self._fetch, job, index, item)
+                else:
+                    job.ready.append((index, partial(_as_is, item)))
+
+    def _fetch(self, job: Job, index: int, item: Pending) -> None:
+        try:
+            fetched, error = item.fetch(), None
+        except Exception as exc:  # an image that cannot be fetched fails its task only
+            fetched, error = None, _reason(exc)
+        with self._cond:
+            job.fetching -= 1
+            self._ahead -= 1
+            if job in self._jobs:
+                if error is not None or job.dropped:
+                    self._settle(job, index, [], None, error or f"dropped: {job.dropped}")
+                else:
+                    self._ahead += 1
+                    job.ready.append((index, partial(item.build, fetched)))
+            self._dispatch()
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ results (under the lock)
+    def _settle(self, job: Job, index: int, candidates: list, version: str | None, error: str | None) -> None:
+        job.candidates[index], job.versions[index], job.errors[index] = candidates, version, error
+        job.remaining -= 1
+        self._tasks -= 1
+        if job.remaining == 0:
+            self._jobs.remove(job)
+            job.future.set_result(job.result())
+
+    def _drop(self, job: Job, reason: str) -> None:
+        """Fail every task of the job that is not in the model now (and those still being fetched, later)."""
+        job.dropped = reason
+        self._ahead -= len(job.ready)
+        for index in [i for i, _ in job.ready] + list(job.unfetched):
+            self._settle(job, index, [], None, f"dropped: {reason}")
+        job.ready.clear()
+        job.unfetched.clear()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for job in list(self._jobs):
+            if job.deadline is not None and now > job.deadline and not job.dropped:
+                self._drop(job, "the request's deadline passed before this task reached the model")
+
+    # ------------------------------------------------------------------ the model worker
+    def _take(self) -> list[tuple[Job, int, Any]] | None:
+        with self._cond:
+            gather_until = None
+            while True:
+                if self._stopped:
+                    return None
+                self._expire()
+                ready = sum(len(job.ready) for job in self._jobs)
+                fetching = sum(job.fetching for job in self._jobs)
+                if ready and (ready >= self.batch_size or not fetching
+                              or (gather_until is not None and time.monotonic() >= gather_until)):
+                    break
+                if ready and gather_until is None:
+                    gather_until = time.monotonic() + GATHER_S
+                self._cond.wait(timeout=GATHER_S if ready else 1.0)
+            batch: list[tuple[Job, int, Any]] = []
+            while len(batch) < self.batch_size and any(job.ready for job in self._jobs):
+                for job in list(self._jobs):  # one task per job per round
+                    if job.ready and len(batch) < self.batch_size:
+                        index, item = job.ready.popleft()
+                        batch.append((job, index, item))
+            self._ahead -= len(batch)
+            served = {id(job) for job, _, _ in batch}  # rotate: jobs just served go to the back
+            self._jobs.sort(key=lambda job: id(job) in served)
+            self._dispatch()
+            return batch
 
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
-            try:
-                candidates, version = self.run_batch([job.queries[index] for job, index in batch])
-                error = None
-            except Exception as exc:  # the model failed: fail the requests, keep serving
-                log.exception("model batch of %d queries failed", len(batch))
-                error = exc
+            built, failed = [], []
+            for job, index, build in batch:  # decode now, one batch's images at a time
+                try:
+                    built.append((job, index, build()))
+                except Exception as exc:
+                    failed.append((job, index, [], None, _reason(exc)))
+            outcomes = failed + (self._run_isolated(built) if built else [])
             self.batches_run += 1
-            for position, (job, index) in enumerate(batch):
-                if job.future.done():
-                    continue
-                if error is not None:
-                    self._finish(job, error)
-                    continue
-                job.candidates[index], job.versions[index] = candidates[position], version
-                job.remaining -= 1
-                if job.remaining == 0:
-                    self._finish(job, None)
+            with self._cond:
+                for job, index, candidates, version, error in outcomes:
+                    if job in self._jobs:
+                        self._settle(job, index, candidates, version, error)
+                self._dispatch()
+                self._cond.notify_all()
 
-    def _finish(self, job: _Job, error: Exception | None) -> None:
-        with self._cond:
-            self._jobs -= 1
-            if error is not None:  # drop the failed job's other queued queries
-                self._pending = deque(entry for entry in self._pending if entry[0] is not job)
-        if error is not None:
-            job.future.set_exception(error)
-        else:
-            job.future.set_result(BatchResult(job.candidates, job.versions))
+    def _run_isolated(self, entries: list[tuple[Job, int, Query]]) -> list[tuple]:
+        """Run a batch; when the model fails, retry it in halves so only a task that fails alone fails."""
+        try:
+            candidates, version = self.run_batch([query for _, _, query in entries])
+            return [(job, index, cands, version, None) for (job, index, _), cands in zip(entries, candidates)]
+        except Exception as exc:
+            if len(entries) == 1:
+                log.warning("the model failed on one task: %s", _reason(exc), exc_info=True)
+                return [(entries[0][0], entries[0][1], [], None, f"the model failed on this task: {_reason(exc)}")]
+            log.warning("a model batch of %d tasks failed (%s); retrying it in halves", len(entries), _reason(exc))
+            middle = len(entries) // 2
+            return self._run_isolated(entries[:middle]) + self._run_isolated(entries[middle:])
+
+
+def _as_is(query: Query) -> Query:
+    return query
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, IllumeError):
+        return exc.what
+    return f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from PIL import Image
@@ -55,6 +56,18 @@ class ModelHolder:
         self._reload_lock = threading.Lock()  # one reload at a time
         self._loader = loader or (lambda model, adapter: VLM.load(model, adapter, device=device, dtype=dtype))
         self.status = ReloadStatus(version=loaded.version)
+        self.allow_hub_models = False  # /reload names local directories only, unless the operator allows hub ids
+
+    def check_reload(self, model: str, adapter: str | None) -> None:
+        """Refuse at once what could only fail later: a model or adapter that is not a local directory."""
+        if not (Path(model).expanduser() / "config.json").is_file() and not self.allow_hub_models:
+            raise IllumeError(f"model {model!r} is not a local directory with config.json (it does not exist, "
+                              "or it looks like a hub id, and hub ids are off for reloads)",
+                              "Pass a directory written by save_pretrained on the backend's machine, or start the "
+                              "backend with --allow-hub-models to let /reload download from the hub.")
+        if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+            raise IllumeError(f"adapter {adapter!r} is not a local directory with adapter_config.json",
+                              "Pass the `adapter` directory written by the training job.")
 
     @classmethod
     def load(cls, model: str, adapter: str | None = None, version: str | None = None,

@@ -9,11 +9,13 @@ command runs in docker-compose. Example:
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
 from illume.errors import IllumeError
-from illume.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImagePolicy, split_list
+from illume.images import (DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES,
+                           DEFAULT_MAX_PIXELS, ImagePolicy, split_list)
 from illume.vlm import SamplingConfig
 from ml_backend.settings import Settings
 
@@ -21,8 +23,13 @@ log = logging.getLogger("ml_backend")
 
 
 def parse_basic_auth(value: str | None) -> tuple[str, str] | None:
+    """user:password, else the official ML backend's BASIC_AUTH_USER / BASIC_AUTH_PASS."""
     if not value:
-        return None
+        user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
+        if bool(user) != bool(password):
+            raise click.BadParameter("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither",
+                                     param_hint="BASIC_AUTH_USER / BASIC_AUTH_PASS")
+        return (user, password) if user else None
     user, sep, password = value.partition(":")
     if not sep or not user or not password:
         raise click.BadParameter("expected user:password", param_hint="--basic-auth")
@@ -49,7 +56,8 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.option("--port", envvar="ILLUME_PORT", default=9090, type=int)
 @click.option("--device", envvar="ILLUME_DEVICE", help="cpu, cuda, cuda:1 (default: cuda when available).")
 @click.option("--dtype", envvar="ILLUME_DTYPE", help="float32, bfloat16 or float16.")
-@click.option("--basic-auth", envvar="ILLUME_BASIC_AUTH", help="user:password Label Studio must send (HTTP Basic).")
+@click.option("--basic-auth", envvar="ILLUME_BASIC_AUTH",
+              help="user:password Label Studio must send (HTTP Basic); BASIC_AUTH_USER + BASIC_AUTH_PASS work too.")
 @click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="Bearer token for POST/GET /reload (off without).")
 @click.option("--label-studio-url", envvar="LABEL_STUDIO_URL", help="Where tasks and their images live.")
 @click.option("--label-studio-api-key", envvar="LABEL_STUDIO_API_KEY",
@@ -57,13 +65,30 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.option("--allowed-roots", envvar="ILLUME_ALLOWED_ROOTS", default="",
               help="Comma-separated folders local image paths may be read from.")
 @click.option("--allowed-hosts", envvar="ILLUME_ALLOWED_HOSTS", default="",
-              help="Comma-separated hosts http(s) images may be fetched from.")
+              help="Comma-separated host or host:port http(s) images may be fetched from "
+                   "(a bare host: port 80 for http, 443 for https).")
 @click.option("--max-bytes", envvar="ILLUME_MAX_IMAGE_BYTES", default=DEFAULT_MAX_BYTES, type=int)
 @click.option("--max-pixels", envvar="ILLUME_MAX_IMAGE_PIXELS", default=DEFAULT_MAX_PIXELS, type=int)
+@click.option("--max-aspect-ratio", envvar="ILLUME_MAX_ASPECT_RATIO", default=DEFAULT_MAX_ASPECT_RATIO,
+              type=click.FloatRange(1), help="Longest over shortest image side.")
+@click.option("--download-deadline", envvar="ILLUME_DOWNLOAD_DEADLINE", default=DEFAULT_DOWNLOAD_DEADLINE_S,
+              type=click.FloatRange(0, min_open=True), help="Seconds for one image's whole download.")
+@click.option("--download-workers", envvar="ILLUME_DOWNLOAD_WORKERS", default=8, type=click.IntRange(1),
+              help="Images downloaded at once.")
+@click.option("--max-body-bytes", envvar="ILLUME_MAX_BODY_BYTES", default=16 * 1024 * 1024, type=click.IntRange(1),
+              help="Largest request body.")
+@click.option("--max-text-chars", envvar="ILLUME_MAX_TEXT_CHARS", default=2000, type=click.IntRange(1),
+              help="Longest question or answer of a task.")
+@click.option("--max-tasks-per-request", envvar="ILLUME_MAX_TASKS_PER_REQUEST", default=1000, type=click.IntRange(1))
+@click.option("--predict-timeout", envvar="ILLUME_PREDICT_TIMEOUT", default=100.0,
+              type=click.FloatRange(0, min_open=True),
+              help="Seconds after which a request's tasks still waiting are dropped (Label Studio's ML_TIMEOUT_PREDICT).")
+@click.option("--allow-hub-models", envvar="ILLUME_ALLOW_HUB_MODELS", is_flag=True,
+              help="Let /reload load hub ids (network); without it only local directories.")
 @click.option("--batch-size", envvar="ILLUME_BATCH_SIZE", default=8, type=click.IntRange(1),
               help="Tasks per model batch (gathered across concurrent requests).")
-@click.option("--queue-size", envvar="ILLUME_QUEUE_SIZE", default=32, type=click.IntRange(1),
-              help="Requests waiting or running before /predict answers 503.")
+@click.option("--queue-size", envvar="ILLUME_QUEUE_SIZE", default=2000, type=click.IntRange(1),
+              help="Tasks waiting or running (all requests) before /predict answers 503.")
 @click.option("--temperatures", envvar="ILLUME_TEMPERATURES", default="0.3,0.8")
 @click.option("--per-temperature", envvar="ILLUME_PER_TEMPERATURE", default=5, type=click.IntRange(1))
 @click.option("--max-new-tokens", envvar="ILLUME_MAX_NEW_TOKENS", default=100, type=click.IntRange(1))
@@ -78,22 +103,29 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
 def main(model, adapter, model_version, host, port, device, dtype, basic_auth, admin_token, label_studio_url,
          label_studio_api_key, allowed_roots, allowed_hosts, max_bytes, max_pixels, batch_size, queue_size,
-         temperatures, per_temperature, max_new_tokens, top_k_fraction, seed, preselect, train_command, log_level):
+         temperatures, per_temperature, max_new_tokens, top_k_fraction, seed, preselect, train_command, log_level,
+         max_aspect_ratio, download_deadline, **limits):
     """Serve Label Studio's ML backend protocol: /health, /setup, /predict, /webhook, plus /reload."""
     import uvicorn
 
     from ml_backend.app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        images = ImagePolicy(allowed_roots=split_list(allowed_roots), allowed_hosts=split_list(allowed_hosts),
+                             label_studio_url=label_studio_url, label_studio_api_key=label_studio_api_key,
+                             max_bytes=max_bytes, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
+                             download_deadline=download_deadline)
+    except IllumeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    limits["predict_timeout_s"] = limits.pop("predict_timeout")
     settings = Settings(
         model=model, adapter=adapter, version=model_version, device=device, dtype=dtype,
         basic_auth=parse_basic_auth(basic_auth), admin_token=admin_token,
-        images=ImagePolicy(allowed_roots=split_list(allowed_roots), allowed_hosts=split_list(allowed_hosts),
-                           label_studio_url=label_studio_url, label_studio_api_key=label_studio_api_key,
-                           max_bytes=max_bytes, max_pixels=max_pixels),
+        images=images,
         sampling=SamplingConfig(temperatures=parse_temperatures(temperatures), per_temperature=per_temperature,
                                 top_k_fraction=top_k_fraction, max_new_tokens=max_new_tokens, seed=seed),
-        batch_size=batch_size, queue_size=queue_size, preselect=preselect, train_command=train_command)
+        batch_size=batch_size, queue_size=queue_size, preselect=preselect, train_command=train_command, **limits)
     if settings.images.label_studio is None:
         log.warning("LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set: candidates cannot be written into "
                     "tasks and Label Studio images cannot be read")

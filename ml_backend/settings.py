@@ -19,8 +19,13 @@ class Settings:
     images: ImagePolicy = field(default_factory=ImagePolicy)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     batch_size: int = 8  # tasks per model batch
-    queue_size: int = 32  # /predict requests waiting or running before 503
+    queue_size: int = 2000  # tasks waiting or running (across requests) before /predict answers 503
     max_tasks_per_request: int = 1000
+    max_body_bytes: int = 16 * 1024 * 1024  # refused (413) from Content-Length or while streaming in
+    max_text_chars: int = 2000  # per question / answer; longer ones fail their task only
+    download_workers: int = 8  # the image download pool (not the server's threadpool)
+    predict_timeout_s: float = 100.0  # Label Studio's ML_TIMEOUT_PREDICT: tasks still waiting then are dropped
+    allow_hub_models: bool = False  # /reload may name hub ids (network lookups); else local directories only
     # Pre-annotation policy: how many best-scored candidates each prediction pre-ticks. 0 by
     # default: the method asks annotators to select, and pre-ticks left standing would train the
     # model on its own guesses (export counts them per round; `status` shows them).

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from illume.errors import IllumeError
-from illume.images import ImagePolicy, LabelStudioAuth, load_image
+from illume.images import ImagePolicy, ImageSource, LabelStudioAuth, check_image
 from illume.records import Candidate
 from illume.vlm import Query, normalise
 
@@ -61,20 +61,61 @@ def parse_label_config(xml: str | None) -> ConfigFields:
     return ConfigFields(**{**found, "to_name": to_name})
 
 
-def task_query(task: dict[str, Any], fields: ConfigFields, policy: ImagePolicy) -> Query:
-    """The model query for one task; an IllumeError says which field is missing or bad."""
-    data = task.get("data")
+DEFAULT_MAX_TEXT_CHARS = 2000
+# lone surrogates (undecodable), control characters other than tab and newlines, non-characters
+_UNUSABLE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+@dataclass(frozen=True)
+class PendingQuery:
+    """A task's checked inputs. Its image is fetched later (in the download pool) and decoded only
+    when its model batch runs, so a large request never holds all its images at once."""
+
+    image: ImageSource
+    question: str
+    answer: str
+
+    def fetch(self) -> bytes:
+        return self.image.fetch()
+
+    def build(self, data: bytes) -> Query:
+        return Query(image=self.image.decode(data), question=self.question, answer=self.answer)
+
+
+def task_name(task: Any) -> str:
+    return f"task {str(task.get('id'))[:40] if isinstance(task, dict) else '?'}"
+
+
+def check_text(task: dict[str, Any], key: str, value: str, max_chars: int) -> str:
+    """Text the tokenizer can take: bounded in length, valid Unicode, no control characters."""
+    if len(value) > max_chars:
+        raise IllumeError(f"{task_name(task)}: field {key!r} is {len(value)} characters long, over the limit of "
+                          f"{max_chars}", "Shorten the text, or raise the limit (--max-text-chars).")
+    if bad := _UNUSABLE_TEXT.search(value):
+        code = ord(bad.group())
+        if 0xD800 <= code <= 0xDFFF:
+            raise IllumeError(f"{task_name(task)}: field {key!r} is not valid Unicode (a lone surrogate "
+                              f"U+{code:04X} at character {bad.start()})", "Fix the text's encoding in the task data.")
+        raise IllumeError(f"{task_name(task)}: field {key!r} holds the control character U+{code:04X} "
+                          f"at character {bad.start()}", "Remove control characters from the task data.")
+    return value
+
+
+def task_query(task: dict[str, Any], fields: ConfigFields, policy: ImagePolicy,
+               max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> PendingQuery:
+    """The checked inputs for one task (no I/O yet); an IllumeError says which field is missing or bad."""
+    data = task.get("data") if isinstance(task, dict) else None
     if not isinstance(data, dict):
-        raise IllumeError(f"task {task.get('id')} has no data", "Import tasks with a data object.")
+        raise IllumeError(f"{task_name(task)} has no data", "Import tasks with a data object.")
     values = {}
     for key in (fields.image, fields.question, fields.answer):
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
-            raise IllumeError(f"task {task.get('id')}: field {key!r} is missing or empty",
+            raise IllumeError(f"{task_name(task)}: field {key!r} is missing or empty",
                               f"Import tasks whose data has {fields.image!r}, {fields.question!r} and {fields.answer!r}.")
         values[key] = value.strip()
-    image = load_image(values[fields.image], policy)
-    return Query(image=image, question=values[fields.question], answer=values[fields.answer])
+    question, answer = (check_text(task, key, values[key], max_text_chars) for key in (fields.question, fields.answer))
+    return PendingQuery(image=check_image(values[fields.image], policy), question=question, answer=answer)
 
 
 _ALIAS = re.compile(r"^c(\d+)$")
@@ -121,19 +162,49 @@ def empty_prediction(version: str) -> dict[str, Any]:
     return {"result": [], "score": 0.0, "model_version": version}
 
 
-def write_candidates(auth: LabelStudioAuth, task: dict[str, Any], fields: ConfigFields,
-                     candidates: Sequence[Candidate]) -> list[dict[str, str]]:
-    """Store the candidates in the task's data and return them as options.
+def project_id(value: Any) -> int | None:
+    """The project id of a /predict payload: Label Studio sends "<id>.<created timestamp>"."""
+    match = re.fullmatch(r"([0-9]{1,18})(\.[0-9]+)?", str(value).strip()) if value is not None else None
+    return int(match.group(1)) if match else None
 
-    The data comes from the /predict payload: reading the task back through GET /api/tasks/<id>
-    would make Label Studio call /predict again for a task without predictions (recursion).
+
+def task_id(task: dict[str, Any]) -> int | None:
+    value = task.get("id")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def stored_task_data(auth: LabelStudioAuth, project: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The data Label Studio holds for those tasks of `project` (tasks of other projects are absent).
+
+    Read through the project's export (one call, filtered by project and ids): reading a task
+    through GET /api/tasks/<id> would make Label Studio call /predict again for a task without
+    predictions (recursion).
     """
-    data = dict(task.get("data") or {})
+    response = auth.request("GET", f"/api/projects/{project}/export",
+                            params=[("exportType", "JSON"), ("download_all_tasks", "true")]
+                            + [("ids[]", str(i)) for i in task_ids])
+    if response.status_code != 200:
+        raise IllumeError(f"Label Studio refused to list the tasks of project {project} (HTTP {response.status_code}: "
+                          f"{response.text[:200]})",
+                          "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
+    return {int(t["id"]): t.get("data") or {} for t in response.json() if isinstance(t, dict) and "id" in t}
+
+
+def write_candidates(auth: LabelStudioAuth, task_id: int, stored_data: dict[str, Any], fields: ConfigFields,
+                     candidates: Sequence[Candidate]) -> list[dict[str, str]]:
+    """Store the candidates in the task's data (only that field changes) and return them as options.
+
+    `stored_data` is the task's data as Label Studio holds it (stored_task_data), never the
+    /predict payload's, so a payload cannot change any other field.
+    """
+    data = dict(stored_data)
     options = assign_aliases([c.text for c in candidates], data.get(fields.candidates))
     data[fields.candidates] = options
-    response = auth.request("PATCH", f"/api/tasks/{int(task['id'])}/", json={"data": data})
+    response = auth.request("PATCH", f"/api/tasks/{task_id}/", json={"data": data})
     if response.status_code != 200:
-        raise IllumeError(f"task {task['id']}: Label Studio refused the candidates (HTTP {response.status_code}: "
+        raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
                           f"{response.text[:200]})",
                           "Check that LABEL_STUDIO_API_KEY belongs to a user who may edit the project's tasks.")
     return options

@@ -67,11 +67,14 @@ def test_bad_tasks_get_empty_results_and_the_others_theirs(make_client, image_ro
         results = _predict(client, tasks).json()["results"]
     assert len(results) == len(tasks)
     assert [bool(r["result"]) for r in results] == [True, False, False, False, False, False, False, True]
-    log = caplog.text
-    for reason in ("task 2 skipped: image", "does not exist", "task 3 skipped", "not a readable image",
-                   "over the limit of 100000", "host 'example.com' is not in the allowed hosts",
-                   "outside the allowed roots", "task 7 skipped: task 7: field 'answer' is missing"):
-        assert reason in log, reason
+    assert "error" not in results[0] and "error" not in results[7]
+    reasons = ["does not exist", "not a readable image", "over the limit of 100000",
+               "host 'example.com' (port 443) is not in the allowed hosts", "outside the allowed roots",
+               "task 7: field 'answer' is missing"]
+    for result, reason in zip(results[1:7], reasons):  # each refused task says why, in the response and the log
+        assert reason in result["error"], (reason, result)
+        assert reason in caplog.text
+    assert "task 2 skipped: image" in caplog.text
 
 
 def test_basic_auth_refusals(make_client, image_root):
@@ -125,8 +128,9 @@ def test_broken_checkpoint_is_refused_and_the_old_model_keeps_serving(make_clien
     assert result["result"] and result["model_version"] == old
 
     missing = client.post("/reload", json={"model": str(tmp_path / "nowhere")}, headers=admin)
-    assert missing.status_code == 202
-    assert "does not exist" in _wait_reload(client, admin)["error"]
+    assert missing.status_code == 422 and "is not a local directory with config.json" in missing.json()["detail"]
+    hub_id = client.post("/reload", json={"model": "some-org/some-model"}, headers=admin)  # no network lookups
+    assert hub_id.status_code == 422 and "--allow-hub-models" in hub_id.json()["detail"]
 
 
 def test_good_reload_changes_the_version(make_client, image_root, llava_dir):

@@ -46,8 +46,10 @@ def test_batcher_splits_large_requests_and_bounds_the_queue():
         sizes.append(len(queries))
         return [[Candidate(f"answer {q}", 0.0, 1.0)] for q in queries], "v"
 
-    batcher = Batcher(run, batch_size=3, queue_size=1)
+    batcher = Batcher(run, batch_size=3, queue_size=7)  # the queue is bounded in tasks
     try:
+        with pytest.raises(QueueFull, match="adds 8 .limit 7."):
+            batcher.submit(list(range(8)))
         result = batcher.submit(list(range(7))).result(30)
         assert [c[0].text for c in result.candidates] == [f"answer {i}" for i in range(7)]
         assert result.versions == ["v"] * 7 and sizes == [3, 3, 1]
@@ -69,20 +71,22 @@ def test_batcher_splits_large_requests_and_bounds_the_queue():
         blocked.stop()
 
 
-def test_a_failing_batch_fails_its_requests_and_the_batcher_goes_on():
+def test_a_failing_batch_is_retried_in_halves_so_only_the_bad_task_fails():
     calls = []
 
     def run(queries):
         calls.append(list(queries))
         if "bad" in queries:
             raise RuntimeError("model exploded")
-        return [[] for _ in queries], "v"
+        return [[Candidate(q, 0.0, 1.0)] for q in queries], "v"
 
-    batcher = Batcher(run, batch_size=1, queue_size=4)
+    batcher = Batcher(run, batch_size=4, queue_size=4)
     try:
-        with pytest.raises(RuntimeError, match="exploded"):
-            batcher.submit(["bad"]).result(30)
+        result = batcher.submit(["a", "b", "bad", "c"]).result(30)
+        assert result.errors == [None, None, "the model failed on this task: RuntimeError: model exploded", None]
+        assert [[c.text for c in cands] for cands in result.candidates] == [["a"], ["b"], [], ["c"]]
+        assert calls == [["a", "b", "bad", "c"], ["a", "b"], ["bad", "c"], ["bad"], ["c"]]
         assert batcher.submit(["good"]).result(30).versions == ["v"]
-        assert batcher.jobs_in_flight == 0
+        assert batcher.jobs_in_flight == 0 and batcher.tasks_in_flight == 0
     finally:
         batcher.stop()
