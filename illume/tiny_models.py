@@ -270,6 +270,16 @@ BUILDERS: dict[str, Callable[[Path, Iterable[str]], Path]] = {
 }
 
 
+def missing_requirement(architecture: str) -> str | None:
+    """Why this architecture cannot be loaded here (None when it can)."""
+    if architecture in TORCHVISION_ARCHITECTURES:
+        try:
+            import torchvision  # noqa: F401
+        except Exception as exc:  # ImportError, or a CUDA build that cannot load beside a CPU torch
+            return f"its processor needs torchvision, which cannot be imported here ({type(exc).__name__}: {exc})"
+    return None
+
+
 def build_tiny_model(architecture: str, out: str | Path, corpus: Iterable[str] | None = None,
                      seed: int = 0) -> Path:
     """Build and save a tiny model of one architecture; returns its directory."""

@@ -1,4 +1,4 @@
-"""The VLM core on tiny models of three real architectures, loaded like real checkpoints."""
+"""The VLM core on tiny models of every built architecture, loaded like real checkpoints, batched."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +8,11 @@ from PIL import Image
 
 from illume.errors import IllumeError
 from illume.records import Candidate
-from illume.tiny_models import ARCHITECTURES
+from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
 from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates, normalise
 
+ALL = [pytest.param(a, marks=pytest.mark.skipif(missing_requirement(a) is not None, reason=str(missing_requirement(a))))
+       for a in ARCHITECTURES + TORCHVISION_ARCHITECTURES]
 CONFIG = SamplingConfig(temperatures=(0.3, 0.8), per_temperature=3, max_new_tokens=8, seed=7)
 
 
@@ -20,7 +22,7 @@ def queries() -> list[Query]:
             Query(Image.new("L", (20, 90), 128), "how many shapes are there ?", "two")]
 
 
-@pytest.fixture(scope="module", params=ARCHITECTURES)
+@pytest.fixture(scope="module", params=ALL)
 def vlm(request, tiny_model_dir) -> VLM:
     return VLM.load(str(tiny_model_dir(request.param)))
 
@@ -91,3 +93,52 @@ def test_dedupe_keeps_best_copy_and_drops_fragments():
              Candidate("ab", -0.1, 0.3), Candidate("it is red.", -3.0, 0.3)]
     kept = dedupe_candidates(cands)
     assert [c.text for c in kept] == ["the  sky is blue", "it is red."]
+
+
+def test_every_architecture_gets_a_layout_that_keeps_one_image_per_prompt(vlm):
+    """The probed layout turns 3 prompts of mixed image sizes into 3 rows, each with its own image."""
+    from illume import processor_batch
+
+    layout = processor_batch.image_layout(vlm.processor)
+    assert layout in (processor_batch.NESTED, processor_batch.FLAT)
+    assert processor_batch.image_layout(vlm.processor) == layout  # cached, not probed again
+    batch = vlm.encode([q.image for q in queries()], vlm.answer_texts(queries()))
+    assert batch["input_ids"].shape[0] == 3 and "labels" not in batch
+
+
+class _FlatOnly:
+    """A processor of the older kind that refuses one image list per prompt (none of ours does)."""
+
+    def __init__(self, processor):
+        self.inner = processor
+        self.chat_template = processor.chat_template
+        self.image_token = getattr(processor, "image_token", None)
+
+    def apply_chat_template(self, *args, **kwargs):
+        return self.inner.apply_chat_template(*args, **kwargs)
+
+    def __call__(self, text, images, **kwargs):
+        if isinstance(images[0], list):
+            raise ValueError("images must be a flat list")
+        return self.inner(text=text, images=images, **kwargs)
+
+
+class _Refusing(_FlatOnly):
+    def __call__(self, text, images, **kwargs):
+        raise TypeError("no batches today")
+
+
+def test_layout_comes_from_behaviour_not_the_class_name(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    from illume import processor_batch
+
+    real = AutoProcessor.from_pretrained(tiny_model_dir("llava"))
+    assert processor_batch.image_layout(_FlatOnly(real)) == processor_batch.FLAT
+    batch = processor_batch.process(_FlatOnly(real), [q.image.convert("RGB") for q in queries()],
+                                    [f"{real.image_token}Q: {q.question} A:" for q in queries()])
+    assert batch["input_ids"].shape[0] == 3
+    with pytest.raises(IllumeError, match="neither as one image list per prompt .*TypeError: no batches today"):
+        processor_batch.image_layout(_Refusing(real))
+    with pytest.raises(IllumeError, match="2 images for 1 prompts"):
+        processor_batch.process(real, [q.image for q in queries()[:2]], ["x"])

@@ -13,9 +13,6 @@ from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_R
 COLORS = ("red", "blue", "green", "yellow")
 
 
-MIXED_SIZES = ((48, 40), (20, 90), (64, 64))  # wide, tall, square: processors resize/tile them differently
-
-
 def make_export(directory: Path, items: int = 8, with_manifest: bool = True,
                 sizes: tuple[tuple[int, int], ...] = ((40, 40),)) -> Path:
     """An export like `illume-sync export` writes: images/, rows.jsonl, preferences.jsonl, manifest.json."""

@@ -6,16 +6,19 @@ import json
 import pytest
 import torch
 
-from conftest import MIXED_SIZES
 from illume.errors import IllumeError
-from illume.tiny_models import ARCHITECTURES
+from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
 from illume.vlm import ADAPTER_META
 from training import TrainConfig, run
 from training.cli import parser
-from training.data import BatchBuilder, IGNORE, load_export
+from training.data import IGNORE, BatchBuilder, load_export
+
+MIXED_SIZES = ((48, 40), (20, 90), (64, 64))  # wide, tall, square: processors resize and tile them differently
+ALL = [pytest.param(a, marks=pytest.mark.skipif(missing_requirement(a) is not None, reason=str(missing_requirement(a))))
+       for a in ARCHITECTURES + TORCHVISION_ARCHITECTURES]
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL)
 def test_one_step_of_batch_2_and_an_evaluation_of_3_items(arch, tmp_path, tiny_model_dir, make_export, make_items):
     export = make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES)  # 3 rows: answer, rationale, answer
     items = make_items(tmp_path / "eval", count=3, sizes=MIXED_SIZES)
@@ -28,7 +31,7 @@ def test_one_step_of_batch_2_and_an_evaluation_of_3_items(arch, tmp_path, tiny_m
     assert json.loads((result.adapter_dir / ADAPTER_META).read_text())["steps"] == 1
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL)
 def test_a_batch_of_mixed_sizes_labels_only_each_row_s_target(arch, tiny_model_dir, tmp_path, make_export):
     from transformers import AutoProcessor
 
