@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ from illume.records import EXPORT_FEEDBACK, Feedback, write_jsonl
 pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def fake_run(run_dir: Path) -> None:
@@ -59,8 +59,10 @@ def test_report_renders_in_chromium(tmp_path):
         assert len(rows) == 3 and "illume-round2 (kept old)" in rows[2] and "40.0" in rows[1]
         assert page.locator("li.yes", has_text="the circle is red").count() == 2
         assert page.locator("li.yes", has_text="i count two shapes").count() == 2
-        DOCS.mkdir(exist_ok=True)
-        page.screenshot(path=str(DOCS / "report.png"), full_page=True)
+        shots = Path(os.environ.get("ILLUME_SCREENSHOTS") or tmp_path / "shots")  # scripts/screenshots.sh: docs/
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "report.png"), full_page=True)
+        assert (shots / "report.png").stat().st_size > 10_000
         browser.close()
 
 
