@@ -204,12 +204,15 @@ class Loop:
                                   number, self.progress("exported"), round_=number)
         feedback = list(iter_jsonl(self._dir(number, "export") / EXPORT_FEEDBACK, Feedback))
         record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
+                      preticks=manifest["preticks"], reconciliation=manifest["reconciliation"],
                       diversity=candidate_diversity(feedback),
                       items_with_accepted=sum(1 for f in feedback if f.accepted or f.written),
                       items_judged=len(feedback))
         self.say(f"  acceptance rate {manifest['acceptance']['rate']}, {record['items_with_accepted']} of "
                  f"{len(feedback)} items have an accepted rationale; {manifest['counts']['rationale_rows']} "
-                 f"rationale rows, {manifest['counts']['answer_rows']} answer-only rows")
+                 f"rationale rows, {manifest['counts']['answer_rows']} answer-only rows; "
+                 f"{manifest['preticks']['accepted_preticked_unchanged']} accepted only as pre-ticks left standing, "
+                 f"{manifest['reconciliation']['none_with_ticks']} 'None' submitted with ticks")
 
     def _train(self, number: int, record: dict) -> None:
         out = self._dir(number, "train")

@@ -117,6 +117,13 @@ def _num(value: Any, scale: float = 1.0) -> str:
     return f"{value * scale:.1f}" if isinstance(value, (int, float)) else "–"
 
 
+def _preticks(preticks: dict | None) -> str:
+    """Accepted candidates that were pre-ticked and left standing (automation bias), of all accepted."""
+    if not preticks:
+        return "–"
+    return f"{preticks.get('accepted_preticked_unchanged', 0)} / {preticks.get('accepted', 0)}"
+
+
 def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes]) -> str:
     summary_rows = []
     for n, record in rounds.items():
@@ -124,6 +131,7 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
         summary_rows.append([
             n if n else "0 (as built)", html.escape(str(record.get("sampled_by") or "–")),
             _num((record.get("acceptance") or {}).get("rate"), 100),
+            _preticks(record.get("preticks")),
             f"{record.get('items_with_accepted', '–')} / {record.get('items_judged', '–')}" if n else "–",
             _num((record.get("diversity") or {}).get("candidates_per_item")),
             _num(metrics.get("rouge_l")), _num(metrics.get("cider")), _num(metrics.get("bleu_4")),
@@ -134,7 +142,8 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
         ])
     parts = [f"<h1>ILLUME run report</h1><p class=muted>{html.escape(str(run_dir))}</p>",
              "<h2>Rounds</h2>",
-             _table(["round", "candidates from", "accepted %", "items with accepted", "candidates / item",
+             _table(["round", "candidates from", "accepted %", "accepted as untouched pre-ticks",
+                     "items with accepted", "candidates / item",
                      "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
                     summary_rows)]
     if any(r.get("metrics") and "meteor" not in r["metrics"] for r in rounds.values()):

@@ -33,6 +33,7 @@ def fake_run(run_dir: Path) -> None:
                      ["there are two shapes"], written=["i count two shapes"], iteration=r)])
         rounds[str(r)] = {"done": [], "metrics": metrics(r), "version": f"illume-round{r}", "promoted": r == 1,
                           "acceptance": {"rate": 0.2 * r}, "items_with_accepted": r, "items_judged": 2,
+                          "preticks": {"accepted_preticked_unchanged": r, "accepted": 4},
                           "diversity": {"candidates_per_item": 1.5, "distinct_2": 0.8},
                           "agreement": {"fleiss_kappa": 0.61}, "sampled_by": "base" if r == 1 else "illume-round1"}
     (run_dir / "loop.json").write_text(json.dumps({"rounds": rounds, "serving": {}}))
@@ -57,6 +58,7 @@ def test_report_renders_in_chromium(tmp_path):
         assert len(widths) == 2 + 4 and all(w > 0 for w in widths)
         rows = page.eval_on_selector_all("table:first-of-type tbody tr", "rows => rows.map(r => r.innerText)")
         assert len(rows) == 3 and "illume-round2 (kept old)" in rows[2] and "40.0" in rows[1]
+        assert "1 / 4" in rows[1] and "2 / 4" in rows[2]  # accepted as untouched pre-ticks, of all accepted
         assert page.locator("li.yes", has_text="the circle is red").count() == 2
         assert page.locator("li.yes", has_text="i count two shapes").count() == 2
         shots = Path(os.environ.get("ILLUME_SCREENSHOTS") or tmp_path / "shots")  # scripts/screenshots.sh: docs/
