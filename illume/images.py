@@ -372,7 +372,7 @@ def _fetch_label_studio(source: ImageSource, policy: ImagePolicy) -> bytes:
     deadline = time.monotonic() + policy.download_deadline
     base = parse_http_url(auth.url)
     try:
-        response = auth.request("GET", f"{base.url}{source.target}", stream=True, allow_redirects=False,
+        response = auth.request("GET", base.url.rstrip("/") + source.target, stream=True, allow_redirects=False,
                                 headers={"Accept-Encoding": "identity"},
                                 timeout=_deadline_timeout(policy, deadline))
     except requests.RequestException as exc:

@@ -91,7 +91,7 @@ class RequestGuard:
     def _too_large(self, size: str) -> JSONResponse:
         return JSONResponse({"detail": f"the request body is {size} bytes, over the limit of {self.max_body_bytes}; "
                                        "send fewer tasks per request, or raise --max-body-bytes"},
-                            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, headers={"Connection": "close"})
+                            status.HTTP_413_CONTENT_TOO_LARGE, headers={"Connection": "close"})
 
     def _bounded(self, receive: Receive) -> Receive:
         received = 0
@@ -102,7 +102,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:  # a body without (or lying about) Content-Length
-                    raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                                         f"the request body is more than {self.max_body_bytes} bytes, over the limit; "
                                         "send fewer tasks per request, or raise --max-body-bytes",
                                         headers={"Connection": "close"})

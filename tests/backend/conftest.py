@@ -37,7 +37,7 @@ def image_root(tmp_path) -> Path:
 def make_settings(llava_dir, image_root):
     def make(**overrides) -> Settings:
         values = dict(model=str(llava_dir), images=ImagePolicy(allowed_roots=[image_root]),
-                      sampling=FAST_SAMPLING, batch_size=8, queue_size=8, preselect=2)
+                      sampling=FAST_SAMPLING, batch_size=8, queue_size=64, preselect=2)
         values.update(overrides)
         return Settings(**values)
 
