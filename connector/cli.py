@@ -128,15 +128,16 @@ def main() -> None:
 @click.option("--overlap", type=click.IntRange(min=1), default=1, show_default=True,
               help="Annotators per task (crowd-sourcing; export then votes by majority).")
 @click.option("--backend-url", help="ML backend address as Label Studio reaches it, e.g. http://backend:9090.")
-@click.option("--backend-title", default="illume", show_default=True,
-              help="ML backend name; also the project's model version, so annotators see live predictions.")
+@click.option("--backend-title", default="illume", show_default=True, help="ML backend name in Label Studio.")
 @click.option("--backend-user", help="HTTP Basic user Label Studio sends to the backend.")
 @click.option("--backend-password", envvar="ILLUME_BACKEND_PASSWORD", help="HTTP Basic password for the backend.")
 def init(url, api_key, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password):
     """Create the project (or reuse the one with this title) and connect the ML backend.
 
     Tasks are offered lowest model score first (Label Studio's uncertainty sampling), so
-    annotators see the items the model is least sure of. Safe to run again.
+    annotators see the items the model is least sure of: the project's model version follows
+    the version the backend serves (set here, and by `predict` once predictions of it exist).
+    Safe to run again.
     """
     from connector.project import init_project, read_label_config
 
@@ -145,7 +146,7 @@ def init(url, api_key, title, label_config, overlap, backend_url, backend_title,
     result = init_project(client, title, read_label_config(label_config), overlap, backend_url, backend_title, auth)
     verb = "created" if result.created else "reused"
     click.echo(f"{verb} project {result.project['id']} {title!r} (overlap {overlap}"
-               + (f", backend {backend_url}, model version {result.model_version!r})" if backend_url else ")"))
+               + (f", backend {backend_url} serving model version {result.model_version!r})" if backend_url else ")"))
     click.echo(json.dumps({"project": result.project["id"], "created": result.created}))
 
 
@@ -249,7 +250,10 @@ def export(url, api_key, project, out, previous, min_agreement, iteration, round
     counts, agreement = manifest["counts"], manifest["agreement"]
     click.echo(f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
                f"({counts['new_rationale_rows']} new), {counts['answer_rows']} answer-only rows, {counts['pairs']} "
-               f"preference pairs; acceptance rate {manifest['acceptance']['rate']}"
+               f"preference pairs; acceptance rate {manifest['acceptance']['rate']}; "
+               f"{manifest['preticks']['accepted_preticked_unchanged']} of {manifest['preticks']['accepted']} accepted "
+               f"were pre-ticks left standing; {manifest['reconciliation']['none_with_ticks']} annotations said "
+               "'None' with ticks (None wins)"
                + (f"; Fleiss' kappa {agreement['fleiss_kappa']}" if agreement["fleiss_kappa"] is not None else "")
                + (f", Cohen's kappa {agreement['cohen_kappa']}" if agreement["cohen_kappa"] is not None else ""))
 
