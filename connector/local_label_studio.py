@@ -84,9 +84,11 @@ class LocalLabelStudio:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            # Let Label Studio call an ML backend on loopback (refused by default since 1.23.1);
-            # only this setting guards ML backend URLs, SSRF protection stays on for the rest.
-            "ML_BLOCK_LOCAL_IP": "false",
+            # Let Label Studio call an ML backend on loopback (refused by default since 1.23.1).
+            # Both are needed: ML_BLOCK_LOCAL_IP guards the backend's URL, and creating an ML
+            # backend also registers a webhook to <backend>/webhook (ml/models.py
+            # create_ml_webhook), which SSRF_PROTECTION_ENABLED refuses on a loopback address.
+            "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false",
             # Serve images from local storage under the data dir (import of local folders).
             "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root or self.data_dir),
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",

@@ -30,8 +30,8 @@ def test_compose_config_passes_with_the_example_env():
     services = yaml.safe_load(result.stdout)["services"]
     assert {"db", "label-studio", "ml-backend", "trainer", "ml-backend-gpu"} <= set(services)
     studio = services["label-studio"]["environment"]
-    assert studio["ML_BLOCK_LOCAL_IP"] == "false"
-    assert "SSRF_PROTECTION_ENABLED" not in studio  # SSRF protection stays on; only ML URLs may be local
+    # both: the backend's URL (ML_BLOCK_LOCAL_IP) and the webhook Label Studio registers to it (SSRF_...)
+    assert studio["ML_BLOCK_LOCAL_IP"] == "false" and studio["SSRF_PROTECTION_ENABLED"] == "false"
     assert studio["DJANGO_DB"] == "default" and services["label-studio"]["image"].endswith(":1.23.2")
     backend = services["ml-backend"]["environment"]
     assert backend["LABEL_STUDIO_URL"] == "http://label-studio:8080"
