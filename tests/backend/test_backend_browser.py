@@ -110,6 +110,7 @@ def test_annotator_view_at_laptop_size(label_studio, ls_client, tmp_path):
             assert image["width"] == 256 and image["x"] >= 0 and image["y"] + image["height"] <= LAPTOP["height"]
             assert page.locator(".lsf-toolbar:visible").count() == 0  # no zoom toolbar eating the frame
             expect(page.locator(".lsf-choice", has_text=NONE)).to_contain_text("[n]")
+            assert page.get_by_text("Shift+Enter").count() == 0  # Submit saves the text: no separate "Add"
             assert "REFERENCE-EXPLANATION-SECRET" not in page.content()
             expect(boxes[1]).to_be_checked()  # the pre-tick of the prediction
 
