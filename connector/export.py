@@ -81,8 +81,7 @@ class Vote:
 
     ticked: set[str]
     written: list[str]
-    none: bool  # "None of these is correct" was chosen
-    conflict: bool  # ... together with ticked candidates, which were dropped (NONE_RULE)
+    conflict: bool  # "None of these is correct" together with ticks, which were dropped (NONE_RULE)
 
 
 # -- reading Label Studio tasks ----------------------------------------------------------------
@@ -153,7 +152,7 @@ def annotation_choices(annotation: dict, lookup: dict[str, str]) -> Vote:
                 if text and text not in written:
                     written.append(text)
     conflict = none and bool(ticked)
-    return Vote(set() if none else ticked, written, none, conflict)
+    return Vote(set() if none else ticked, written, conflict)
 
 
 def judge_task(task: dict, min_agreement: int | None = None, iteration: int = 0) -> Judged | None:
