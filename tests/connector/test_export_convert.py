@@ -71,3 +71,15 @@ def test_manifest_hashes_match_files(tmp_path):
     for name, digest in manifest["files"].items():
         assert sha256_file(tmp_path / "e" / name) == digest
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["counts"]["pairs"] == 1
+
+
+def test_predictions_as_ids_or_objects():
+    from connector.export import pre_ticked
+    from connector.status import prediction_version
+
+    prediction = {"id": 7, "model_version": "v2", "result": [
+        {"from_name": "rationales", "type": "choices", "value": {"choices": ["c1"]}}]}
+    assert prediction_version(7, {7: prediction}) == prediction_version(prediction, {}) == "v2"
+    assert pre_ticked({"parent_prediction": 7, "prediction": prediction}) == ["c1"]  # Label Studio's export
+    assert pre_ticked({"parent_prediction": prediction}) == ["c1"]  # an export that expands predictions
+    assert pre_ticked({"parent_prediction": None, "prediction": prediction}) is None  # not started from it
