@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from connector.demo import DEMO_TRAINING  # noqa: E402
+from illume.demo_model import DEMO_TRAINING  # noqa: E402
 from illume import demo_model  # noqa: E402
 from illume.critic import RougeCritic  # noqa: E402
 from illume.datasets import shapes  # noqa: E402

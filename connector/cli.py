@@ -283,7 +283,8 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
     Promotion reloads the backend with the new adapter and version (with --backend-url);
     then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
     """
-    from connector.training_job import (evaluate_model, gate, read_eval_items, reload_backend, run_training,
+    from connector.backend_client import reload_backend
+    from connector.training_job import (evaluate_model, gate, read_eval_items, run_training,
                                         training_command)
 
     version = version or out.name
@@ -320,7 +321,7 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
 @click.option("--version", help="Model version name (default: the adapter's).")
 def reload(backend_url, admin_token, model, adapter, version):
     """Make the ML backend serve another adapter (atomic swap; the old one serves until then)."""
-    from connector.training_job import reload_backend
+    from connector.backend_client import reload_backend
 
     status = reload_backend(backend_url, admin_token, model, adapter, version)
     click.echo(f"backend serves {status.get('serving_version')!r}")

@@ -21,13 +21,10 @@ from typing import Callable, Iterator
 import requests
 
 from connector.local_label_studio import LocalLabelStudio, free_port, stop_process_group, wait_until_healthy
+from illume.demo_model import DEMO_TRAINING
 
 PROJECT_TITLE = "ILLUME demo (Shapes-X)"
 BACKEND_TITLE = "illume"
-
-
-# LoRA training that suits the demo model; benchmarks/data_efficiency.py trains with the same
-DEMO_TRAINING = {"epochs": 5, "lr": 1e-3, "batch_size": 8}
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -133,8 +132,3 @@ class LocalLabelStudio:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def copy_data_dir(template: Path, target: Path) -> None:
-    """Reuse a migrated data dir (saves the minute of migrations on each fresh server)."""
-    shutil.copytree(template, target, ignore=shutil.ignore_patterns("*.log", "media", "export"))

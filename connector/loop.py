@@ -19,11 +19,12 @@ from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items, read_items, task_round
 from connector.predicting import predict_missing
 from connector.simulate import simulate
-from connector.training_job import (evaluate_model, gate, read_eval_items, reload_backend, run_training,
+from connector.backend_client import reload_backend
+from connector.training_job import (evaluate_model, gate, read_eval_items, run_training,
                                     training_command)
 from illume.errors import IllumeError
 from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
-from illume.vlm import normalise
+from illume.metrics import candidate_diversity
 
 STATE_FILE = "loop.json"
 STEPS = ("import", "predict", "annotate", "export", "train")
@@ -78,20 +79,6 @@ class LoopState:
 
     def round(self, number: int) -> dict[str, Any]:
         return self.rounds.setdefault(str(number), {"done": []})
-
-
-def candidate_diversity(feedback: Sequence[Feedback]) -> dict[str, float]:
-    """Distinct candidates per item, and distinct bigrams over all bigrams of the candidates."""
-    if not feedback:
-        return {"candidates_per_item": 0.0, "distinct_2": 0.0}
-    bigrams: list[tuple[str, str]] = []
-    for record in feedback:
-        for text in record.candidates:
-            words = normalise(text).split()
-            bigrams += list(zip(words, words[1:]))
-    per_item = sum(len({normalise(t) for t in f.candidates}) for f in feedback) / len(feedback)
-    return {"candidates_per_item": round(per_item, 3),
-            "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0}
 
 
 class Loop:

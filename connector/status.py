@@ -9,7 +9,7 @@ from connector.client import LabelStudioClient
 from connector.export import NOTE_KEYS, iter_tasks, judge_task, pretick_summary
 from connector.predicting import project_predictions
 from connector.project import project_backends
-from connector.training_job import backend_health
+from connector.backend_client import backend_health
 
 
 def prediction_version(prediction: Any, known: dict[int, dict]) -> str:

@@ -53,6 +53,8 @@ SETTINGS_FILE = "demo_settings.json"
 CAPTION_PROMPT = "Describe the picture:"
 INVENTORY_PROMPTS = {"kind": "List the shapes:", "color": "List the colors:"}
 DEFAULT_CACHE = Path(os.environ.get("ILLUME_CACHE", Path.home() / ".cache" / "illume")) / "demo-models"
+# LoRA training that suits the demo model: the demo (connector.demo) and benchmarks/data_efficiency.py use it
+DEMO_TRAINING = {"epochs": 5, "lr": 1e-3, "batch_size": 8}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from illume.critic import rouge_l, tokenize
 from illume.errors import IllumeError
+from illume.records import Feedback
 from illume.vlm import normalise
 
 RATIONALE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
@@ -98,3 +99,17 @@ def score_all(rationales: Sequence[str], references: Sequence[Sequence[str]],
     scores["accuracy"] = answer_accuracy(answers, gold_answers)
     scores["items"] = len(gold_answers)
     return scores
+
+
+def candidate_diversity(feedback: Sequence[Feedback]) -> dict[str, float]:
+    """Distinct candidates per item, and distinct bigrams over all bigrams of the candidates."""
+    if not feedback:
+        return {"candidates_per_item": 0.0, "distinct_2": 0.0}
+    bigrams: list[tuple[str, str]] = []
+    for record in feedback:
+        for text in record.candidates:
+            words = normalise(text).split()
+            bigrams += list(zip(words, words[1:]))
+    per_item = sum(len({normalise(t) for t in f.candidates}) for f in feedback) / len(feedback)
+    return {"candidates_per_item": round(per_item, 3),
+            "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0}

@@ -315,12 +315,6 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: dict[str, int] | None = 
     return result
 
 
-def load_image(out_dir: str | Path, item: Item) -> Image.Image:
-    """The picture of an item written by `generate` (its path is relative to out_dir)."""
-    path = Path(item.image)
-    return Image.open(path if path.is_absolute() else Path(out_dir) / path).convert("RGB")
-
-
 def main() -> None:
     import argparse
 

@@ -66,3 +66,37 @@ def test_critic_threshold_and_noisy_annotators():
     assert 240 < flips < 360
     with pytest.raises(ValueError):
         NoisyAnnotator(critic, 1.5)
+
+
+def test_a_second_critic_plugs_in_by_name_and_by_module_path():
+    from illume.critic import Critic, NoisyAnnotator, make_critic
+
+    class ExactMatch(Critic):  # a whole new critic: a name and one method
+        name = "exact-test"
+
+        def accepts(self, candidate, references):
+            return candidate.strip().lower() in {r.strip().lower() for r in references}
+
+    critic = make_critic("exact-test")
+    assert isinstance(critic, ExactMatch)
+    assert critic.tick(["It is red.", "it is red"], ["it is red"]) == [False, True]
+    assert NoisyAnnotator(critic, error_rate=1.0).tick(["it is red"], ["it is red"]) == [False]
+    assert make_critic("illume.critic:RougeCritic", threshold=0.5).threshold == 0.5
+    with pytest.raises(IllumeError, match="takes no threshold"):
+        make_critic("exact-test", threshold=0.5)
+    with pytest.raises(IllumeError, match="unknown critic 'nope'"):
+        make_critic("nope")
+
+
+def test_candidate_diversity_counts_distinct_texts_and_bigrams():
+    from illume.metrics import candidate_diversity
+    from illume.records import Feedback
+
+    feedback = [Feedback(item_id="a", image="a.png", question="q", answer="x",
+                         candidates=["the red square", "The red square.", "a blue circle"], accepted=[], rejected=[]),
+                Feedback(item_id="b", image="b.png", question="q", answer="y", candidates=["the red square"],
+                         accepted=[], rejected=[])]
+    scores = candidate_diversity(feedback)
+    # item a: 2 distinct texts after normalisation, item b: 1 -> 1.5 per item
+    # bigrams: (the red)(red square) x3 + (a blue)(blue circle) = 8, of which 4 distinct
+    assert scores == {"candidates_per_item": 1.5, "distinct_2": 0.5}
