@@ -25,6 +25,7 @@ from ml_backend.training_hook import start_training
 
 log = logging.getLogger("ml_backend")
 WRITE_WORKERS = 8  # concurrent candidate writes into Label Studio per request
+LOGGED_REFUSALS = 10  # per request; every refusal's reason is in the response
 
 
 class Open(BaseModel):
@@ -165,10 +166,14 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         written = await run_in_threadpool(_finish_tasks, body.tasks, body.project, fields, with_candidates, settings)
         for index, (result, error) in written.items():
             results[index], errors[index] = result, error
-        for index, error in enumerate(errors):
-            if error is not None:
-                log.warning("%s skipped: %s", task_io.task_name(body.tasks[index]), error)
-                results[index]["error"] = _printable(error)
+        refused = [index for index, error in enumerate(errors) if error is not None]
+        for index in refused:
+            results[index]["error"] = _printable(errors[index])
+        for index in refused[:LOGGED_REFUSALS]:  # a hostile request must not flood the log
+            log.warning("%s skipped: %s", task_io.task_name(body.tasks[index]), _printable(errors[index]))
+        if len(refused) > LOGGED_REFUSALS:
+            log.warning("... and %d more tasks of this request skipped (reasons in the response)",
+                        len(refused) - LOGGED_REFUSALS)
         return PredictResponse(results=[Prediction(**r) for r in results])
 
     @app.post("/webhook", response_model=WebhookResponse)

@@ -5,8 +5,9 @@ or running, a request is refused at once (the route answers 503 + Retry-After).
 
 A task's image is fetched in a bounded download pool of its own (never the server's threadpool),
 a few tasks ahead of the model, and decoded only when its batch runs. Both the fetches and the
-batches take tasks round-robin across jobs, so a 1-task request is served within about one batch
-even while a 500-task request runs. A job that is cancelled (its client went away) or whose
+batches take tasks round-robin across jobs (while several jobs wait, each gets at most its equal
+share of a batch), so a 1-task request is served in the batch after the one running when it
+arrives, even while a 500-task request runs. A job that is cancelled (its client went away) or whose
 deadline passed (Label Studio stopped waiting) has its remaining tasks dropped.
 
 When a batch fails in the model, its tasks are retried in halves down to single tasks, so only
@@ -224,11 +225,15 @@ class Batcher:
                     gather_until = time.monotonic() + GATHER_S
                 self._cond.wait(timeout=GATHER_S if ready else 1.0)
             batch: list[tuple[Job, int, Any]] = []
-            while len(batch) < self.batch_size and any(job.ready for job in self._jobs):
-                for job in list(self._jobs):  # one task per job per round
-                    if job.ready and len(batch) < self.batch_size:
+            waiting = [job for job in self._jobs if job.ready]
+            share = -(-self.batch_size // len(waiting))  # while several requests wait, none fills the batch alone
+            taken = dict.fromkeys(map(id, waiting), 0)
+            while len(batch) < self.batch_size and any(job.ready and taken[id(job)] < share for job in waiting):
+                for job in waiting:  # one task per job per round
+                    if job.ready and taken[id(job)] < share and len(batch) < self.batch_size:
                         index, item = job.ready.popleft()
                         batch.append((job, index, item))
+                        taken[id(job)] += 1
             self._ahead -= len(batch)
             served = {id(job) for job, _, _ in batch}  # rotate: jobs just served go to the back
             self._jobs.sort(key=lambda job: id(job) in served)

@@ -287,9 +287,10 @@ def test_work_past_the_label_studio_timeout_is_dropped(make_client):
     finally:
         release.set()
         del vlm.sample
-    assert [bool(r["result"]) for r in results] == [True, True, False, False, False, False]
-    assert all("dropped: the request's deadline passed" in r["error"] for r in results[2:])
-    assert seen == [2] and app.state.batcher.tasks_in_flight == 0
+    (first_batch,) = seen  # only the batch that was running at the deadline reached the model
+    assert sum(bool(r["result"]) for r in results) == first_batch >= 1
+    assert all("dropped: the request's deadline passed" in r["error"] for r in results if not r["result"])
+    assert app.state.batcher.tasks_in_flight == 0
 
 
 def test_work_of_a_client_that_disconnected_is_dropped(make_settings, llava):
@@ -361,3 +362,64 @@ def test_predict_writes_only_the_candidates_field_and_only_into_the_named_projec
         no_project = _predict(client, [hostile], project=None).json()["results"]
         _check(no_project, ["the request names no project"])
         assert len(patches) == 1
+
+
+def test_a_one_task_request_is_not_stuck_behind_a_500_task_one():
+    from illume.records import Candidate
+    from ml_backend.batcher import Batcher
+
+    batches: list[list] = []
+
+    def run(queries):
+        time.sleep(0.002)
+        batches.append(list(queries))
+        return [[Candidate(str(q), 0.0, 1.0)] for q in queries], "v"
+
+    batcher = Batcher(run, batch_size=8, queue_size=501)
+    try:
+        big = batcher.submit([("big", i) for i in range(500)])
+        while len(batches) < 3:
+            time.sleep(0.001)
+        submitted_at = len(batches)
+        small = batcher.submit([("small", 0)])
+        assert small.result(30).candidates[0][0].text == "('small', 0)"
+        served_in = next(n for n, batch in enumerate(batches) if ("small", 0) in batch)
+        assert served_in - submitted_at <= 2 and not big.done()  # within the next batch or two, not after 60
+        assert all(errors is None for errors in big.result(60).errors)
+    finally:
+        batcher.stop()
+
+
+def test_images_are_decoded_when_their_batch_runs_not_all_at_once():
+    from illume.records import Candidate
+    from ml_backend.batcher import Batcher
+
+    events: list[str] = []
+
+    class Task:  # a Pending task: fetched in the download pool, built (decoded) at batch time
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def fetch(self) -> bytes:
+            return b"encoded image"
+
+        def build(self, fetched: bytes) -> int:
+            events.append("decode")
+            return self.number
+
+    def run(queries):
+        events.append(f"batch of {len(queries)}")
+        return [[Candidate("c", 0.0, 1.0)] for _ in queries], "v"
+
+    batcher = Batcher(run, batch_size=4, queue_size=20)
+    try:
+        assert batcher.submit([Task(i) for i in range(12)]).result(30).errors == [None] * 12
+    finally:
+        batcher.stop()
+    decoded_ahead = 0
+    for event in events:
+        if event == "decode":
+            decoded_ahead += 1
+        else:
+            assert decoded_ahead == int(event.split()[-1]) <= 4  # only the batch about to run is decoded
+            decoded_ahead = 0
