@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC
 from illume.errors import IllumeError
 
 EXIT_PROBLEM = 1
@@ -58,8 +59,10 @@ def crowd_options(command):
     for option in reversed([
         click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Simulated annotators per task (each a Label Studio user)."),
-        click.option("--threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
-                     help="ROUGE-L against the references needed to tick a candidate."),
+        click.option("--critic", default=DEFAULT_CRITIC, show_default=True,
+                     help="Who ticks: a registered critic or module:Class (a subclass of illume.critic.Critic)."),
+        click.option("--threshold", type=click.FloatRange(0, 1),
+                     help=f"The critic's acceptance threshold (default: its own; {ACCEPT_THRESHOLD} ROUGE-L for rouge-l)."),
         click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                      help="Probability that a simulated annotator flips a decision."),
         click.option("--seed", type=int, default=0, show_default=True)]):
@@ -207,14 +210,16 @@ def predict(url, api_key, project, batch_size):
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
 @crowd_options
-def annotate(url, api_key, project, simulate, annotators, threshold, error_rate, seed):
+def annotate(url, api_key, project, simulate, annotators, critic, threshold, error_rate, seed):
     """Tick candidates like the method's simulated critic and submit real annotations."""
     from connector.simulate import simulate as run
+    from illume.critic import make_critic
 
+    judge = make_critic(critic, threshold)
     client = _client(url, api_key)
     found = _project(client, project)
     progress = Progress("tasks", every=10)
-    result = run(client, found, annotators, threshold, error_rate, seed, progress)
+    result = run(client, found, annotators, judge, error_rate, seed, progress)
     progress.end()
     click.echo(f"submitted {result.annotations} annotations ticking {result.ticked} of {result.shown} candidates"
                + (f"; {result.skipped_without_candidates} tasks have no candidates yet (run predict)"
@@ -283,34 +288,21 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
     Promotion reloads the backend with the new adapter and version (with --backend-url);
     then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
     """
-    from connector.backend_client import reload_backend
-    from connector.training_job import (evaluate_model, gate, read_eval_items, run_training,
-                                        training_command)
+    from connector.promotion import Backend, GateSettings, promote
+    from connector.training_job import read_eval_items, run_training, training_command
 
+    backend = Backend.from_options(backend_url, admin_token)  # refused before hours of training, not after
+    items = read_eval_items(eval_items) if eval_items else []
     version = version or out.name
     command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args,
                                eval_batch_size)
     adapter = run_training(command, out / "train.log", echo=lambda line: click.echo(line, err=True))
     click.echo(f"trained adapter {adapter}")
-    if eval_items is None:
-        click.echo("no --eval-items: promoting without a gate")
-        decision = None
-    else:
-        items = read_eval_items(eval_items)
-        decision = gate(evaluate_model(base_model, str(adapter), items, eval_batch_size),
-                        evaluate_model(base_model, serving_adapter, items, eval_batch_size),
-                        gate_metric, tolerance, max_accuracy_drop)
-        click.echo(decision.reason)
-    (out / "promotion.json").write_text(json.dumps({"adapter": str(adapter), "version": version,
-                                                    "promoted": decision is None or decision.promote,
-                                                    "reason": decision.reason if decision else "no gate"}, indent=1))
-    if decision is not None and not decision.promote:
+    result = promote(adapter, version, base_model, out, eval_items=items, serving_adapter=serving_adapter,
+                     settings=GateSettings(gate_metric, tolerance, max_accuracy_drop, eval_batch_size),
+                     backend=backend, say=click.echo)
+    if not result.promoted:
         ctx.exit(3)
-    if backend_url:
-        if not admin_token:
-            raise IllumeError("--backend-url needs --admin-token to reload", "Pass --admin-token or ILLUME_ADMIN_TOKEN.")
-        status = reload_backend(backend_url, admin_token, base_model, str(adapter), version)
-        click.echo(f"backend serves {status.get('serving_version')!r}")
 
 
 @main.command()
@@ -370,7 +362,7 @@ def status(url, api_key, project, backend_url, as_json):
 @gate_options
 @click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
 def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate,
-         threshold, min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
+         critic, threshold, min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
          max_accuracy_drop, eval_batch_size, train_args, seed):
     """Run N rounds of predict -> annotate -> export -> train -> reload; resumable.
 
@@ -383,7 +375,7 @@ def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, 
     client = _client(url, api_key)
     config = LoopConfig(project=_project(client, project), items=items, run_dir=run_dir, base_model=base_model,
                         rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
-                        annotators=annotators, threshold=threshold, error_rate=error_rate, seed=seed,
+                        annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
                         processes=processes, gate_metric=gate_metric, tolerance=tolerance,
                         max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args)
@@ -414,7 +406,7 @@ def report(run_dir, out):
               help="Held-out Shapes-X items for the metrics and the promotion gate.")
 @click.option("--interactive", is_flag=True, help="Wait for you to annotate in the browser instead of simulating.")
 @crowd_options
-def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, threshold, error_rate, seed):
+def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, critic, threshold, error_rate, seed):
     """The whole loop on this machine: Shapes-X, the demo model, a local Label Studio, the
     ML backend, simulated (or your) annotations, DeepSpeed training, reload, report.
 
@@ -423,7 +415,8 @@ def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, t
     from connector.demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
-                        interactive=interactive, annotators=annotators, threshold=threshold, error_rate=error_rate,
+                        interactive=interactive, annotators=annotators, critic=critic, threshold=threshold,
+                        error_rate=error_rate,
                         seed=seed),
              say=click.echo, progress=lambda label: Progress(f"  {label}", every=10))
 

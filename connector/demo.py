@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import requests
 
 from connector.local_label_studio import LocalLabelStudio, free_port, stop_process_group, wait_until_healthy
+from illume.critic import DEFAULT_CRITIC
 from illume.demo_model import DEMO_TRAINING
 
 PROJECT_TITLE = "ILLUME demo (Shapes-X)"
@@ -36,7 +37,8 @@ class DemoConfig:
     interactive: bool = False
     seed: int = 0
     annotators: int = 1
-    threshold: float = 0.7
+    critic: str = DEFAULT_CRITIC
+    threshold: float | None = None  # None: the critic's own
     error_rate: float = 0.0
     model_cache: Path | None = None
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
@@ -140,7 +142,8 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
         loop = Loop(client, LoopConfig(
             project=result.project, items=feedback, run_dir=run_dir / "loop", base_model=str(model),
             rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
-            annotators=config.annotators, threshold=config.threshold, error_rate=config.error_rate,
+            annotators=config.annotators, critic=config.critic, threshold=config.threshold,
+            error_rate=config.error_rate,
             seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
             tolerance=config.tolerance, max_accuracy_drop=config.max_accuracy_drop, train_args=config.train_args),
             say=say, progress=progress)

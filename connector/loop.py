@@ -19,9 +19,10 @@ from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items, read_items, task_round
 from connector.predicting import predict_missing
 from connector.simulate import simulate
-from connector.backend_client import reload_backend
-from connector.training_job import (evaluate_model, gate, read_eval_items, run_training,
+from connector.promotion import Backend, GateSettings, promote
+from connector.training_job import (evaluate_model, read_eval_items, run_training,
                                     training_command)
+from illume.critic import DEFAULT_CRITIC, make_critic
 from illume.errors import IllumeError
 from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
 from illume.metrics import candidate_diversity
@@ -41,7 +42,8 @@ class LoopConfig:
     local_files_root: Path | None = None
     simulate: bool = True  # False: wait for people to annotate in Label Studio
     annotators: int = 1
-    threshold: float = 0.7
+    critic: str = DEFAULT_CRITIC  # who ticks when simulating (illume.critic.make_critic)
+    threshold: float | None = None  # the critic's acceptance threshold (None: its own)
     error_rate: float = 0.0
     seed: int = 0
     min_agreement: int | None = None
@@ -90,6 +92,11 @@ class Loop:
         self.progress = progress or (lambda label: (lambda amount=1: None))
         config.run_dir.mkdir(parents=True, exist_ok=True)
         self.state = LoopState.load(config.run_dir)
+        # bad options fail now, not after the first round's work
+        self.critic = make_critic(config.critic, config.threshold)
+        self.backend = Backend.from_options(config.backend_url, config.admin_token)
+        self.gate_settings = GateSettings(config.gate_metric, config.tolerance, config.max_accuracy_drop,
+                                          config.eval_batch_size)
         self.items = list(read_items(config.items))
         self.eval_items = read_eval_items(config.eval_items) if config.eval_items else []
 
@@ -161,8 +168,8 @@ class Loop:
 
     def _annotate(self, number: int, record: dict) -> None:
         if self.config.simulate:
-            result = simulate(self.client, self.config.project, self.config.annotators, self.config.threshold,
-                              self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"))
+            result = simulate(self.client, self.config.project, self.config.annotators,
+                              self.critic, self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"))
             self.say(f"  simulated annotators ticked {result.ticked} of {result.shown} candidates")
             return
         self._wait_for_people(number)
@@ -208,24 +215,15 @@ class Loop:
                                    self.config.processes, resume=(out / "checkpoints").is_dir(),
                                    extra=self.config.train_args)
         adapter = run_training(command, out / "train.log")
-        record["adapter"], record["version"] = str(adapter), version
         serving = self.state.serving
-        if self.eval_items:
-            record["metrics"] = evaluate_model(self.config.base_model, str(adapter), self.eval_items,
-                                               self.config.eval_batch_size)
-            decision = gate(record["metrics"], serving.get("metrics") or {}, self.config.gate_metric,
-                            self.config.tolerance, self.config.max_accuracy_drop)
-            record["promoted"], record["gate"] = decision.promote, decision.reason
-        else:
-            record["promoted"], record["gate"] = True, "no held-out items: promoted without a gate"
-        self.say(f"  {record['gate']}")
-        if not record["promoted"]:
-            return
-        if self.config.backend_url and self.config.admin_token:
-            status = reload_backend(self.config.backend_url, self.config.admin_token, self.config.base_model,
-                                    str(adapter), version)
-            self.say(f"  backend now serves {status.get('serving_version')!r}")
-        serving.update(adapter=str(adapter), version=version, metrics=record.get("metrics"))
+        result = promote(adapter, version, self.config.base_model, out, eval_items=self.eval_items,
+                         serving_adapter=serving.get("adapter"), serving_metrics=serving.get("metrics"),
+                         settings=self.gate_settings, backend=self.backend, say=lambda line: self.say(f"  {line}"))
+        record.update(adapter=result.adapter, version=version, promoted=result.promoted, gate=result.reason)
+        if result.metrics is not None:
+            record["metrics"] = result.metrics
+        if result.promoted:
+            serving.update(adapter=result.adapter, version=version, metrics=result.metrics)
 
 
 def summary_table(rounds: dict) -> str:

@@ -1,4 +1,5 @@
-"""Simulated annotators: the ROUGE-L critic (SPEC section 1) ticks candidates through the API.
+"""Simulated annotators: a critic (the method's ROUGE-L critic by default, SPEC section 1) ticks
+candidates through the API.
 
 Each simulated annotator is a Label Studio user of its own (created on first use), so
 several of them exercise overlap, majority voting and agreement like a real crowd.
@@ -11,7 +12,7 @@ from typing import Callable
 from connector.client import LabelStudioClient
 from connector.importing import task_references
 from connector.project import NONE_ALIAS, NONE_CONTROL, require_candidates
-from illume.critic import NoisyAnnotator, RougeCritic
+from illume.critic import Critic, NoisyAnnotator, make_critic
 from illume.errors import IllumeError
 
 
@@ -32,7 +33,7 @@ class SimulationResult:
     skipped_without_candidates: int
 
 
-def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, threshold: float = 0.7,
+def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, critic: Critic | None = None,
              error_rate: float = 0.0, seed: int = 0,
              progress: Callable[[int], None] | None = None) -> SimulationResult:
     """Annotate every task that has candidates and lacks an annotation by a simulated annotator."""
@@ -40,7 +41,7 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, thre
         raise IllumeError(f"--annotators must be at least 1, got {annotators}", "Pass e.g. --annotators 3.")
     control = require_candidates(project)
     has_none = f'name="{NONE_CONTROL}"' in project.get("label_config", "")
-    critic = RougeCritic(threshold)
+    critic = critic or make_critic()
     crowd = [(simulated_user(client, i), NoisyAnnotator(critic, error_rate, seed + i)) for i in range(annotators)]
     result = SimulationResult(0, 0, 0, 0)
     for task in client.pages("/api/tasks", {"project": project["id"], "fields": "all"}, page_size=200):

@@ -1,0 +1,88 @@
+"""One promotion step for every path that trains (`illume-sync train`, the loop, a labeling round).
+
+A trained adapter is evaluated on held-out items beside the serving model, gated (rationale
+metric and answer accuracy, see training_job.gate), recorded atomically in
+`<run>/promotion.json`, and, when promoted and a backend is named, served by that backend.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from connector.backend_client import reload_backend
+from connector.training_job import evaluate_model, gate
+from illume.errors import IllumeError
+from illume.records import Item, atomic_write_text
+
+RECORD_FILE = "promotion.json"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The ML backend that serves a promoted adapter."""
+
+    url: str
+    admin_token: str
+
+    @classmethod
+    def from_options(cls, url: str | None, admin_token: str | None) -> "Backend | None":
+        """None without a URL; a URL without the admin token is refused before any work starts."""
+        if not url:
+            return None
+        if not admin_token:
+            raise IllumeError(f"the backend {url} can only be reloaded with its admin token",
+                              "Pass --admin-token (or ILLUME_ADMIN_TOKEN), or leave --backend-url out.")
+        return cls(url, admin_token)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    metric: str = "rouge_l"
+    tolerance: float = 0.0
+    max_accuracy_drop: float | None = 2.0
+    eval_batch_size: int | None = None
+
+
+@dataclass
+class Promotion:
+    adapter: str
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, Any] | None = None  # the new adapter's held-out metrics
+    serving_metrics: dict[str, Any] | None = None  # the serving model's, on the same items
+    serving_version: str | None = None  # what the backend serves afterwards (None: no backend reloaded)
+
+
+def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *,
+            eval_items: Sequence[Item] = (), serving_adapter: str | None = None,
+            serving_metrics: dict[str, Any] | None = None, settings: GateSettings = GateSettings(),
+            backend: Backend | None = None, say: Callable[[str], None] = lambda _: None) -> Promotion:
+    """Gate the adapter against the serving model, record the decision, reload the backend if promoted.
+
+    `serving_metrics` saves evaluating the serving model again when they are already known
+    (the loop keeps them); otherwise it is evaluated on the same items.
+    """
+    adapter = str(adapter)
+    if eval_items:
+        metrics = evaluate_model(base_model, adapter, list(eval_items), settings.eval_batch_size)
+        if serving_metrics is None:
+            serving_metrics = evaluate_model(base_model, serving_adapter, list(eval_items), settings.eval_batch_size)
+        decision = gate(metrics, serving_metrics, settings.metric, settings.tolerance, settings.max_accuracy_drop)
+        result = Promotion(adapter, version, decision.promote, decision.reason, metrics, serving_metrics)
+    else:
+        result = Promotion(adapter, version, True, "no held-out items: promoted without a gate")
+    say(result.reason)
+    _record(run_dir, result)  # the decision stands even if the reload below fails
+    if result.promoted and backend is not None:
+        status = reload_backend(backend.url, backend.admin_token, base_model, adapter, version)
+        result.serving_version = status.get("serving_version")
+        say(f"backend serves {result.serving_version!r}")
+        _record(run_dir, result)
+    return result
+
+
+def _record(run_dir: Path, result: Promotion) -> None:
+    atomic_write_text(Path(run_dir) / RECORD_FILE, json.dumps(asdict(result), indent=1, sort_keys=True))
