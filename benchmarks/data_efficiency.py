@@ -39,7 +39,8 @@ from illume.critic import RougeCritic  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
 from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_ROWS, RATIONALE, Item, TrainingRow,  # noqa: E402
                             atomic_write_text, rationale_weight, write_jsonl)
-from illume.vlm import VLM, Query, SamplingConfig, normalise  # noqa: E402
+from illume.text import normalise  # noqa: E402
+from illume.vlm import VLM, Query, SamplingConfig  # noqa: E402
 
 ROUGE_GAIN_FLOOR = 10.0
 ACCURACY_LOSS_CEILING = 2.0

@@ -16,7 +16,7 @@ from typing import Sequence
 from illume.critic import rouge_l, tokenize
 from illume.errors import IllumeError
 from illume.records import Feedback
-from illume.vlm import normalise
+from illume.text import normalise
 
 RATIONALE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
 

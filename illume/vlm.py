@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +23,7 @@ from PIL import Image
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.records import Candidate
+from illume.text import normalise
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
         except KeyError:
             raise IllumeError(f"unknown dtype {dtype!r}", "Use one of float32, bfloat16, float16.") from None
     return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def normalise(text: str) -> str:
-    """The key under which two candidates count as the same rationale."""
-    return re.sub(r"[^\w ]", "", " ".join(text.lower().split())).strip()
 
 
 def _check_model_dir(model: str) -> None:

@@ -1,64 +1,26 @@
 """Label Studio tasks <-> model queries: which data fields to read (named by the labeling
-config), candidate aliases, prediction results, and writing candidates back into tasks."""
+config's schema, illume.labeling_schema), candidate aliases, prediction results, and writing
+candidates back into tasks (through the one Label Studio client, connector.client)."""
 from __future__ import annotations
 
 import math
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from illume.errors import IllumeError
-from illume.images import ImagePolicy, ImageSource, LabelStudioAuth, check_image
+from illume.images import ImagePolicy, ImageSource, check_image
+from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema
 from illume.records import Candidate
-from illume.vlm import Query, normalise
+from illume.text import normalise
+from illume.vlm import Query
 
 
-@dataclass(frozen=True)
-class ConfigFields:
-    """Task data keys and control names, as the labeling config names them."""
-
-    image: str = "image"
-    question: str = "question"
-    answer: str = "answer"
-    candidates: str = "candidates"
-    from_name: str = "rationales"
-    to_name: str = "image"
-
-
-def _variable(value: str | None) -> str | None:
-    return value[1:] if value and value.startswith("$") else None
-
-
-@lru_cache(maxsize=64)
-def parse_label_config(xml: str | None) -> ConfigFields:
-    """Find the image, question, answer and candidate fields of a labeling config.
-
-    The image is the first <Image>; question and answer are the tags named "question" and
-    "answer"; the candidates are the <Choices> whose options come from task data (value="$...").
-    Anything the config does not name keeps its default.
-    """
+def parse_label_config(xml: str | None) -> LabelingSchema:
+    """The labeling schema of a /predict request's config (the shipped config when none is sent)."""
     if not xml or not xml.strip():
-        return ConfigFields()
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise IllumeError(f"the labeling config is not valid XML ({exc})",
-                          "Use label_config/illume_rationales.xml as the project's labeling config.") from exc
-    found: dict[str, str] = {}
-    for element in root.iter():
-        variable = _variable(element.get("value"))
-        name = element.get("name")
-        if element.tag == "Image" and variable and "image" not in found:
-            found["image"], found["to_name"] = variable, name or "image"
-        elif name in ("question", "answer") and variable:
-            found[name] = variable
-        elif element.tag == "Choices" and variable and "candidates" not in found:
-            found["candidates"], found["from_name"] = variable, name or "rationales"
-            found["choices_to_name"] = element.get("toName") or ""
-    to_name = found.pop("choices_to_name", "") or found.get("to_name", "image")
-    return ConfigFields(**{**found, "to_name": to_name})
+        return parse_schema(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    return parse_schema(xml, " sent by Label Studio")
 
 
 DEFAULT_MAX_TEXT_CHARS = 2000
@@ -101,7 +63,7 @@ def check_text(task: dict[str, Any], key: str, value: str, max_chars: int) -> st
     return value
 
 
-def task_query(task: dict[str, Any], fields: ConfigFields, policy: ImagePolicy,
+def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy,
                max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> PendingQuery:
     """The checked inputs for one task (no I/O yet); an IllumeError says which field is missing or bad."""
     data = task.get("data") if isinstance(task, dict) else None
@@ -144,7 +106,7 @@ def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
     return options
 
 
-def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], fields: ConfigFields,
+def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], fields: LabelingSchema,
                version: str, preselect: int) -> dict[str, Any]:
     """The prediction for one task: pre-ticks the `preselect` best-scored candidates (options are
     in score order; 0 pre-ticks none). Its score is the best candidate's probability, so Label
@@ -152,8 +114,7 @@ def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], f
     if not options:
         return empty_prediction(version)
     ticked = [option["alias"] for option in options[:max(0, preselect)]]
-    result = [{"from_name": fields.from_name, "to_name": fields.to_name, "type": "choices",
-               "value": {"choices": ticked}}] if ticked else []
+    result = [fields.ticks(ticked)] if ticked else []
     return {"result": result, "score": round(math.exp(max(c.score for c in candidates)), 6),
             "model_version": version}
 
@@ -175,24 +136,27 @@ def task_id(task: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
-def stored_task_data(auth: LabelStudioAuth, project: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+def stored_task_data(client: "LabelStudioClient", project: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """The data Label Studio holds for those tasks of `project` (tasks of other projects are absent).
 
     Read through the project's export (one call, filtered by project and ids): reading a task
     through GET /api/tasks/<id> would make Label Studio call /predict again for a task without
     predictions (recursion).
     """
-    response = auth.request("GET", f"/api/projects/{project}/export",
-                            params=[("exportType", "JSON"), ("download_all_tasks", "true")]
-                            + [("ids[]", str(i)) for i in task_ids])
-    if response.status_code != 200:
-        raise IllumeError(f"Label Studio refused to list the tasks of project {project} (HTTP {response.status_code}: "
-                          f"{response.text[:200]})",
-                          "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
-    return {int(t["id"]): t.get("data") or {} for t in response.json() if isinstance(t, dict) and "id" in t}
+    stored: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(task_ids), 100):  # keeps the query string short
+        response = auth.request("GET", f"/api/projects/{project}/export",
+                                params=[("exportType", "JSON"), ("download_all_tasks", "true")]
+                                + [("ids[]", str(i)) for i in task_ids[start:start + 100]])
+        if response.status_code != 200:
+            raise IllumeError(f"Label Studio refused to list the tasks of project {project} "
+                              f"(HTTP {response.status_code}: {response.text[:200]})",
+                              "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
+        stored.update({int(t["id"]): t.get("data") or {} for t in response.json() if isinstance(t, dict) and "id" in t})
+    return stored
 
 
-def write_candidates(auth: LabelStudioAuth, task_id: int, stored_data: dict[str, Any], fields: ConfigFields,
+def write_candidates(client: "LabelStudioClient", task_id: int, stored_data: dict[str, Any], fields: LabelingSchema,
                      candidates: Sequence[Candidate]) -> list[dict[str, str]]:
     """Store the candidates in the task's data (only that field changes) and return them as options.
 
@@ -202,7 +166,7 @@ def write_candidates(auth: LabelStudioAuth, task_id: int, stored_data: dict[str,
     data = dict(stored_data)
     options = assign_aliases([c.text for c in candidates], data.get(fields.candidates))
     data[fields.candidates] = options
-    response = auth.request("PATCH", f"/api/tasks/{task_id}/", json={"data": data})
+    response = client.request("PATCH", f"/api/tasks/{task_id}/", json={"data": data}, expect=(200, 400, 403, 404))
     if response.status_code != 200:
         raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
                           f"{response.text[:200]})",

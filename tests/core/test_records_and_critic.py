@@ -100,3 +100,12 @@ def test_candidate_diversity_counts_distinct_texts_and_bigrams():
     # item a: 2 distinct texts after normalisation, item b: 1 -> 1.5 per item
     # bigrams: (the red)(red square) x3 + (a blue)(blue circle) = 8, of which 4 distinct
     assert scores == {"candidates_per_item": 1.5, "distinct_2": 0.5}
+
+
+def test_metrics_and_critic_load_without_torch():
+    import subprocess
+    import sys
+
+    probe = "import sys, illume.metrics, illume.critic, illume.text; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -9,7 +9,8 @@ from PIL import Image
 from illume.errors import IllumeError
 from illume.records import Candidate
 from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
-from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates, normalise
+from illume.text import normalise
+from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates
 
 ALL = [pytest.param(a, marks=pytest.mark.skipif(missing_requirement(a) is not None, reason=str(missing_requirement(a))))
        for a in ARCHITECTURES + TORCHVISION_ARCHITECTURES]
