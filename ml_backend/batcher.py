@@ -261,6 +261,8 @@ class Batcher:
         """Run a batch; when the model fails, retry it in halves so only a task that fails alone fails."""
         try:
             candidates, version = self.run_batch([query for _, _, query in entries])
+            if len(candidates) != len(entries):
+                raise RuntimeError(f"the model returned {len(candidates)} results for {len(entries)} tasks")
             return [(job, index, cands, version, None) for (job, index, _), cands in zip(entries, candidates)]
         except Exception as exc:
             if len(entries) == 1:

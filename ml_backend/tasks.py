@@ -15,6 +15,9 @@ from illume.records import Candidate
 from illume.text import normalise
 from illume.vlm import Query
 
+if TYPE_CHECKING:
+    from connector.client import LabelStudioClient
+
 
 def parse_label_config(xml: str | None) -> LabelingSchema:
     """The labeling schema of a /predict request's config (the shipped config when none is sent)."""
@@ -145,9 +148,9 @@ def stored_task_data(client: "LabelStudioClient", project: int, task_ids: Sequen
     """
     stored: dict[int, dict[str, Any]] = {}
     for start in range(0, len(task_ids), 100):  # keeps the query string short
-        response = auth.request("GET", f"/api/projects/{project}/export",
-                                params=[("exportType", "JSON"), ("download_all_tasks", "true")]
-                                + [("ids[]", str(i)) for i in task_ids[start:start + 100]])
+        response = client.request("GET", f"/api/projects/{project}/export", expect=(200, 400, 403, 404),
+                                  params={"exportType": "JSON", "download_all_tasks": "true",
+                                          "ids[]": [str(i) for i in task_ids[start:start + 100]]})
         if response.status_code != 200:
             raise IllumeError(f"Label Studio refused to list the tasks of project {project} "
                               f"(HTTP {response.status_code}: {response.text[:200]})",
