@@ -15,24 +15,22 @@ An image reference is one of
 size and, for downloads, by one overall deadline); `ImageSource.decode` checks pixels and aspect
 ratio from the header, then decodes. Each refusal is an IllumeError that names the reason.
 
-Label Studio API keys come in two kinds: legacy tokens (sent as `Token <key>`) and personal
-access tokens, which are JWT refresh tokens: they are exchanged at /api/token/refresh/ for
-a short-lived access token sent as `Bearer <access>` (renewed when it expires).
+Label Studio reads take their Authorization header (either kind of API key, token exchange
+and renewal) from the one Label Studio client, connector.client.LabelStudioClient.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import io
-import json
 import os
 import posixpath
 import re
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import requests
@@ -40,11 +38,16 @@ from PIL import Image
 
 from illume.errors import IllumeError
 
+if TYPE_CHECKING:
+    from connector.client import LabelStudioClient
+
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_ASPECT_RATIO = 20.0  # long side over short side; processors that keep the short side pay for the rest
 DEFAULT_DOWNLOAD_DEADLINE_S = 30.0  # one image's whole download, not one read
 MAX_REF_CHARS = 8192  # an image reference that is not a data: URI
+# Formats decoded at all: others (EPS runs Ghostscript, and many rarely used decoders) are refused.
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")
 # The only Label Studio routes the API key is sent to: uploaded files, local files, cloud storage resolving.
 _LABEL_STUDIO_ROUTES = re.compile(r"/data/upload/.+|/data/local-files/|/storage-data/uploaded/"
                                   r"|/(tasks|projects)/[0-9]+/(resolve|presign)/")
@@ -53,65 +56,6 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9]
 _NETLOC = re.compile(r"(?P<host>[^:]+)(:(?P<port>[0-9]{1,5}))?")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-
-
-def looks_like_jwt(key: str) -> bool:
-    """Personal access tokens are JWTs (header.payload.signature, header says `alg`)."""
-    parts = key.split(".")
-    if len(parts) != 3:
-        return False
-    try:
-        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (ValueError, binascii.Error):
-        return False
-    return isinstance(header, dict) and "alg" in header
-
-
-class LabelStudioAuth:
-    """Authorization headers for Label Studio's API from either kind of API key."""
-
-    def __init__(self, url: str, api_key: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.api_key = api_key.strip()
-        self.timeout = timeout
-        self._access: str | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def is_personal_token(self) -> bool:
-        return looks_like_jwt(self.api_key)
-
-    def headers(self, renew: bool = False) -> dict[str, str]:
-        if not self.is_personal_token:
-            return {"Authorization": f"Token {self.api_key}"}
-        with self._lock:
-            if renew or self._access is None:
-                self._access = self._exchange()
-            return {"Authorization": f"Bearer {self._access}"}
-
-    def _exchange(self) -> str:
-        try:
-            response = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key},
-                                     timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise IllumeError(f"could not reach Label Studio at {self.url} to exchange the API key: {exc}",
-                              "Check LABEL_STUDIO_URL and that Label Studio is running.") from exc
-        if response.status_code != 200 or "access" not in response.json():
-            raise IllumeError(f"Label Studio refused the personal access token (HTTP {response.status_code})",
-                              "Create a new personal access token in Label Studio (Account & Settings) "
-                              "and set LABEL_STUDIO_API_KEY to it.")
-        return response.json()["access"]
-
-    def request(self, method: str, path_or_url: str, **kwargs) -> requests.Response:
-        """One authenticated request; a personal token is renewed once when the access token expired."""
-        url = path_or_url if "://" in path_or_url else f"{self.url}{path_or_url}"
-        kwargs.setdefault("timeout", self.timeout)
-        extra = kwargs.pop("headers", {})
-        response = requests.request(method, url, headers={**extra, **self.headers()}, **kwargs)
-        if response.status_code == 401 and self.is_personal_token:
-            response.close()
-            response = requests.request(method, url, headers={**extra, **self.headers(renew=True)}, **kwargs)
-        return response
 
 
 @dataclass
@@ -127,7 +71,7 @@ class ImagePolicy:
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     timeout: float = 15.0  # connecting, and each read
     download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE_S  # the whole download of one image
-    _auth: LabelStudioAuth | None = field(default=None, init=False, repr=False)
+    _client: "LabelStudioClient | None" = field(default=None, init=False, repr=False)
     _hosts: set[tuple[str, int | None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -135,7 +79,9 @@ class ImagePolicy:
         self.allowed_hosts = [host.strip().lower() for host in self.allowed_hosts]
         self._hosts = {_allowed_host(entry) for entry in self.allowed_hosts}
         if self.label_studio_url and self.label_studio_api_key:
-            self._auth = LabelStudioAuth(self.label_studio_url, self.label_studio_api_key, self.timeout)
+            from connector.client import LabelStudioClient
+
+            self._client = LabelStudioClient(self.label_studio_url, self.label_studio_api_key, self.timeout)
 
     @classmethod
     def from_env(cls, **overrides) -> "ImagePolicy":
@@ -150,8 +96,8 @@ class ImagePolicy:
         return cls(**values)
 
     @property
-    def label_studio(self) -> LabelStudioAuth | None:
-        return self._auth
+    def label_studio(self) -> "LabelStudioClient | None":
+        return self._client
 
     def allows(self, url: "HttpUrl") -> bool:
         """A bare allowed host means its scheme's default port only; `host:port` that port."""
@@ -263,6 +209,19 @@ class ImageSource:
         return decode_image(data, self.name, self.policy)
 
 
+CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # Label Studio's cloud storage URIs
+
+
+def storage_ref(ref: str, task_id: int | None) -> str:
+    """A cloud storage URI of a task (s3://, gs://, azure-blob://) as Label Studio's resolve route,
+    which reads it with the storage connection's credentials; any other reference unchanged."""
+    scheme = ref.split("://", 1)[0].lower() if isinstance(ref, str) and "://" in ref[:20] else ""
+    if scheme not in CLOUD_SCHEMES or task_id is None:
+        return ref
+    encoded = base64.urlsafe_b64encode(ref.encode("utf-8")).decode("ascii")
+    return f"/tasks/{int(task_id)}/resolve/?{urlencode({'fileuri': encoded})}"
+
+
 def check_image(ref: str, policy: ImagePolicy) -> ImageSource:
     """Everything about an image reference that can be checked without I/O."""
     if not isinstance(ref, str) or not ref.strip():
@@ -302,7 +261,7 @@ def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > policy.max_pixels:
                 raise IllumeError(f"image {name} has {width}x{height} = {width * height} pixels, "
@@ -320,7 +279,8 @@ def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
         raise IllumeError(f"image {name} is too large to decode safely ({exc})",
                           "Downscale the image, or raise the pixel limit (--max-pixels).") from exc
     except Exception as exc:  # PIL raises several types for corrupt files
-        raise IllumeError(f"image {name} is not a readable image ({type(exc).__name__}: {exc})",
+        raise IllumeError(f"image {name} is not a readable image in an accepted format ({', '.join(IMAGE_FORMATS)}) "
+                          f"({type(exc).__name__}: {exc})",
                           "Check that the file is a complete PNG/JPEG/WebP image.") from exc
     return image.convert("RGB")
 
@@ -372,12 +332,18 @@ def _fetch_label_studio(source: ImageSource, policy: ImagePolicy) -> bytes:
     deadline = time.monotonic() + policy.download_deadline
     base = parse_http_url(auth.url)
     try:
-        response = auth.request("GET", base.url.rstrip("/") + source.target, stream=True, allow_redirects=False,
+        response = auth.read("GET", base.url.rstrip("/") + source.target, stream=True, allow_redirects=False,
                                 headers={"Accept-Encoding": "identity"},
                                 timeout=_deadline_timeout(policy, deadline))
     except requests.RequestException as exc:
         raise IllumeError(f"image {source.name}: could not reach Label Studio ({exc})",
                           "Check LABEL_STUDIO_URL and that Label Studio is running.") from exc
+    if response.status_code == 303 and "/resolve/" in str(source.target):
+        # a cloud storage with presigned URLs: the object's URL is fetched (without the API key)
+        # only when its host is allowed, like any other URL
+        location = response.headers.get("Location", "")
+        response.close()
+        return check_image(location, policy).fetch()
     return _read_response(response, source.name, policy, deadline)
 
 

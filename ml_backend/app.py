@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ from ml_backend.training_hook import start_training
 log = logging.getLogger("ml_backend")
 WRITE_WORKERS = 8  # concurrent candidate writes into Label Studio per request
 LOGGED_REFUSALS = 10  # per request; every refusal's reason is in the response
+MAX_LABEL_CONFIG_CHARS = 100_000  # parsed configs are cached: bound what the cache may hold
 
 
 class Open(BaseModel):
@@ -124,12 +126,18 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     async def health() -> HealthResponse:  # on the event loop: never queued behind threads
         return HealthResponse(status="UP", model_version=holder.version)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """Say where the body is wrong without echoing it back (pydantic's errors quote the input)."""
+        return JSONResponse({"detail": [{key: error.get(key) for key in ("loc", "msg", "type")}
+                                        for error in exc.errors()[:20]]}, status_code=422)
+
     @app.post("/setup", response_model=SetupResponse)
-    def setup(body: SetupRequest) -> SetupResponse:
+    async def setup(body: SetupRequest) -> SetupResponse:  # Label Studio calls it often, with a 3 s timeout
         return SetupResponse(model_version=holder.version)
 
     @app.get("/versions")
-    def versions() -> dict[str, list[str]]:
+    async def versions() -> dict[str, list[str]]:
         return {"versions": [holder.version]}
 
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
@@ -138,6 +146,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         if len(body.tasks) > limit:
             raise HTTPException(413, f"{len(body.tasks)} tasks in one request, over the limit of {limit}; "
                                      "select fewer tasks")
+        if body.label_config and len(body.label_config) > MAX_LABEL_CONFIG_CHARS:
+            raise HTTPException(413, f"the labeling config is {len(body.label_config)} characters long, over the "
+                                     f"limit of {MAX_LABEL_CONFIG_CHARS}")
         try:
             fields = task_io.parse_label_config(body.label_config)
         except IllumeError as exc:
@@ -224,7 +235,7 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.ConfigFields, sampled: list,
+def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.LabelingSchema, sampled: list,
                   settings: Settings) -> dict[int, tuple[dict[str, Any], str | None]]:
     """Predictions for the tasks that got candidates, after writing the candidates into Label Studio.
 

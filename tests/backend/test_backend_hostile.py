@@ -112,14 +112,22 @@ def test_a_task_that_makes_the_model_raise_fails_alone(make_client):
 def test_images_small_on_disk_but_huge_when_decoded_fail_their_task_only(make_client, image_root):
     (image_root / "thin.png").write_bytes(png_bytes(size=(1, 100_000)))  # under 1 kB, far past 20:1
     (image_root / "wide.png").write_bytes(png_bytes(size=(2_000, 150)))
+    import io
+
+    from PIL import Image
+
+    portable_pixmap = io.BytesIO()
+    Image.new("RGB", (48, 40), "red").save(portable_pixmap, format="PPM")  # a format PIL reads, but not accepted
+    (image_root / "red.ppm").write_bytes(portable_pixmap.getvalue())
     client, _ = make_client()
     client.app.state.settings.images.max_pixels = 250_000
     tasks = [task(1, str(image_root / "thin.png")), task(2, str(image_root / "wide.png")),
-             task(3, data_uri(size=(400, 300)))]
+             task(3, data_uri(size=(400, 300))), task(4, str(image_root / "red.ppm"))]
     assert (image_root / "thin.png").stat().st_size < 1000
     _check(_predict(client, tasks).json()["results"], [
         "is 1x100000, an aspect ratio over the limit of 20:1",
-        "has 2000x150 = 300000 pixels, over the limit of 250000", None])
+        "has 2000x150 = 300000 pixels, over the limit of 250000", None,
+        "is not a readable image in an accepted format (PNG, JPEG, MPO, WEBP, GIF, BMP, TIFF)"])
 
 
 def test_auth_comes_before_the_body_and_the_api_docs_are_behind_it(make_client):
@@ -135,6 +143,9 @@ def test_auth_comes_before_the_body_and_the_api_docs_are_behind_it(make_client):
     assert client.get("/health").status_code == 200
     good = client.post("/predict", json={"tasks": [task(1, data_uri())], "project": "1"}, headers=creds)
     assert good.status_code == 200 and good.json()["results"][0]["result"]
+    invalid = client.post("/predict", json={"tasks": "x" * 100_000}, headers=creds)  # authenticated, malformed
+    assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["body", "tasks"]
+    assert len(invalid.content) < 1000  # the input is not echoed back
 
 
 def test_official_basic_auth_env_vars_are_accepted(monkeypatch):
@@ -193,6 +204,9 @@ def test_body_and_task_count_limits(make_client, make_settings, llava):
 
         refused = requests.post(f"{server.url}/predict", json={"tasks": too_many}, timeout=30)
         assert refused.status_code == 413 and "4 tasks in one request, over the limit of 3" in refused.text
+        huge_config = requests.post(f"{server.url}/predict", timeout=30,
+                                    json={"tasks": too_many[:1], "label_config": "<View>" + " " * 200_000 + "</View>"})
+        assert huge_config.status_code == 413 and "over the limit of 100000" in huge_config.text
         good = requests.post(f"{server.url}/predict", json={"tasks": too_many[:1]}, timeout=60)
         assert good.status_code == 200 and good.json()["results"][0]["result"]
 
