@@ -224,6 +224,13 @@ def storage_ref(ref: str, task_id: int | None) -> str:
 
 def check_image(ref: str, policy: ImagePolicy) -> ImageSource:
     """Everything about an image reference that can be checked without I/O."""
+    try:
+        return _check_image(ref, policy)
+    except ValueError as exc:  # urlsplit refuses some malformed URLs itself (e.g. an unclosed IPv6 bracket)
+        raise _refuse_url(ref, f"the URL is malformed ({exc})") from exc
+
+
+def _check_image(ref: str, policy: ImagePolicy) -> ImageSource:
     if not isinstance(ref, str) or not ref.strip():
         raise IllumeError("the image reference is empty", "Give the task an image URL, path or data: URI.")
     ref = ref.strip()

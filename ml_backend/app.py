@@ -160,6 +160,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
                 checked.append((index, task_io.task_query(task, fields, settings.images, settings.max_text_chars)))
             except IllumeError as exc:
                 errors[index] = exc.what
+            except Exception as exc:  # whatever else a task's data trips: that task only, never the request
+                log.exception("task %d of the request could not be checked", index)
+                errors[index] = f"the task could not be checked ({type(exc).__name__}: {str(exc)[:200]})"
         try:
             future = batcher.submit([query for _, query in checked],
                                     deadline=time.monotonic() + settings.predict_timeout_s)

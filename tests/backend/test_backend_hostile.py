@@ -47,6 +47,7 @@ def test_urls_that_parsers_read_differently_are_refused_and_the_checked_url_is_f
             (f"http://127.0.0.1:{images.port}/x\t.png", "whitespace, control"),
             (f"http://lоcalhost:{images.port}/x.png", "non-ASCII"),  # a Cyrillic o
             (f"http://[::1]:{images.port}/x.png", "is not a plain host name"),
+            (f"http://[::1:{images.port}/x.png", "the URL is malformed (Invalid IPv6 URL)"),
             (f"gopher://127.0.0.1:{images.port}/x.png", "scheme 'gopher' is not supported"),
             (f"http://127.0.0.1:{images.port}/moved", "redirects (HTTP 302), which is not followed"),
         ]
