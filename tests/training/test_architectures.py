@@ -63,3 +63,17 @@ def test_a_suffix_taking_processor_marks_exactly_the_target_as_causal(tiny_model
     export = load_export(make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES))
     batch = BatchBuilder(processor).rows(export.rows, export.rationale_weight)
     assert torch.equal(batch["token_type_ids"] == 1, batch["labels"] != IGNORE)
+
+
+
+def test_illume_sync_train_and_loop_take_the_eval_batch_size():
+    from click.testing import CliRunner
+
+    from connector.cli import main
+    from connector.training_job import training_command
+
+    for command in ("train", "loop"):
+        assert "--eval-batch-size" in CliRunner().invoke(main, [command, "--help"]).output
+    args = training_command("export", "model", "out", "items.jsonl", eval_batch_size=3)
+    assert args[args.index("--eval-batch-size") + 1] == "3"
+    assert parser().parse_args(args[args.index("--export"):]).eval_batch_size == 3
