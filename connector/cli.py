@@ -170,16 +170,16 @@ def import_(url, api_key, project, source, local_files_root, limit, round_):
     only new ones. Reference explanations are stored out of the annotators' view.
     """
     from connector.importing import ImagePlacer, import_items, read_items
-    from connector.project import require_candidates
+    from connector.project import require_schema
 
     client = _client(url, api_key)
     found = _project(client, project)
-    require_candidates(found)
+    schema = require_schema(found)
     items = list(read_items(source))[:limit]
     base = source if source.is_dir() else source.parent
     progress = Progress("imported", len(items))
     result = import_items(client, found["id"], items, ImagePlacer(client, found["id"], local_files_root, base), progress,
-                          round_)
+                          round_, schema)
     progress.end()
     click.echo(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}")
 
@@ -250,7 +250,7 @@ def export(url, api_key, project, out, previous, min_agreement, iteration, round
     client = _client(url, api_key)
     found = _project(client, project)
     progress = Progress("tasks", every=200)
-    manifest = export_project(client, found, out, min_agreement, previous, iteration, progress, round_)
+    manifest = export_project(client, found, out, min_agreement, previous, progress, round_)
     progress.end()
     counts, agreement = manifest["counts"], manifest["agreement"]
     click.echo(f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "

@@ -1,67 +1,104 @@
-"""A small HTTP client for the Label Studio API: URL + API key, with errors that say what to do.
+"""The one Label Studio client: label-studio-sdk, with errors that say what to do.
 
-Both kinds of API key work (legacy token, or personal access token exchanged for a
-short-lived bearer token and renewed on 401): illume.images.LabelStudioAuth makes the headers.
+`LabelStudioClient.sdk` is the SDK (`label_studio_sdk.LabelStudio`): typed calls for
+projects, ML backends, users, annotations, predictions and snapshot exports. It handles
+both kinds of API key (a legacy token, or a personal access token exchanged for
+short-lived access tokens and renewed before they expire) and retries transient failures
+(connection errors, HTTP 5xx, 429) with backoff.
+
+Beside it, one small wrapper for what the SDK does not cover or covers poorly, sent through
+the SDK's own HTTP client (same auth, same token refresh, same retries): plain JSON routes
+(`request`/`get`/`post`/`patch`/`pages`: task listings with `fields=all`, Data Manager
+actions, the bulk import), streamed downloads (`stream`, retried until the body starts), and
+`read` for the guarded image loader (illume.images), which needs a `requests` response it
+can bound by bytes and time; it takes its Authorization header from the SDK.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+import time
 from typing import Any, Iterator
 
+import httpx
 import requests
 
 from illume.errors import IllumeError
-from illume.images import LabelStudioAuth
 
 URL_ENV = "LABEL_STUDIO_URL"
 KEY_ENV = "LABEL_STUDIO_API_KEY"
 TIMEOUT = 30.0
+RETRIES = 3  # attempts after the first, for connection errors and HTTP 5xx/429 (exponential backoff)
+TRANSIENT = (429, 502, 503, 504)
 
 
-@dataclass
 class LabelStudioClient:
-    url: str
-    api_key: str
-    timeout: float = TIMEOUT
-    session: requests.Session = field(default_factory=requests.Session, repr=False)
-    auth: LabelStudioAuth = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/")
+    def __init__(self, url: str, api_key: str, timeout: float = TIMEOUT, retries: int = RETRIES) -> None:
+        self.url = (url or "").rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise IllumeError(f"Label Studio URL {self.url!r} does not start with http:// or https://",
                               f"Pass --url (or set {URL_ENV}) like http://localhost:8080")
-        if not self.api_key:
+        if not api_key:
             raise IllumeError("No Label Studio API key given",
                               f"Pass --api-key or set {KEY_ENV} (Label Studio: Account & Settings -> "
                               "Personal Access Token, or a legacy token).")
-        self.auth = LabelStudioAuth(self.url, self.api_key, self.timeout)
+        self.api_key, self.timeout, self.retries = api_key.strip(), timeout, retries
+        from label_studio_sdk import LabelStudio
+        from label_studio_sdk.core.api_error import ApiError
 
-    def _send(self, method: str, path: str, auth: bool = True, refresh: bool = False, **kwargs: Any) -> requests.Response:
-        url = path if path.startswith("http") else f"{self.url}{path}"
-        headers = dict(kwargs.pop("headers", {}) or {})
-        if auth:
-            headers.update(self.auth.headers(renew=refresh))
-        kwargs.setdefault("timeout", self.timeout)
         try:
-            return self.session.request(method, url, headers=headers, **kwargs)
-        except requests.ConnectionError as exc:
-            raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
-                              f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
-        except requests.Timeout as exc:
+            self.sdk = LabelStudio(base_url=self.url, api_key=self.api_key, timeout=timeout, max_retries=retries)
+        except ApiError as exc:  # the SDK checks a personal access token's expiry up front
+            raise _refused_key(self.url, exc.status_code, exc.body) from exc
+        self._http = self.sdk._client_wrapper.httpx_client  # the SDK's HTTP client: auth, refresh, retries
+        self._tokens = self.sdk._client_wrapper._tokens_client
+
+    # -- auth, shared with the guarded image loader --------------------------------------------
+    @property
+    def is_personal_token(self) -> bool:
+        return not self._tokens._use_legacy_token
+
+    def headers(self, renew: bool = False) -> dict[str, str]:
+        """The Authorization header the SDK sends (a personal token's access token, renewed on request)."""
+        try:
+            if renew and self.is_personal_token:
+                self._tokens._set_access_token(self._tokens.refresh().access)
+            return {"Authorization": self.sdk._client_wrapper.get_headers()["Authorization"]}
+        except httpx.HTTPError as exc:
+            raise IllumeError(f"could not reach Label Studio at {self.url} to exchange the API key: {exc}",
+                              f"Check {URL_ENV} and that Label Studio is running.") from exc
+        except Exception as exc:  # the SDK's ApiError (or a JSON error) from /api/token/refresh/
+            raise _refused_key(self.url, getattr(exc, "status_code", None), getattr(exc, "body", exc)) from exc
+
+    def read(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One authenticated `requests` call (the image loader streams and bounds it); an expired
+        access token is renewed once."""
+        extra = kwargs.pop("headers", {}) or {}
+        kwargs.setdefault("timeout", self.timeout)
+        response = requests.request(method, url, headers={**extra, **self.headers()}, **kwargs)
+        if response.status_code == 401 and self.is_personal_token:
+            response.close()
+            response = requests.request(method, url, headers={**extra, **self.headers(renew=True)}, **kwargs)
+        return response
+
+    # -- plain JSON routes through the SDK's HTTP client ---------------------------------------
+    def request(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204),
+                params: Any = None, json: Any = None, timeout: float | None = None) -> httpx.Response:
+        options = {"timeout_in_seconds": timeout or self.timeout}
+        try:
+            response = self._http.request(path.lstrip("/"), method=method, params=params, json=json,
+                                          request_options=options)
+        except httpx.TimeoutException as exc:
             raise IllumeError(f"Label Studio at {self.url} did not answer {method} {path} in time",
                               "Check the server's load, or retry.") from exc
+        except httpx.TransportError as exc:
+            raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
+                              f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
+        return self._checked(response, method, path, expect)
 
-    def request(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> requests.Response:
-        response = self._send(method, path, **kwargs)
-        if response.status_code == 401 and self.auth.is_personal_token:
-            response = self._send(method, path, refresh=True, **kwargs)  # the access token expired
-        if response.status_code in (401, 403):
-            raise IllumeError(f"Label Studio at {self.url} refused the API key (HTTP {response.status_code} "
-                              f"on {path})",
-                              f"Check --api-key / {KEY_ENV}: copy the token from Label Studio's "
-                              "Account & Settings page (legacy tokens must be enabled on the server).")
+    def _checked(self, response: httpx.Response, method: str, path: str, expect: tuple[int, ...]) -> httpx.Response:
+        if response.status_code in (401, 403) and response.status_code not in expect:
+            raise _refused_key(self.url, response.status_code, f"on {path}")
         if response.status_code not in expect:
             raise IllumeError(f"Label Studio answered HTTP {response.status_code} to {method} {path}: "
                               f"{response.text[:300]}",
@@ -91,29 +128,73 @@ class LabelStudioClient:
             body = response.json()
             results = body if isinstance(body, list) else body.get("results", body.get("tasks", []))
             yield from results
-            if isinstance(body, list) or not body.get("next") and len(results) < page_size:
-                return
-            if not results:
+            if isinstance(body, list) or not results or (not body.get("next") and len(results) < page_size):
                 return
             page += 1
 
     def check(self) -> dict:
         """Fail early and clearly: is this Label Studio, and does it accept the key?"""
-        response = self._send("GET", "/api/version", auth=False)
-        if response.status_code != 200 or "label-studio-os-package" not in response.text and "release" not in response.text:
+        try:
+            response = httpx.get(f"{self.url}/api/version", timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
+                              f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
+        if response.status_code != 200 or "release" not in response.text:
             raise IllumeError(f"{self.url} does not look like a Label Studio server (GET /api/version answered "
                               f"HTTP {response.status_code})",
                               f"Check --url / {URL_ENV}: it is the address you open Label Studio at.")
+        self.headers()  # a personal access token is exchanged here, so a refused one is said now
         return self.get("/api/current-user/whoami")
 
-    def stream(self, path: str, params: dict[str, Any] | None = None) -> requests.Response:
-        """A streamed GET (for large exports): the caller reads response.raw and closes it."""
-        response = self.request("GET", path, params=params, stream=True, timeout=(self.timeout, 3600))
-        response.raw.decode_content = True
-        return response
+    @contextlib.contextmanager
+    def stream(self, path: str, params: Any = None, read_timeout: float = 3600.0) -> Iterator["ByteStream"]:
+        """A streamed GET (large exports): a file-like object over the body. Connection errors
+        and transient statuses before the body starts are retried like the SDK's calls."""
+        for attempt in range(self.retries + 1):
+            try:
+                with self._http.stream(path.lstrip("/"), method="GET", params=params,
+                                       request_options={"timeout_in_seconds": read_timeout}) as response:
+                    if response.status_code in TRANSIENT and attempt < self.retries:
+                        time.sleep(0.5 * 2 ** attempt)  # backoff before retrying a transient answer
+                        continue
+                    if response.status_code != 200:
+                        response.read()
+                        self._checked(response, "GET", path, (200,))
+                    yield ByteStream(response.iter_bytes())
+                    return
+            except httpx.TransportError as exc:
+                if attempt >= self.retries:
+                    raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
+                                      f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
+                time.sleep(0.5 * 2 ** attempt)
 
 
-def _json_or_empty(response: requests.Response) -> Any:
+class ByteStream:
+    """A read()-able view of an iterator of byte chunks (for ijson)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._buffer = chunks, b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def _refused_key(url: str, status: Any, detail: Any) -> IllumeError:
+    return IllumeError(f"Label Studio at {url} refused the API key (HTTP {status}: {str(detail)[:200]})",
+                       f"Check --api-key / {KEY_ENV}: copy a current personal access token (or a legacy token) from "
+                       "Label Studio's Account & Settings page (legacy tokens must be enabled on the server).")
+
+
+def _json_or_empty(response: httpx.Response) -> Any:
     if not response.content:
         return {}
     try:

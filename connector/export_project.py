@@ -1,15 +1,34 @@
-"""Export a live Label Studio project: stream its JSON export through the conversion."""
+"""Export a live Label Studio project: its tasks streamed through the conversion.
+
+Two ways to read the tasks:
+  * `sync`: GET /api/projects/<id>/export, streamed. Fast, but Label Studio builds the whole
+    answer inside one request, which its documentation says times out on large projects;
+  * `snapshot`: Label Studio's export snapshots (create, wait until completed, download
+    streamed to a file beside the output). Resumable: the snapshot's id is recorded beside the
+    output, so a re-run after an interruption reuses the snapshot (and a finished download)
+    instead of starting again. Only tasks with annotations are put in the snapshot.
+`auto` takes the snapshot above SNAPSHOT_ABOVE tasks (benchmarks/export.py measures both).
+"""
 from __future__ import annotations
 
 import json
+import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from connector.client import LabelStudioClient
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
-from connector.project import require_candidates
+from connector.project import require_schema
+from illume.errors import IllumeError
+from illume.images import ImagePolicy
 from illume.records import EXPORT_MANIFEST
+
+METHODS = ("auto", "sync", "snapshot")
+SNAPSHOT_ABOVE = 5000  # tasks; below it the synchronous export is as fast and one request
+SNAPSHOT_WAIT_S = 3600.0
 
 
 def next_iteration(previous: Path | None) -> int:
@@ -19,16 +38,107 @@ def next_iteration(previous: Path | None) -> int:
     return int(json.loads(manifest.read_text(encoding="utf-8")).get("iteration", -1)) + 1
 
 
+def export_policy(client: LabelStudioClient, allow_hosts: tuple[str, ...] = (),
+                  allow_roots: tuple[Path, ...] = ()) -> ImagePolicy:
+    """Images from this Label Studio (with its API key) and data: URIs; other hosts and local
+    folders only when the operator names them."""
+    return ImagePolicy(allowed_hosts=list(allow_hosts), allowed_roots=list(allow_roots),
+                       label_studio_url=client.url, label_studio_api_key=client.api_key)
+
+
 def export_project(client: LabelStudioClient, project: dict, out: Path, min_agreement: int | None = None,
-                   previous: Path | None = None, iteration: int | None = None,
-                   progress: Callable[[int], None] | None = None, round_: int | None = None) -> dict[str, Any]:
-    require_candidates(project)
-    options = ExportOptions(min_agreement=min_agreement, previous=previous,
-                            iteration=next_iteration(previous) if iteration is None else iteration, round=round_,
-                            project={"id": project["id"], "title": project.get("title")}, source=client.url)
-    response = client.stream(f"/api/projects/{project['id']}/export", params={"exportType": "JSON"})
+                   previous: Path | None = None, progress: Callable[[int], None] | None = None,
+                   round_: int | None = None, *, policy: ImagePolicy | None = None, method: str = "auto",
+                   exclude_tasks: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """Export the project's completed tasks into `out` (atomically); the manifest.
+
+    `round_`: only that labeling round's tasks, and the rows' iteration number (without it:
+    the previous export's iteration + 1, or 0). `exclude_tasks`: task ids left out (a round
+    started from Label Studio exports what was not trained on yet).
+    """
+    schema = require_schema(project)
+    if method not in METHODS:
+        raise IllumeError(f"export method {method!r} is not one of {', '.join(METHODS)}", "Pass --method auto.")
+    iteration = round_ if round_ is not None else next_iteration(previous)
+    options = ExportOptions(min_agreement=min_agreement, previous=previous, iteration=iteration,
+                            round=round_, project={"id": project["id"], "title": project.get("title")},
+                            source=client.url, schema=schema)
+    policy = policy or export_policy(client)
+    snapshot = method == "snapshot" or (method == "auto" and int(project.get("task_number") or 0) > SNAPSHOT_ABOVE)
+    source = snapshot_tasks(client, project["id"], Path(out)) if snapshot else sync_tasks(client, project["id"])
+    with source as tasks:
+        manifest = convert((t for t in tasks if t.get("id") not in exclude_tasks), out, options,
+                           images=lambda work: ImageCollector(work, policy), progress=progress)
+    if snapshot:
+        forget_snapshot(Path(out))
+    return manifest
+
+
+@contextmanager
+def sync_tasks(client: LabelStudioClient, project_id: int) -> Iterator[Iterator[dict]]:
+    with client.stream(f"/api/projects/{project_id}/export", params={"exportType": "JSON"}) as body:
+        yield iter_tasks(body)
+
+
+def _state_path(out: Path) -> Path:
+    return out.resolve().parent / f".{out.name}.snapshot.json"
+
+
+@contextmanager
+def snapshot_tasks(client: LabelStudioClient, project_id: int, out: Path,
+                   wait_s: float = SNAPSHOT_WAIT_S) -> Iterator[Iterator[dict]]:
+    """The tasks of a (resumed or new) snapshot export, read from its downloaded file."""
+    state_path = _state_path(out)
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if state.get("project") != project_id or not _snapshot_usable(client, project_id, state.get("export")):
+        created = client.sdk.projects.exports.create(id=project_id, title=f"illume export to {out.name}",
+                                                     task_filter_options={"only_with_annotations": True})
+        state = {"project": project_id, "export": created.id}
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps(state))
+    _wait_for(client, project_id, state["export"], wait_s)
+    download = state_path.with_name(f".{out.name}.snapshot-{state['export']}.json")
+    if not download.is_file():
+        partial = download.with_suffix(".part")
+        with client.stream(f"/api/projects/{project_id}/exports/{state['export']}/download",
+                           params={"exportType": "JSON"}) as body, open(partial, "wb") as handle:
+            while chunk := body.read(1 << 20):
+                handle.write(chunk)
+        os.replace(partial, download)  # only a whole download is ever reused
+    with open(download, "rb") as handle:
+        yield iter_tasks(handle)
+
+
+def _snapshot_usable(client: LabelStudioClient, project_id: int, export_id: int | None) -> bool:
+    if export_id is None:
+        return False
+    from label_studio_sdk.core.api_error import ApiError
+
     try:
-        return convert(iter_tasks(response.raw), out, options,
-                       images=lambda work: ImageCollector(work, client=client), progress=progress)
-    finally:
-        response.close()
+        status = client.sdk.projects.exports.get(id=project_id, export_pk=export_id).status
+    except ApiError:
+        return False
+    return status in ("created", "in_progress", "queued", "completed")
+
+
+def _wait_for(client: LabelStudioClient, project_id: int, export_id: int, wait_s: float) -> None:
+    deadline, pause = time.monotonic() + wait_s, 0.2
+    while True:
+        status = client.sdk.projects.exports.get(id=project_id, export_pk=export_id).status
+        if status == "completed":
+            return
+        if status == "failed":
+            raise IllumeError(f"Label Studio could not build export snapshot {export_id} of project {project_id}",
+                              "Check Label Studio's log; run the export again to start a new snapshot.")
+        if time.monotonic() > deadline:
+            raise IllumeError(f"Export snapshot {export_id} was not ready within {wait_s:.0f} s (status {status!r})",
+                              "Run the export again later: it resumes with the same snapshot.")
+        time.sleep(pause)  # polling Label Studio's background export until a deadline
+        pause = min(pause * 2, 5.0)
+
+
+def forget_snapshot(out: Path) -> None:
+    """Remove the resume record and the downloaded snapshot once the export is written."""
+    state_path = _state_path(out)
+    for path in [state_path, *state_path.parent.glob(f".{out.name}.snapshot-*")]:
+        path.unlink(missing_ok=True)

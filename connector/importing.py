@@ -1,7 +1,8 @@
 """Items -> Label Studio tasks, without duplicates: each task carries its stable `item_id`.
 
-Task data: image, question, answer (shown), candidates (filled by the ML backend), item_id,
-split and round. Reference explanations go into the task's `meta`, not its data: Label
+Task data: the image, question, answer and candidates under the names the project's labeling
+config gives them (illume.labeling_schema; candidates are filled by the ML backend), plus
+item_id, split and round. Reference explanations go into the task's `meta`, not its data: Label
 Studio's data manager shows every data key as a column (and the labeling view can show any
 of them), while `meta` is neither shown nor sent to the labeling interface's fields; the
 simulated critic and the JSON export still read it (`task_references`).
@@ -20,6 +21,7 @@ from urllib.parse import quote
 
 from connector.client import LabelStudioClient
 from illume.errors import IllumeError
+from illume.labeling_schema import LabelingSchema
 from illume.records import Item
 
 BATCH = 500
@@ -95,10 +97,10 @@ class ImagePlacer:
         self._storages.add(folder)
 
 
-def task_data(item: Item, image_url: str, round_: int = 1) -> dict:
+def task_data(item: Item, image_url: str, schema: LabelingSchema, round_: int = 1) -> dict:
     """One task to import: shown data, and the references kept out of the annotators' view."""
-    return {"data": {"image": image_url, "question": item.question, "answer": item.answer, "item_id": item.item_id,
-                     "candidates": [], "split": item.split, "round": round_},
+    return {"data": {schema.image: image_url, schema.question: item.question, schema.answer: item.answer,
+                     schema.candidates: [], "item_id": item.item_id, "split": item.split, "round": round_},
             "meta": {"references": list(item.explanations)}}
 
 
@@ -116,12 +118,17 @@ class ImportResult:
 
 
 def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Item], placer: ImagePlacer,
-                 progress: Callable[[int], None] | None = None, round_: int = 1) -> ImportResult:
+                 progress: Callable[[int], None] | None = None, round_: int = 1,
+                 schema: LabelingSchema | None = None) -> ImportResult:
     """Create a task per item that the project does not have yet in this labeling round.
 
     Each round of the loop judges fresh candidates from the newest model, so it gets tasks of
     its own: annotations of earlier rounds stay attached to the candidates they judged.
     """
+    if schema is None:  # refused here, before any task is created, when the config lacks what the method needs
+        from connector.project import get_project, require_schema
+
+        schema = require_schema(get_project(client, project_id))
     have = existing_item_ids(client, project_id)
     batch: list[dict] = []
     imported = skipped = 0
@@ -140,7 +147,7 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
             skipped += 1
             continue
         have.add((item.item_id, round_))
-        batch.append(task_data(item, placer.url(item.image), round_))
+        batch.append(task_data(item, placer.url(item.image), schema, round_))
         if len(batch) >= BATCH:
             flush()
     flush()
@@ -149,9 +156,6 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
 
 def read_items(path: Path) -> Sequence[Item]:
     """Items from VQA-X (either layout), JSONL, CSV or a folder with a sidecar (illume.datasets)."""
-    try:
-        from illume.datasets import read_items as read
-    except ImportError as exc:  # the readers ship with illume.datasets
-        raise IllumeError("This installation has no dataset readers (illume.datasets.read_items)",
-                          "Update illume-studio.") from exc
+    from illume.datasets import read_items as read
+
     return read(path)

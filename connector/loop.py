@@ -195,7 +195,7 @@ class Loop:
         previous = self._dir(number - 1, "export") if number > 1 else None
         manifest = export_project(self.client, self.config.project, self._dir(number, "export"),
                                   self.config.min_agreement, previous if previous and previous.is_dir() else None,
-                                  number, self.progress("exported"), round_=number)
+                                  self.progress("exported"), round_=number)
         feedback = list(iter_jsonl(self._dir(number, "export") / EXPORT_FEEDBACK, Feedback))
         record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
                       preticks=manifest["preticks"], reconciliation=manifest["reconciliation"],

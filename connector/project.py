@@ -1,27 +1,25 @@
 """Find, check and set up the Label Studio project that holds the ILLUME tasks."""
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from connector.client import LabelStudioClient
 from illume.errors import IllumeError
+from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema
 
-LABEL_CONFIG = Path(__file__).resolve().parents[1] / "label_config" / "illume_rationales.xml"
-CANDIDATES_VALUE = "$candidates"
-# Control names of the shipped labeling config, in one place until the config is parsed into
-# one schema object: the ticks, "None of these is correct" (its alias), the written rationale.
-RATIONALES_CONTROL = "rationales"
-NONE_CONTROL = "none_correct"
-NONE_ALIAS = "none"
+LABEL_CONFIG = SHIPPED_CONFIG
 # Label Studio's "Uncertainty sampling" offers tasks with the lowest prediction score first.
 LOWEST_SCORE_FIRST = "Uncertainty sampling"
 
 
 def all_projects(client: LabelStudioClient) -> list[dict]:
-    return list(client.pages("/api/projects", page_size=100))
+    return [p.dict() for p in client.sdk.projects.list(page_size=100)]
+
+
+def get_project(client: LabelStudioClient, project_id: int) -> dict:
+    return client.sdk.projects.get(id=int(project_id)).dict()
 
 
 def find_project(client: LabelStudioClient, ref: str | int) -> dict:
@@ -34,31 +32,15 @@ def find_project(client: LabelStudioClient, ref: str | int) -> dict:
     else:
         matches = sorted((p for p in all_projects(client) if p.get("title") == ref), key=lambda p: p["id"])
         if matches:
-            return client.get(f"/api/projects/{matches[0]['id']}")
+            return get_project(client, matches[0]["id"])
     known = ", ".join(f"{p['id']}: {p.get('title')!r}" for p in all_projects(client)[:20]) or "none"
     raise IllumeError(f"Label Studio at {client.url} has no project {ref!r} (projects: {known})",
                       "Pass --project with an existing id or title, or create it with `illume-sync init`.")
 
 
-def candidates_control(label_config: str) -> str | None:
-    """The name of the Choices control that shows the task's candidates, if the config has one."""
-    try:
-        root = ElementTree.fromstring(label_config or "<View/>")
-    except ElementTree.ParseError:
-        return None
-    for element in root.iter("Choices"):
-        if element.get("value") == CANDIDATES_VALUE:
-            return element.get("name")
-    return None
-
-
-def require_candidates(project: dict) -> str:
-    name = candidates_control(project.get("label_config", ""))
-    if name is None:
-        raise IllumeError(f"Project {project.get('id')} ({project.get('title')!r}) has a labeling config without "
-                          f'a <Choices value="{CANDIDATES_VALUE}"> control, so annotators cannot tick candidates',
-                          f"Use the config in {LABEL_CONFIG} (or run `illume-sync init` for a new project).")
-    return name
+def require_schema(project: dict) -> LabelingSchema:
+    """The project's labeling schema; an IllumeError saying what its config lacks for the method."""
+    return project_schema(project)
 
 
 def read_label_config(path: Path | None = None) -> str:
@@ -66,9 +48,7 @@ def read_label_config(path: Path | None = None) -> str:
     if not path.is_file():
         raise IllumeError(f"Labeling config {path} does not exist", "Pass --label-config with an XML file.")
     text = path.read_text(encoding="utf-8")
-    if candidates_control(text) is None:
-        raise IllumeError(f"Labeling config {path} has no <Choices value=\"{CANDIDATES_VALUE}\"> control",
-                          f"Start from {LABEL_CONFIG}.")
+    parse_schema(text, f" {path}")
     return text
 
 
@@ -86,26 +66,29 @@ def init_project(client: LabelStudioClient, title: str, label_config: str, overl
     """Create the project (or reuse the one with this title) and connect the ML backend. Idempotent."""
     if overlap < 1:
         raise IllumeError(f"--overlap must be at least 1, got {overlap}", "Pass the number of annotators per task.")
+    parse_schema(label_config, f" for project {title!r}")
     settings = {"maximum_annotations": overlap, "sampling": LOWEST_SCORE_FIRST,
                 "show_overlap_first": overlap > 1}
     existing = [p for p in all_projects(client) if p.get("title") == title]
     if existing:
-        project = client.get(f"/api/projects/{min(p['id'] for p in existing)}")
+        project = get_project(client, min(p["id"] for p in existing))
         changes = {k: v for k, v in settings.items() if project.get(k) != v}
-        if project.get("label_config", "").strip() != label_config.strip():
+        if (project.get("label_config") or "").strip() != label_config.strip():
             changes["label_config"] = label_config
         if changes:
-            project = client.patch(f"/api/projects/{project['id']}", changes)
+            client.sdk.projects.update(id=project["id"], **changes)
+            project = get_project(client, project["id"])
         created = False
     else:
-        project = client.post("/api/projects", {"title": title, "label_config": label_config,
-                                                "description": description, **settings})
+        created_id = client.sdk.projects.create(title=title, label_config=label_config, description=description,
+                                                **settings).id
+        project = get_project(client, created_id)
         created = True
     backend = model_version = None
     if backend_url:
         backend = connect_backend(client, project["id"], backend_url, backend_title, backend_auth)
         model_version = follow_backend_version(client, project)
-        project = client.get(f"/api/projects/{project['id']}")
+        project = get_project(client, project["id"])
     return InitResult(project, created, backend, model_version)
 
 
@@ -115,7 +98,7 @@ def served_model_version(client: LabelStudioClient, project: dict) -> str:
     if not backends:
         raise IllumeError(f"Project {project['id']} ({project.get('title')!r}) has no ML backend connected",
                           "Run `illume-sync init --backend-url URL` first.")
-    backend = client.get(f"/api/ml/{backends[0]['id']}")  # reading one backend refreshes its version
+    backend = client.sdk.ml.get(id=backends[0]["id"]).dict()  # reading one backend refreshes its version
     version = str(backend.get("model_version") or "")
     if not version:
         raise IllumeError(f"The ML backend at {backend.get('url')} reports no model version "
@@ -144,8 +127,7 @@ def follow_backend_version(client: LabelStudioClient, project: dict) -> str:
 
 
 def project_backends(client: LabelStudioClient, project_id: int) -> list[dict]:
-    found = client.get("/api/ml", params={"project": project_id})
-    return found if isinstance(found, list) else found.get("results", [])
+    return [b.dict() for b in client.sdk.ml.list(project=int(project_id))]
 
 
 def connect_backend(client: LabelStudioClient, project_id: int, url: str, title: str,
@@ -154,10 +136,21 @@ def connect_backend(client: LabelStudioClient, project_id: int, url: str, title:
     body: dict[str, Any] = {"project": project_id, "url": url.rstrip("/"), "title": title, "is_interactive": False}
     if auth:
         body.update({"auth_method": "BASIC_AUTH", "basic_auth_user": auth[0], "basic_auth_pass": auth[1]})
-    same = [b for b in project_backends(client, project_id) if b.get("url", "").rstrip("/") == body["url"]]
+    same = [b for b in project_backends(client, project_id) if (b.get("url") or "").rstrip("/") == body["url"]]
     path, method = (f"/api/ml/{same[0]['id']}", "PATCH") if same else ("/api/ml", "POST")
+    # Label Studio answers 400 when it cannot reach the backend; not a transient error, so no SDK retry
     response = client.request(method, path, json=body, expect=(200, 201, 400))
     if response.status_code == 400:
         raise IllumeError(f"Label Studio could not connect the ML backend at {url}: {response.text[:300]}",
                           "Start it (`illume-backend ...`) where Label Studio can reach it, then run init again.")
     return response.json()
+
+
+def start_training(client: LabelStudioClient, project: dict) -> dict:
+    """Press "Start training" for the project's ML backend (Label Studio sends START_TRAINING to it)."""
+    backends = project_backends(client, project["id"])
+    if not backends:
+        raise IllumeError(f"Project {project['id']} has no ML backend connected",
+                          "Run `illume-sync init --backend-url URL` first.")
+    client.sdk.ml.train(id=backends[0]["id"])
+    return client.sdk.ml.get(id=backends[0]["id"]).dict()

@@ -11,18 +11,18 @@ from typing import Callable
 
 from connector.client import LabelStudioClient
 from connector.importing import task_references
-from connector.project import NONE_ALIAS, NONE_CONTROL, require_candidates
+from connector.project import require_schema
 from illume.critic import Critic, NoisyAnnotator, make_critic
 from illume.errors import IllumeError
 
 
 def simulated_user(client: LabelStudioClient, index: int) -> int:
     email = f"simulated-annotator-{index}@illume.local"
-    for user in client.get("/api/users/"):
-        if user.get("email") == email:
-            return user["id"]
-    return client.post("/api/users/", {"email": email, "username": f"simulated-{index}",
-                                       "first_name": "Simulated", "last_name": f"annotator {index}"})["id"]
+    for user in client.sdk.users.list():
+        if user.email == email:
+            return user.id
+    return client.sdk.users.create(email=email, username=f"simulated-{index}", first_name="Simulated",
+                                   last_name=f"annotator {index}").id
 
 
 @dataclass
@@ -39,14 +39,13 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
     """Annotate every task that has candidates and lacks an annotation by a simulated annotator."""
     if annotators < 1:
         raise IllumeError(f"--annotators must be at least 1, got {annotators}", "Pass e.g. --annotators 3.")
-    control = require_candidates(project)
-    has_none = f'name="{NONE_CONTROL}"' in project.get("label_config", "")
+    schema = require_schema(project)
     critic = critic or make_critic()
     crowd = [(simulated_user(client, i), NoisyAnnotator(critic, error_rate, seed + i)) for i in range(annotators)]
     result = SimulationResult(0, 0, 0, 0)
     for task in client.pages("/api/tasks", {"project": project["id"], "fields": "all"}, page_size=200):
         data = task.get("data") or {}
-        options = [c for c in data.get("candidates") or [] if isinstance(c, dict) and c.get("value")]
+        options = [c for c in data.get(schema.candidates) or [] if isinstance(c, dict) and c.get("value")]
         if not options:
             result.skipped_without_candidates += 1
             continue
@@ -58,14 +57,8 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
                 continue
             ticks = annotator.tick([c["value"] for c in options], references)
             chosen = [c.get("alias", c["value"]) for c, ok in zip(options, ticks) if ok]
-            results = []
-            if chosen:
-                results.append({"from_name": control, "to_name": "image", "type": "choices",
-                                "value": {"choices": chosen}})
-            elif has_none:
-                results.append({"from_name": NONE_CONTROL, "to_name": "image", "type": "choices",
-                                "value": {"choices": [NONE_ALIAS]}})
-            client.post(f"/api/tasks/{task['id']}/annotations", {"result": results, "completed_by": user})
+            results = [schema.ticks(chosen)] if chosen else [r for r in [schema.none()] if r is not None]
+            client.sdk.annotations.create(id=task["id"], result=results, completed_by=user)
             result.annotations += 1
             result.ticked += len(chosen)
             result.shown += len(options)

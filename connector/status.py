@@ -6,10 +6,11 @@ from collections import Counter
 from typing import Any
 
 from connector.client import LabelStudioClient
-from connector.export import NOTE_KEYS, iter_tasks, judge_task, pretick_summary
-from connector.predicting import project_predictions
-from connector.project import project_backends
 from connector.backend_client import backend_health
+from connector.export import iter_tasks
+from connector.judging import NOTE_KEYS, judge_task, pretick_summary
+from connector.predicting import project_predictions
+from connector.project import project_backends, require_schema
 
 
 def prediction_version(prediction: Any, known: dict[int, dict]) -> str:
@@ -23,23 +24,21 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
     tasks = completed = cancelled = shown = accepted = 0
     by_version: Counter[str] = Counter()
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
+    schema = require_schema(project)
     predictions = project_predictions(client, project["id"])
-    response = client.stream(f"/api/projects/{project['id']}/export",
-                             params={"exportType": "JSON", "download_all_tasks": "true"})
-    try:
-        for task in iter_tasks(response.raw):
+    with client.stream(f"/api/projects/{project['id']}/export",
+                       params={"exportType": "JSON", "download_all_tasks": "true"}) as body:
+        for task in iter_tasks(body):
             tasks += 1
             for version in {prediction_version(p, predictions) for p in task.get("predictions") or []}:
                 by_version[version] += 1
             cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
-            judged = judge_task(task)
+            judged = judge_task(task, schema)
             if judged is not None:
                 completed += 1
                 shown += len(judged.feedback.candidates)
                 accepted += len(judged.feedback.accepted)
                 notes.update(judged.notes)
-    finally:
-        response.close()
     backends = project_backends(client, project["id"])
     report: dict[str, Any] = {
         "project": f"{project['id']} {project.get('title')!r}",

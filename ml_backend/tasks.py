@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from illume.errors import IllumeError
-from illume.images import ImagePolicy, ImageSource, check_image
+from illume.images import ImagePolicy, ImageSource, check_image, storage_ref
 from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema
 from illume.records import Candidate
 from illume.text import normalise
@@ -80,7 +80,8 @@ def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy
                               f"Import tasks whose data has {fields.image!r}, {fields.question!r} and {fields.answer!r}.")
         values[key] = value.strip()
     question, answer = (check_text(task, key, values[key], max_text_chars) for key in (fields.question, fields.answer))
-    return PendingQuery(image=check_image(values[fields.image], policy), question=question, answer=answer)
+    image = check_image(storage_ref(values[fields.image], task_id(task)), policy)  # cloud URIs via Label Studio
+    return PendingQuery(image=image, question=question, answer=answer)
 
 
 _ALIAS = re.compile(r"^c(\d+)$")

@@ -10,7 +10,8 @@ import pytest
 
 from backend_helpers import data_uri, png_bytes
 from illume.errors import IllumeError
-from illume.images import ImagePolicy, LabelStudioAuth, load_image, looks_like_jwt
+from connector.client import LabelStudioClient
+from illume.images import ImagePolicy, load_image
 
 
 def test_local_path_under_root_loads(image_root):
@@ -92,7 +93,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         _Handler.seen_auth.append(self.headers.get("Authorization", ""))
-        if self.headers.get("Authorization") == "Bearer access-1":  # the first access token has expired
+        if self.headers.get("Authorization") == f"Bearer {_jwt('access', 1)}":  # the first access token has expired
             self.send_response(401)
             self.end_headers()
             return
@@ -114,7 +115,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         json.loads(self.rfile.read(int(self.headers["Content-Length"])))["refresh"]
         _Handler.exchanges += 1
-        payload = json.dumps({"access": f"access-{_Handler.exchanges}"}).encode()
+        payload = json.dumps({"access": _jwt("access", _Handler.exchanges)}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -146,9 +147,11 @@ def test_allowed_host_loads_and_redirects_are_not_followed(http_server):
         load_image(f"{http_server}/ok.png", ImagePolicy(allowed_hosts=policy.allowed_hosts, max_bytes=50))
 
 
-def _jwt() -> str:
+def _jwt(kind: str = "refresh", number: int = 0) -> str:
+    """A token shaped like Label Studio's (the SDK reads its type and expiry, never its signature)."""
     part = lambda obj: base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")  # noqa: E731
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'token_type': 'refresh'})}.c2lnbmF0dXJl"
+    claims = {"token_type": kind, "exp": 4102444800, "jti": str(number)}
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 def test_label_studio_urls_use_the_api_key(http_server):
@@ -157,16 +160,15 @@ def test_label_studio_urls_use_the_api_key(http_server):
     assert load_image(f"{http_server}/data/upload/1/x.png", legacy).size == (48, 40)
     assert _Handler.seen_auth[-2:] == ["Token abc123", "Token abc123"]
 
-    token = _jwt()
-    assert looks_like_jwt(token) and not looks_like_jwt("abc123")
-    personal = ImagePolicy(label_studio_url=http_server, label_studio_api_key=token)
+    personal = ImagePolicy(label_studio_url=http_server, label_studio_api_key=_jwt())
+    assert personal.label_studio.is_personal_token and not legacy.label_studio.is_personal_token
     load_image("/data/local-files/?d=images/x.png", personal)  # access token renewed once
-    assert _Handler.seen_auth[-2:] == ["Bearer access-1", "Bearer access-2"]
+    assert _Handler.seen_auth[-2:] == [f"Bearer {_jwt('access', 1)}", f"Bearer {_jwt('access', 2)}"]
     load_image("/data/upload/1/x.png", personal)
-    assert _Handler.seen_auth[-1] == "Bearer access-2" and _Handler.exchanges == 2
+    assert _Handler.seen_auth[-1] == f"Bearer {_jwt('access', 2)}" and _Handler.exchanges == 2
 
 
 def test_personal_token_refused_by_label_studio_says_so():
-    auth = LabelStudioAuth("http://127.0.0.1:9", _jwt(), timeout=2)
+    auth = LabelStudioClient("http://127.0.0.1:9", _jwt(), timeout=2)
     with pytest.raises(IllumeError, match="could not reach Label Studio"):
         auth.headers()

@@ -7,20 +7,23 @@ from backend_helpers import LABEL_CONFIG
 from illume.errors import IllumeError
 from illume.records import Candidate
 from ml_backend.batcher import Batcher, QueueFull
-from ml_backend.tasks import ConfigFields, assign_aliases, parse_label_config, prediction
+from ml_backend.tasks import assign_aliases, parse_label_config, prediction
 
 
 def test_the_shipped_config_names_the_fields():
     fields = parse_label_config(LABEL_CONFIG)
-    assert fields == ConfigFields(image="image", question="question", answer="answer", candidates="candidates",
-                                  from_name="rationales", to_name="image")
+    assert (fields.image, fields.question, fields.answer, fields.candidates, fields.rationales, fields.to_name) == (
+        "image", "question", "answer", "candidates", "rationales", "image")
+    assert (fields.none_control, fields.none_choice, fields.written) == ("none_correct", "none", "written_rationale")
     assert "$candidates" in LABEL_CONFIG and "$explanation" not in LABEL_CONFIG
     assert 'name="none_correct"' in LABEL_CONFIG and "<TextArea" in LABEL_CONFIG
 
 
 def test_a_broken_config_is_refused():
-    with pytest.raises(IllumeError, match="not valid XML"):
+    with pytest.raises(IllumeError, match="cannot be read"):
         parse_label_config("<View><Image")
+    with pytest.raises(IllumeError, match="lacks a <Choices value=.*candidates"):
+        parse_label_config('<View><Image name="i" value="$i"/><Text name="q" value="$q"/><Text name="a" value="$a"/></View>')
 
 
 def test_aliases_are_stable_and_never_reused():
@@ -33,10 +36,10 @@ def test_aliases_are_stable_and_never_reused():
 def test_prediction_preticks_the_best_candidates():
     candidates = [Candidate("a b c.", -0.5, 0.3), Candidate("d e f.", -1.0, 0.8), Candidate("g h i.", -2.0, 0.8)]
     options = assign_aliases([c.text for c in candidates], None)
-    result = prediction(options, candidates, ConfigFields(), "v1", preselect=2)
+    result = prediction(options, candidates, parse_label_config(None), "v1", preselect=2)
     assert result["result"][0]["value"]["choices"] == ["c0", "c1"]
     assert result["model_version"] == "v1" and result["score"] == pytest.approx(0.606531, abs=1e-5)
-    assert prediction([], [], ConfigFields(), "v1", 2)["result"] == []
+    assert prediction([], [], parse_label_config(None), "v1", 2)["result"] == []
 
 
 def test_batcher_splits_large_requests_and_bounds_the_queue():

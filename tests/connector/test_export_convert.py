@@ -8,7 +8,9 @@ import json
 import pytest
 from PIL import Image
 
-from connector.export import Agreement, ExportOptions, convert, judge_task
+from connector.agreement import Agreement
+from connector.export import ExportOptions, convert
+from connector.judging import judge_task, shipped_schema
 from illume.errors import IllumeError
 from illume.records import TrainingRow, read_jsonl
 
@@ -28,7 +30,8 @@ def task(item, candidates, *annotations, image=None):
 
 
 def test_duplicates_whitespace_and_min_agreement_above_annotators():
-    judged = judge_task(task("x", ["a  b", "a b", "c"], (["c0", "c1"], False), (["c2"], False)), min_agreement=3)
+    judged = judge_task(task("x", ["a  b", "a b", "c"], (["c0", "c1"], False), (["c2"], False)),
+                        min_agreement=3)
     assert judged.feedback.candidates == ["a b", "c"]
     assert judged.feedback.accepted == [] and judged.feedback.rejected == ["a b", "c"]
     assert judge_task(task("x", ["a"], (["c0"], True))) is None  # only cancelled
@@ -74,12 +77,13 @@ def test_manifest_hashes_match_files(tmp_path):
 
 
 def test_predictions_as_ids_or_objects():
-    from connector.export import pre_ticked
+    from connector.judging import pre_ticked
     from connector.status import prediction_version
 
     prediction = {"id": 7, "model_version": "v2", "result": [
         {"from_name": "rationales", "type": "choices", "value": {"choices": ["c1"]}}]}
     assert prediction_version(7, {7: prediction}) == prediction_version(prediction, {}) == "v2"
-    assert pre_ticked({"parent_prediction": 7, "prediction": prediction}) == ["c1"]  # Label Studio's export
-    assert pre_ticked({"parent_prediction": prediction}) == ["c1"]  # an export that expands predictions
-    assert pre_ticked({"parent_prediction": None, "prediction": prediction}) is None  # not started from it
+    schema = shipped_schema()
+    assert pre_ticked({"parent_prediction": 7, "prediction": prediction}, schema) == ["c1"]  # Label Studio's export
+    assert pre_ticked({"parent_prediction": prediction}, schema) == ["c1"]  # an export that expands predictions
+    assert pre_ticked({"parent_prediction": None, "prediction": prediction}, schema) is None  # not started from it

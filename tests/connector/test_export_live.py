@@ -155,11 +155,11 @@ def test_exception_between_files_leaves_previous_export(illume_project, tmp_path
     calls = []
     real_add = export_images.ImageCollector.add
 
-    def failing_add(self, source, context=""):
+    def failing_add(self, source, task_id=None):
         calls.append(source)
         if len(calls) == 2:
             raise RuntimeError("injected failure between two images")
-        return real_add(self, source, context)
+        return real_add(self, source, task_id)
 
     monkeypatch.setattr(export_images.ImageCollector, "add", failing_add)
     with pytest.raises(RuntimeError, match="injected"):
@@ -174,9 +174,11 @@ from pathlib import Path
 from connector.client import connect
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
+from connector.export_project import export_policy
 url, key, project, out, marker = sys.argv[1:]
 client = connect(url, key)
-tasks = list(iter_tasks(client.stream(f"/api/projects/{project}/export", params={"exportType": "JSON"}).raw))
+with client.stream(f"/api/projects/{project}/export", params={"exportType": "JSON"}) as body:
+    tasks = list(iter_tasks(body))
 
 def stalled():
     yield from tasks
@@ -184,7 +186,7 @@ def stalled():
     while True:
         time.sleep(0.05)  # wait to be killed
 
-convert(stalled(), out, ExportOptions(), images=lambda work: ImageCollector(work, client=client))
+convert(stalled(), out, ExportOptions(), images=lambda work: ImageCollector(work, export_policy(client)))
 '''
 
 

@@ -1,0 +1,172 @@
+"""Judging one exported Label Studio task: its annotations' votes -> Feedback (SPEC section 1).
+
+  * cancelled annotations are skipped; a task without another annotation is not completed;
+  * "None of these is correct" wins: an annotation that says None counts as ticking no
+    candidate, whatever else is ticked (a pre-tick left standing, a slip); such conflicts are
+    counted, so nothing an annotator called wrong becomes a row or a "chosen";
+  * a candidate is accepted when a strict majority of the task's annotators ticked it, or,
+    with `min_agreement=K`, when at least K did;
+  * pre-ticks: an annotation that started from a prediction (Label Studio's parent_prediction)
+    is compared with it; pre-ticks kept and accepted candidates that no annotator ticked
+    themselves are counted (automation bias, visible per round).
+Control and field names come from the project's labeling schema (illume.labeling_schema).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema
+from illume.prompts import rationale_prompt
+from illume.records import Feedback, PreferencePair, TrainingRow, RATIONALE
+
+NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
+
+
+@lru_cache(maxsize=1)
+def shipped_schema() -> LabelingSchema:
+    """The schema of label_config/illume_rationales.xml (exports converted without a project)."""
+    return parse_schema(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+
+
+@dataclass
+class Judged:
+    """One completed task: its Feedback plus what the agreement statistics need."""
+
+    feedback: Feedback
+    votes: list[dict[str, bool]]  # per annotator: candidate -> ticked
+    annotators: list[Any]  # completed_by of each counted annotation
+    notes: Counter = field(default_factory=Counter)  # reconciliation and pre-tick counts (NOTE_KEYS)
+
+
+# What judge_task counts per task, summed into the manifest and `status`.
+NOTE_KEYS = ("none_with_ticks", "annotations_from_prediction", "preticked", "preticks_kept",
+             "accepted_preticked_unchanged")
+
+
+@dataclass
+class Vote:
+    """One annotation, reconciled."""
+
+    ticked: set[str]
+    written: list[str]
+    conflict: bool  # "None of these is correct" together with ticks, which were dropped (NONE_RULE)
+
+
+def candidate_texts(data: dict, schema: LabelingSchema) -> tuple[list[str], dict[str, str]]:
+    """The task's candidate texts (in order, unique) and a map from choice value/alias to text."""
+    texts: list[str] = []
+    lookup: dict[str, str] = {}
+    for entry in data.get(schema.candidates) or []:
+        if isinstance(entry, dict):
+            text = " ".join(str(entry.get("value", "")).split())
+            alias = entry.get("alias")
+        else:
+            text, alias = " ".join(str(entry).split()), None
+        if not text:
+            continue
+        if text not in lookup:
+            texts.append(text)
+        lookup.setdefault(text, text)
+        if alias is not None:
+            lookup[str(alias)] = text
+    return texts, lookup
+
+
+def pre_ticked(annotation: dict, schema: LabelingSchema) -> list[str] | None:
+    """Aliases pre-ticked by the prediction this annotation started from; None when it did not
+    start from one (or that prediction is unknown).
+
+    The labeling interface records the prediction it started from as `parent_prediction` (an
+    id), and Label Studio stores the prediction of the project's model version that was on
+    screen as the annotation's `prediction` (an object); both are in the JSON export.
+    """
+    parent, viewed = annotation.get("parent_prediction"), annotation.get("prediction")
+    if isinstance(parent, dict):
+        viewed, parent = parent, parent.get("id")
+    if parent is None or not isinstance(viewed, dict) or viewed.get("id") != parent:
+        return None
+    return [c for r in viewed.get("result") or [] for kind, values in [schema.read(r)] if kind == "ticks"
+            for c in values]
+
+
+def annotation_choices(annotation: dict, lookup: dict[str, str], schema: LabelingSchema) -> Vote:
+    """Ticked candidate texts and written rationales of one annotation, "None" reconciled."""
+    ticked: set[str] = set()
+    written: list[str] = []
+    none = False
+    for result in annotation.get("result") or []:
+        kind, values = schema.read(result)
+        if kind == "none":
+            none = True
+        elif kind == "ticks":
+            ticked.update(lookup[choice] for choice in values if choice in lookup)
+        elif kind == "text":
+            for text in values:
+                text = " ".join(text.split())
+                if text and text not in written:
+                    written.append(text)
+    conflict = none and bool(ticked)
+    return Vote(set() if none else ticked, written, conflict)
+
+
+def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: int | None = None,
+               iteration: int = 0) -> Judged | None:
+    """The Feedback of one exported task, or None when it has no completed annotation."""
+    schema = schema or shipped_schema()
+    annotations = sorted((a for a in task.get("annotations") or [] if not a.get("was_cancelled")),
+                         key=lambda a: a.get("id") or 0)
+    if not annotations:
+        return None
+    data = task.get("data") or {}
+    texts, lookup = candidate_texts(data, schema)
+    votes: list[dict[str, bool]] = []
+    written: list[str] = []
+    notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
+    chosen_by_hand: set[str] = set()  # ticked by someone who did not find it pre-ticked
+    for annotation in annotations:
+        vote = annotation_choices(annotation, lookup, schema)
+        votes.append({text: text in vote.ticked for text in texts})
+        written.extend(t for t in vote.written if t not in written)
+        notes["none_with_ticks"] += vote.conflict
+        aliases = pre_ticked(annotation, schema)
+        pre = {lookup[a] for a in aliases or [] if a in lookup}
+        notes["annotations_from_prediction"] += aliases is not None
+        notes["preticked"] += len(pre)
+        notes["preticks_kept"] += len(pre & vote.ticked)
+        chosen_by_hand |= vote.ticked - pre
+    needed = min_agreement if min_agreement is not None else len(annotations) // 2 + 1
+    counts = Counter(text for vote in votes for text, ticked in vote.items() if ticked)
+    accepted = [t for t in texts if counts[t] >= needed]
+    notes["accepted_preticked_unchanged"] = sum(1 for t in accepted if t not in chosen_by_hand)
+    feedback = Feedback(
+        item_id=str(data.get("item_id") or f"task-{task.get('id')}"),
+        image=str(data.get(schema.image, "")), question=str(data.get(schema.question, "")),
+        answer=str(data.get(schema.answer, "")),
+        candidates=texts, accepted=accepted, rejected=[t for t in texts if t not in accepted],
+        written=[w for w in written if w not in accepted],
+        annotation_ids=[a.get("id") for a in annotations], annotators=len(annotations), iteration=iteration)
+    completed_by = [a.get("completed_by") for a in annotations]
+    completed_by = [c.get("id") if isinstance(c, dict) else c for c in completed_by]
+    return Judged(feedback, votes, completed_by, notes)
+
+
+def rationale_rows(feedback: Feedback) -> list[TrainingRow]:
+    return [TrainingRow(RATIONALE, feedback.item_id, feedback.image, feedback.question, feedback.answer, text,
+                        feedback.iteration) for text in feedback.accepted + feedback.written]
+
+
+def preference_pairs(feedback: Feedback) -> list[PreferencePair]:
+    prompt = rationale_prompt(feedback.question, feedback.answer)
+    return [PreferencePair(feedback.item_id, [feedback.image], feedback.question, feedback.answer, prompt, good, bad)
+            for good in feedback.accepted + feedback.written for bad in feedback.rejected]
+
+
+def pretick_summary(notes: Counter, accepted: int) -> dict[str, Any]:
+    """How much of what was accepted the annotators only left standing (automation bias)."""
+    unchanged = notes["accepted_preticked_unchanged"]
+    return {"annotations_from_prediction": notes["annotations_from_prediction"], "preticked": notes["preticked"],
+            "kept": notes["preticks_kept"], "accepted": accepted, "accepted_preticked_unchanged": unchanged,
+            "accepted_preticked_unchanged_rate": round(unchanged / accepted, 6) if accepted else None}
