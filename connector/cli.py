@@ -1,12 +1,20 @@
 """`illume-sync`: the ILLUME loop between Label Studio, the ML backend and the training job.
 
-Exit codes: 0 done, 1 a problem you can fix (the message says what to do), 2 wrong usage.
+Each option is defined once below and reused by the commands that take it. The commands
+share one Label Studio client through Click's context (`Session`), built on first use, so
+commands that never talk to Label Studio never connect. Every command that prints results
+takes --json (one JSON object on stdout; progress goes to stderr).
+
+Exit codes: 0 done, 1 a problem you can fix (the message says what to do), 2 wrong usage,
+3 (train, round) trained but not promoted.
 """
 from __future__ import annotations
 
 import json
 import sys
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -14,14 +22,22 @@ from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC
 from illume.errors import IllumeError
 
 EXIT_PROBLEM = 1
+EXIT_NOT_PROMOTED = 3
 
 
 class Commands(click.Group):
-    """Turns an IllumeError into its message on stderr and exit code 1 (no traceback)."""
+    """Turns an IllumeError (or a refusal from Label Studio's API) into its message on stderr
+    and exit code 1 (no traceback)."""
 
     def invoke(self, ctx: click.Context):
+        from label_studio_sdk.core.api_error import ApiError
+
         try:
             return super().invoke(ctx)
+        except ApiError as exc:
+            click.secho(f"error: Label Studio answered HTTP {exc.status_code}: {str(exc.body)[:300]}", fg="red", err=True)
+            click.echo("  -> Check the command's inputs; Label Studio's log may say more.", err=True)
+            ctx.exit(EXIT_PROBLEM)
         except IllumeError as exc:
             click.secho(f"error: {exc.what}", fg="red", err=True)
             if exc.todo:
@@ -29,60 +45,111 @@ class Commands(click.Group):
             ctx.exit(EXIT_PROBLEM)
 
 
-def server_options(command):
-    command = click.option("--api-key", envvar="LABEL_STUDIO_API_KEY", show_envvar=True,
-                           help="Label Studio API key: personal access token or legacy token.")(command)
-    command = click.option("--url", envvar="LABEL_STUDIO_URL", show_envvar=True,
-                           help="Label Studio address, e.g. http://localhost:8080.")(command)
-    return command
+class Session:
+    """What the options of one invocation say about Label Studio, and the client built from it."""
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.api_key: str | None = None
+        self.project_ref: str | None = None
+        self.as_json = False
+
+    @cached_property
+    def client(self):
+        from connector.client import connect
+
+        return connect(self.url, self.api_key)
+
+    @cached_property
+    def project(self) -> dict:
+        from connector.project import find_project
+
+        return find_project(self.client, self.project_ref)
+
+    def emit(self, text: str, data: dict[str, Any]) -> None:
+        """The result: a line for people, or (--json) one JSON object for scripts."""
+        click.echo(json.dumps(data, indent=1, sort_keys=True, default=str) if self.as_json else text)
 
 
-def project_option(command):
-    return click.option("--project", "-p", required=True, envvar="ILLUME_PROJECT", show_envvar=True,
-                        help="Project id or exact title.")(command)
+pass_session = click.make_pass_decorator(Session, ensure=True)
 
 
-def _client(url, api_key):
-    from connector.client import connect
-
-    return connect(url, api_key)
-
-
-def _project(client, ref):
-    from connector.project import find_project
-
-    return find_project(client, ref)
+def _into_session(attribute: str):
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        setattr(ctx.ensure_object(Session), attribute, value)
+        return value
+    return store
 
 
-def crowd_options(command):
-    """The simulated annotators: how many, how strict, how noisy (annotate, loop, demo)."""
-    for option in reversed([
-        click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Simulated annotators per task (each a Label Studio user)."),
-        click.option("--critic", default=DEFAULT_CRITIC, show_default=True,
-                     help="Who ticks: a registered critic or module:Class (a subclass of illume.critic.Critic)."),
-        click.option("--threshold", type=click.FloatRange(0, 1),
-                     help=f"The critic's acceptance threshold (default: its own; {ACCEPT_THRESHOLD} ROUGE-L for rouge-l)."),
-        click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                     help="Probability that a simulated annotator flips a decision."),
-        click.option("--seed", type=int, default=0, show_default=True)]):
-        command = option(command)
-    return command
+def _options(*options):
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
 
 
-def gate_options(command):
-    """The promotion gate: which rationale metric, how much worse it may be, and how many
-    points of answer accuracy a new adapter may lose (train, loop)."""
-    for option in reversed([
-        click.option("--gate-metric", default="rouge_l", show_default=True, help="Rationale metric compared by the gate."),
-        click.option("--tolerance", type=float, default=0.0, show_default=True,
-                     help="Promote even when the new rationale score is lower by at most this much."),
-        click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=2.0, show_default=True,
-                     help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this."),
-        click.option("--eval-batch-size", type=click.IntRange(min=1),
-                     help="Held-out items per generate call when evaluating (default 8; lower it when memory is short).")]):
-        command = option(command)
-    return command
+# -- every option, once -----------------------------------------------------------------------
+URL = click.option("--url", envvar="LABEL_STUDIO_URL", show_envvar=True, expose_value=False,
+                   callback=_into_session("url"), help="Label Studio address, e.g. http://localhost:8080.")
+API_KEY = click.option("--api-key", envvar="LABEL_STUDIO_API_KEY", show_envvar=True, expose_value=False,
+                       callback=_into_session("api_key"),
+                       help="Label Studio API key: personal access token or legacy token.")
+PROJECT = click.option("--project", "-p", required=True, envvar="ILLUME_PROJECT", show_envvar=True,
+                       expose_value=False, callback=_into_session("project_ref"), help="Project id or exact title.")
+JSON = click.option("--json", "as_json", is_flag=True, expose_value=False, callback=_into_session("as_json"),
+                    help="Print the result as one JSON object.")
+BACKEND_URL = click.option("--backend-url", envvar="ILLUME_BACKEND_URL", show_envvar=True,
+                           help="The ML backend's address (reloaded on promotion).")
+ADMIN_TOKEN = click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", show_envvar=True,
+                           help="The backend's admin token (for reloads).")
+BASE_MODEL = click.option("--base-model", required=True, help="Base model directory (or id available locally).")
+EVAL_ITEMS = click.option("--eval-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                          help="Held-out items (JSONL of Item): metrics and the promotion gate.")
+SERVING_ADAPTER = click.option("--serving-adapter", type=click.Path(exists=True, file_okay=False),
+                               help="Adapter the backend serves now (default: the base model alone).")
+MIN_AGREEMENT = click.option("--min-agreement", type=click.IntRange(min=1),
+                             help="Accept a candidate when at least K annotators ticked it (default: strict majority).")
+LOCAL_FILES_ROOT = click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                                envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
+                                help="Label Studio's local-files root as this machine sees it (for local images).")
+PROCESSES = click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+                         help="Training processes (>1 uses the deepspeed launcher).")
+TRAIN_ARGS = click.option("--train-arg", "train_args", multiple=True,
+                          help="Extra argument for `python -m training` (repeatable).")
+CROWD = _options(
+    click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Simulated annotators per task (each a Label Studio user)."),
+    click.option("--critic", default=DEFAULT_CRITIC, show_default=True,
+                 help="Who ticks: a registered critic or module:Class (a subclass of illume.critic.Critic)."),
+    click.option("--threshold", type=click.FloatRange(0, 1),
+                 help=f"The critic's acceptance threshold (default: its own; {ACCEPT_THRESHOLD} ROUGE-L for rouge-l)."),
+    click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                 help="Probability that a simulated annotator flips a decision."),
+    click.option("--seed", type=int, default=0, show_default=True))
+GATE = _options(
+    click.option("--gate-metric", default="rouge_l", show_default=True, help="Rationale metric compared by the gate."),
+    click.option("--tolerance", type=float, default=0.0, show_default=True,
+                 help="Promote even when the new rationale score is lower by at most this much."),
+    click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                 help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this."),
+    click.option("--eval-batch-size", type=click.IntRange(min=1),
+                 help="Held-out items per generate call when evaluating (default 8; lower it when memory is short)."))
+EXPORT_IMAGES = _options(
+    click.option("--allow-image-host", "allow_hosts", multiple=True,
+                 help="Also copy images from this host[:port] (repeatable; default: only Label Studio's own)."),
+    click.option("--allow-image-root", "allow_roots", multiple=True,
+                 type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="Also copy images that are local files under this folder (repeatable)."),
+    click.option("--method", type=click.Choice(["auto", "sync", "snapshot"]), default="auto", show_default=True,
+                 help="How tasks are read: Label Studio's synchronous export, or an export snapshot "
+                      "(large projects; resumable). auto: a snapshot above 5000 tasks."))
+
+
+def _gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size):
+    from connector.promotion import GateSettings
+
+    return GateSettings(gate_metric, tolerance, max_accuracy_drop, eval_batch_size)
 
 
 class Progress:
@@ -115,16 +182,18 @@ def main() -> None:
       illume-sync import --project vqa items.jsonl
       illume-sync predict --project vqa
       (annotators tick candidates in Label Studio, or: illume-sync annotate --simulate)
-      illume-sync export --project vqa --out exports/round-1 --previous exports/round-0
-      illume-sync train --export exports/round-1 --base-model MODEL --out runs/round-1 ...
+      illume-sync round --project vqa --run-dir runs/vqa --base-model MODEL --backend-url ...
+      (what Label Studio's "Start training" runs: export what is new, train, gate, reload)
 
     Label Studio is given by --url/--api-key or LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY.
-    Exit codes: 0 done, 1 a problem to fix (the message says what to do), 2 wrong usage.
+    Exit codes: 0 done, 1 a problem to fix (the message says what to do), 2 wrong usage,
+    3 trained but not promoted.
     """
 
 
 @main.command()
-@server_options
+@URL
+@API_KEY
 @click.option("--project", "-p", "title", required=True, help="Project title (reused when it exists).")
 @click.option("--label-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labeling config XML (default: label_config/illume_rationales.xml).")
@@ -134,36 +203,40 @@ def main() -> None:
 @click.option("--backend-title", default="illume", show_default=True, help="ML backend name in Label Studio.")
 @click.option("--backend-user", help="HTTP Basic user Label Studio sends to the backend.")
 @click.option("--backend-password", envvar="ILLUME_BACKEND_PASSWORD", help="HTTP Basic password for the backend.")
-def init(url, api_key, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password):
+@JSON
+@pass_session
+def init(session, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password):
     """Create the project (or reuse the one with this title) and connect the ML backend.
 
     Tasks are offered lowest model score first (Label Studio's uncertainty sampling), so
     annotators see the items the model is least sure of: the project's model version follows
     the version the backend serves (set here, and by `predict` once predictions of it exist).
-    Safe to run again.
+    The labeling config may name its controls and fields freely; one lacking what the method
+    needs is refused here. Safe to run again.
     """
     from connector.project import init_project, read_label_config
 
-    client = _client(url, api_key)
     auth = (backend_user, backend_password or "") if backend_user else None
-    result = init_project(client, title, read_label_config(label_config), overlap, backend_url, backend_title, auth)
+    result = init_project(session.client, title, read_label_config(label_config), overlap, backend_url,
+                          backend_title, auth)
     verb = "created" if result.created else "reused"
-    click.echo(f"{verb} project {result.project['id']} {title!r} (overlap {overlap}"
-               + (f", backend {backend_url} serving model version {result.model_version!r})" if backend_url else ")"))
-    click.echo(json.dumps({"project": result.project["id"], "created": result.created}))
+    session.emit(f"{verb} project {result.project['id']} {title!r} (overlap {overlap}"
+                 + (f", backend {backend_url} serving model version {result.model_version!r})" if backend_url else ")"),
+                 {"project": result.project["id"], "created": result.created, "model_version": result.model_version})
 
 
 @main.command(name="import")
-@server_options
-@project_option
+@URL
+@API_KEY
+@PROJECT
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
-              help="Label Studio's local-files root as this machine sees it (for local image files).")
+@LOCAL_FILES_ROOT
 @click.option("--limit", type=click.IntRange(min=1), help="Import at most this many items.")
 @click.option("--round", "round_", type=click.IntRange(min=1), default=1, show_default=True,
               help="Labeling round: each round of the loop gets its own tasks (fresh candidates).")
-def import_(url, api_key, project, source, local_files_root, limit, round_):
+@JSON
+@pass_session
+def import_(session, source, local_files_root, limit, round_):
     """Import items (VQA-X either layout, JSONL, CSV or an image folder with a sidecar file).
 
     Items already in the project (same item id, same round) are skipped, so re-running adds
@@ -172,123 +245,144 @@ def import_(url, api_key, project, source, local_files_root, limit, round_):
     from connector.importing import ImagePlacer, import_items, read_items
     from connector.project import require_schema
 
-    client = _client(url, api_key)
-    found = _project(client, project)
+    found = session.project
     schema = require_schema(found)
     items = list(read_items(source))[:limit]
     base = source if source.is_dir() else source.parent
     progress = Progress("imported", len(items))
-    result = import_items(client, found["id"], items, ImagePlacer(client, found["id"], local_files_root, base), progress,
-                          round_, schema)
+    placer = ImagePlacer(session.client, found["id"], local_files_root, base)
+    result = import_items(session.client, found["id"], items, placer, progress, round_, schema)
     progress.end()
-    click.echo(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}")
+    session.emit(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}",
+                 {"project": found["id"], "imported": result.imported, "skipped": result.skipped})
 
 
 @main.command()
-@server_options
-@project_option
+@URL
+@API_KEY
+@PROJECT
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Tasks per prediction request (keep each well inside Label Studio's 100 s timeout).")
-def predict(url, api_key, project, batch_size):
+@JSON
+@pass_session
+def predict(session, batch_size):
     """Have the ML backend predict every task lacking a prediction of the current model version."""
     from connector.predicting import predict_missing
 
-    client = _client(url, api_key)
-    found = _project(client, project)
     progress = Progress("predicted")
-    result = predict_missing(client, found, batch_size, progress)
+    result = predict_missing(session.client, session.project, batch_size, progress)
     progress.end()
-    click.echo(f"{result.predicted} of {result.requested} tasks got a prediction of version {result.version!r}")
+    session.emit(f"{result.predicted} of {result.requested} tasks got a prediction of version {result.version!r}",
+                 {"requested": result.requested, "predicted": result.predicted, "version": result.version})
     if result.predicted < result.requested:
         raise IllumeError(f"{result.requested - result.predicted} tasks still lack a prediction",
                           "Check the ML backend's log (timeouts: lower --batch-size).")
 
 
 @main.command()
-@server_options
-@project_option
+@URL
+@API_KEY
+@PROJECT
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
-@crowd_options
-def annotate(url, api_key, project, simulate, annotators, critic, threshold, error_rate, seed):
+@CROWD
+@JSON
+@pass_session
+def annotate(session, simulate, annotators, critic, threshold, error_rate, seed):
     """Tick candidates like the method's simulated critic and submit real annotations."""
     from connector.simulate import simulate as run
     from illume.critic import make_critic
 
     judge = make_critic(critic, threshold)
-    client = _client(url, api_key)
-    found = _project(client, project)
     progress = Progress("tasks", every=10)
-    result = run(client, found, annotators, judge, error_rate, seed, progress)
+    result = run(session.client, session.project, annotators, judge, error_rate, seed, progress)
     progress.end()
-    click.echo(f"submitted {result.annotations} annotations ticking {result.ticked} of {result.shown} candidates"
-               + (f"; {result.skipped_without_candidates} tasks have no candidates yet (run predict)"
-                  if result.skipped_without_candidates else ""))
+    session.emit(f"submitted {result.annotations} annotations ticking {result.ticked} of {result.shown} candidates"
+                 + (f"; {result.skipped_without_candidates} tasks have no candidates yet (run predict)"
+                    if result.skipped_without_candidates else ""), vars(result))
+
+
+def _export_summary(manifest: dict, out: Path) -> str:
+    counts, agreement = manifest["counts"], manifest["agreement"]
+    refused = manifest.get("refused_images") or []
+    return (f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
+            f"({counts['new_rationale_rows']} new), {counts['answer_rows']} answer-only rows, {counts['pairs']} "
+            f"preference pairs; acceptance rate {manifest['acceptance']['rate']}; "
+            f"{manifest['preticks']['accepted_preticked_unchanged']} of {manifest['preticks']['accepted']} accepted "
+            f"were pre-ticks left standing; {manifest['reconciliation']['none_with_ticks']} annotations said "
+            "'None' with ticks (None wins)"
+            + (f"; Fleiss' kappa {agreement['fleiss_kappa']}" if agreement["fleiss_kappa"] is not None else "")
+            + (f", Cohen's kappa {agreement['cohen_kappa']}" if agreement["cohen_kappa"] is not None else "")
+            + "".join(f"\nleft out task {r['task']} (item {r['item_id']}): {r['reason']} -> {r['todo']}"
+                      for r in refused))
+
+
+def _policy(client, allow_hosts, allow_roots):
+    from connector.export_project import export_policy
+
+    return export_policy(client, tuple(allow_hosts), tuple(allow_roots))
 
 
 @main.command()
-@server_options
-@project_option
+@URL
+@API_KEY
+@PROJECT
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Export directory (replaced atomically when it exists).")
 @click.option("--previous", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="An earlier export to merge: its rows and pairs carry over, without duplicates.")
-@click.option("--min-agreement", type=click.IntRange(min=1),
-              help="Accept a candidate when at least K annotators ticked it (default: strict majority).")
-@click.option("--iteration", type=click.IntRange(min=0), help="Iteration number (default: previous + 1, or 0).")
-@click.option("--round", "round_", type=click.IntRange(min=1), help="Export only this labeling round's tasks.")
-def export(url, api_key, project, out, previous, min_agreement, iteration, round_):
+@MIN_AGREEMENT
+@click.option("--round", "round_", type=click.IntRange(min=1),
+              help="Export only this labeling round's tasks (also the rows' iteration; default: previous + 1).")
+@EXPORT_IMAGES
+@JSON
+@pass_session
+def export(session, out, previous, min_agreement, round_, allow_hosts, allow_roots, method):
     """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, feedback.jsonl,
     manifest.json and images/.
 
     Rationale rows for every accepted candidate and written rationale; answer-only rows for
     items without one; preference pairs (accepted vs not) in TRL's layout. Cancelled
-    annotations are skipped. Writes are atomic and repeatable.
+    annotations are skipped. Images are copied through the guarded image loader: a task
+    whose image is on another host or a local path is left out and reported, unless you
+    allow that host or folder. Writes are atomic and repeatable.
     """
     from connector.export_project import export_project
 
-    client = _client(url, api_key)
-    found = _project(client, project)
     progress = Progress("tasks", every=200)
-    manifest = export_project(client, found, out, min_agreement, previous, progress, round_)
+    manifest = export_project(session.client, session.project, out, min_agreement, previous, progress, round_,
+                              policy=_policy(session.client, allow_hosts, allow_roots), method=method)
     progress.end()
-    counts, agreement = manifest["counts"], manifest["agreement"]
-    click.echo(f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
-               f"({counts['new_rationale_rows']} new), {counts['answer_rows']} answer-only rows, {counts['pairs']} "
-               f"preference pairs; acceptance rate {manifest['acceptance']['rate']}; "
-               f"{manifest['preticks']['accepted_preticked_unchanged']} of {manifest['preticks']['accepted']} accepted "
-               f"were pre-ticks left standing; {manifest['reconciliation']['none_with_ticks']} annotations said "
-               "'None' with ticks (None wins)"
-               + (f"; Fleiss' kappa {agreement['fleiss_kappa']}" if agreement["fleiss_kappa"] is not None else "")
-               + (f", Cohen's kappa {agreement['cohen_kappa']}" if agreement["cohen_kappa"] is not None else ""))
+    session.emit(_export_summary(manifest, out), manifest)
 
 
 @main.command()
 @click.option("--export", "export_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Export directory written by `illume-sync export`.")
-@click.option("--base-model", required=True, help="Base model directory (or id available locally).")
+@BASE_MODEL
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
-@click.option("--eval-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Held-out items (JSONL of Item) for the promotion gate.")
-@click.option("--serving-adapter", type=click.Path(exists=True, file_okay=False),
-              help="Adapter the backend serves now (default: the base model alone).")
-@gate_options
+@EVAL_ITEMS
+@SERVING_ADAPTER
+@GATE
 @click.option("--version", help="Model version name for the new adapter (default: the run directory's name).")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Training processes (>1 uses the deepspeed launcher).")
+@PROCESSES
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
-@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", help="ML backend to reload on promotion.")
-@click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="The backend's admin token.")
-@click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
+@BACKEND_URL
+@ADMIN_TOKEN
+@TRAIN_ARGS
+@JSON
+@pass_session
 @click.pass_context
-def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance, max_accuracy_drop,
-          eval_batch_size, version, processes, resume, backend_url, admin_token, train_args):
+def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance,
+          max_accuracy_drop, eval_batch_size, version, processes, resume, backend_url, admin_token, train_args):
     """Train an adapter on an export, evaluate it, and promote it only if it is not worse.
 
     Promotion reloads the backend with the new adapter and version (with --backend-url);
     then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
     """
-    from connector.promotion import Backend, GateSettings, promote
+    from dataclasses import asdict
+
+    from connector.promotion import Backend, promote
     from connector.training_job import read_eval_items, run_training, training_command
 
     backend = Backend.from_options(backend_url, admin_token)  # refused before hours of training, not after
@@ -297,12 +391,61 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
     command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args,
                                eval_batch_size)
     adapter = run_training(command, out / "train.log", echo=lambda line: click.echo(line, err=True))
-    click.echo(f"trained adapter {adapter}")
+    say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
+    say(f"trained adapter {adapter}")
     result = promote(adapter, version, base_model, out, eval_items=items, serving_adapter=serving_adapter,
-                     settings=GateSettings(gate_metric, tolerance, max_accuracy_drop, eval_batch_size),
-                     backend=backend, say=click.echo)
+                     settings=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size),
+                     backend=backend, say=say)
+    if session.as_json:
+        session.emit("", asdict(result))
     if not result.promoted:
-        ctx.exit(3)
+        ctx.exit(EXIT_NOT_PROMOTED)
+
+
+@main.command(name="round")
+@URL
+@API_KEY
+@PROJECT
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where this project's rounds go (exports, adapters, rounds.json); the same for every round.")
+@BASE_MODEL
+@EVAL_ITEMS
+@SERVING_ADAPTER
+@MIN_AGREEMENT
+@GATE
+@PROCESSES
+@BACKEND_URL
+@ADMIN_TOKEN
+@TRAIN_ARGS
+@EXPORT_IMAGES
+@JSON
+@pass_session
+@click.pass_context
+def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_agreement, gate_metric, tolerance,
+           max_accuracy_drop, eval_batch_size, processes, backend_url, admin_token, train_args, allow_hosts,
+           allow_roots, method):
+    """One training round on what annotators finished: what Label Studio's "Start training" runs.
+
+    Exports the completed tasks no earlier round trained on (merged with the previous round's
+    rows), trains an adapter, gates it on --eval-items and, when promoted, reloads the backend.
+    Nothing is imported. Exit code 3: trained, not promoted.
+    """
+    from connector.labeling_round import RoundConfig, run_round
+    from connector.promotion import Backend
+
+    config = RoundConfig(project=session.project, run_dir=run_dir, base_model=base_model, eval_items=eval_items,
+                         min_agreement=min_agreement, serving_adapter=serving_adapter,
+                         backend=Backend.from_options(backend_url, admin_token),
+                         gate=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size), processes=processes,
+                         train_args=train_args, policy=_policy(session.client, allow_hosts, allow_roots),
+                         method=method)
+    say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
+    record = run_round(session.client, config, say=say, progress=Progress("  exported", every=200))
+    session.emit(f"round {record['round']}: {len(record['tasks'])} tasks, adapter {record['adapter']} "
+                 + ("promoted" + (f", backend serves {record['serving_version']!r}" if record["serving_version"] else "")
+                    if record["promoted"] else f"not promoted ({record['reason']})"), record)
+    if not record["promoted"]:
+        ctx.exit(EXIT_NOT_PROMOTED)
 
 
 @main.command()
@@ -311,76 +454,76 @@ def train(ctx, export_dir, base_model, out, eval_items, serving_adapter, gate_me
 @click.option("--model", required=True, help="Base model directory.")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="Adapter directory (none: base only).")
 @click.option("--version", help="Model version name (default: the adapter's).")
-def reload(backend_url, admin_token, model, adapter, version):
+@JSON
+@pass_session
+def reload(session, backend_url, admin_token, model, adapter, version):
     """Make the ML backend serve another adapter (atomic swap; the old one serves until then)."""
     from connector.backend_client import reload_backend
 
     status = reload_backend(backend_url, admin_token, model, adapter, version)
-    click.echo(f"backend serves {status.get('serving_version')!r}")
+    session.emit(f"backend serves {status.get('serving_version')!r}", status)
 
 
 @main.command()
-@server_options
-@project_option
-@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", help="Also report this ML backend's health.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def status(url, api_key, project, backend_url, as_json):
+@URL
+@API_KEY
+@PROJECT
+@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", show_envvar=True,
+              help="Also report this ML backend's health.")
+@JSON
+@pass_session
+def status(session, backend_url):
     """Project counts (tasks, completed, by model version), acceptance rate and backend health."""
     from connector.status import project_status
 
-    client = _client(url, api_key)
-    report = project_status(client, _project(client, project), backend_url)
-    if as_json:
-        click.echo(json.dumps(report, indent=1, sort_keys=True))
-        return
-    for key, value in report.items():
-        click.echo(f"{key}: {value}")
+    report = project_status(session.client, session.project, backend_url)
+    session.emit("\n".join(f"{key}: {value}" for key, value in report.items()), report)
 
 
 @main.command()
-@server_options
-@project_option
+@URL
+@API_KEY
+@PROJECT
 @click.option("--items", required=True, type=click.Path(exists=True, path_type=Path),
               help="Items that receive feedback each round (any format `import` reads).")
-@click.option("--eval-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Held-out items (JSONL of Item): metrics per round and the promotion gate.")
-@click.option("--base-model", required=True, help="Base model directory (or id available locally).")
+@EVAL_ITEMS
+@BASE_MODEL
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where exports, training runs and the loop's state go (resumes from it).")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--simulate/--wait-for-people", default=True, show_default=True,
               help="Simulated critic annotates, or wait until people completed each round in Label Studio.")
-@crowd_options
-@click.option("--min-agreement", type=click.IntRange(min=1), help="Annotators who must tick a candidate (default: majority).")
-@click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
-              help="Label Studio's local-files root as this machine sees it (for local image files).")
-@click.option("--backend-url", envvar="ILLUME_BACKEND_URL", help="ML backend to reload after each promotion.")
-@click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", help="The backend's admin token.")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Training processes (>1 uses the deepspeed launcher).")
-@gate_options
-@click.option("--train-arg", "train_args", multiple=True, help="Extra argument for `python -m training` (repeatable).")
-def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate,
-         critic, threshold, min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
+@CROWD
+@MIN_AGREEMENT
+@LOCAL_FILES_ROOT
+@BACKEND_URL
+@ADMIN_TOKEN
+@PROCESSES
+@GATE
+@TRAIN_ARGS
+@JSON
+@pass_session
+def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate, critic, threshold,
+         min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
          max_accuracy_drop, eval_batch_size, train_args, seed):
-    """Run N rounds of predict -> annotate -> export -> train -> reload; resumable.
+    """Run N rounds of import -> predict -> annotate -> export -> train -> reload; resumable.
 
     Each round imports the items as new tasks (fresh candidates from the newest model),
     so earlier rounds' annotations keep the candidates they judged. Interrupt it at any
     time: run the same command again and it continues from the last finished step.
+    (For rounds on what people annotated, without importing, use `round`.)
     """
     from connector.loop import Loop, LoopConfig, summary_table
 
-    client = _client(url, api_key)
-    config = LoopConfig(project=_project(client, project), items=items, run_dir=run_dir, base_model=base_model,
+    config = LoopConfig(project=session.project, items=items, run_dir=run_dir, base_model=base_model,
                         rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
                         annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
                         processes=processes, gate_metric=gate_metric, tolerance=tolerance,
                         max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args)
-    state = Loop(client, config, say=click.echo, progress=lambda label: Progress(f"  {label}", every=10)).run()
-    click.echo(summary_table(state.rounds))
+    say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
+    state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}", every=10)).run()
+    session.emit(summary_table(state.rounds), {"rounds": state.rounds})
 
 
 @main.command()
@@ -388,12 +531,15 @@ def loop(url, api_key, project, items, eval_items, base_model, run_dir, rounds, 
               help="The loop's --run-dir (for the demo: <demo run dir>/loop).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Where index.html and the PNG plots go (default: <run-dir>/report).")
-def report(run_dir, out):
+@JSON
+@pass_session
+def report(session, run_dir, out):
     """Write an HTML report with plots: acceptance and diversity per round, held-out metrics,
     agreement, and example items with their candidates and ticks."""
     from connector.report import write_report
 
-    click.echo(write_report(run_dir, out or run_dir / "report"))
+    page = write_report(run_dir, out or run_dir / "report")
+    session.emit(str(page), {"report": str(page)})
 
 
 @main.command()
@@ -405,7 +551,7 @@ def report(run_dir, out):
 @click.option("--eval-items", type=click.IntRange(min=1), default=100, show_default=True,
               help="Held-out Shapes-X items for the metrics and the promotion gate.")
 @click.option("--interactive", is_flag=True, help="Wait for you to annotate in the browser instead of simulating.")
-@crowd_options
+@CROWD
 def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, critic, threshold, error_rate, seed):
     """The whole loop on this machine: Shapes-X, the demo model, a local Label Studio, the
     ML backend, simulated (or your) annotations, DeepSpeed training, reload, report.
@@ -416,8 +562,7 @@ def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, c
 
     run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
                         interactive=interactive, annotators=annotators, critic=critic, threshold=threshold,
-                        error_rate=error_rate,
-                        seed=seed),
+                        error_rate=error_rate, seed=seed),
              say=click.echo, progress=lambda label: Progress(f"  {label}", every=10))
 
 

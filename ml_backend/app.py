@@ -195,7 +195,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         if body.action != "START_TRAINING":
             return WebhookResponse(status="ignored", detail=f"action {body.action} needs nothing from the backend")
         try:
-            process = start_training(settings.train_command, body.model_dump())
+            process = start_training(settings.train_command, body.model_dump(), {
+                "LABEL_STUDIO_URL": settings.images.label_studio_url,
+                "LABEL_STUDIO_API_KEY": settings.images.label_studio_api_key,
+                "ILLUME_ADMIN_TOKEN": settings.admin_token})
         except IllumeError as exc:
             log.warning("%s", exc)
             return WebhookResponse(status="not started", detail=str(exc))

@@ -1,10 +1,17 @@
-"""START_TRAINING from Label Studio: hand off to a configured command, never block on it.
+"""START_TRAINING from Label Studio ("Start training"): hand off to the configured command,
+never block on it.
 
-The command (ILLUME_TRAIN_COMMAND / --train-command, e.g.
-`illume-sync loop --project 3 --iterations 1`) runs in the background in its own process
-group. It sees the webhook payload in a JSON file named by ILLUME_WEBHOOK_PAYLOAD and the
-project id in ILLUME_PROJECT_ID; its output goes to ILLUME_TRAIN_LOG (default
-illume-train.log in the working directory).
+The command (ILLUME_TRAIN_COMMAND / --train-command) is normally one labeling round:
+
+    illume-sync round --project {project} --run-dir runs/vqa --base-model MODEL \
+        --eval-items heldout.jsonl --backend-url http://backend:9090
+
+`{project}` is replaced by the project id from the webhook payload. The command runs in the
+background in its own process group, with LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY (the
+backend's own Label Studio settings), ILLUME_ADMIN_TOKEN (so the round can reload this
+backend), ILLUME_PROJECT / ILLUME_PROJECT_ID and ILLUME_WEBHOOK_PAYLOAD (a JSON file with the
+payload) in its environment; its output goes to ILLUME_TRAIN_LOG (default illume-train.log in
+the working directory).
 """
 from __future__ import annotations
 
@@ -14,11 +21,12 @@ import os
 import shlex
 import subprocess
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 from illume.errors import IllumeError
 
 log = logging.getLogger(__name__)
+EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model MODEL --backend-url URL"
 
 
 def project_id(payload: dict[str, Any]) -> str:
@@ -28,18 +36,32 @@ def project_id(payload: dict[str, Any]) -> str:
     return "" if project is None else str(project)
 
 
-def start_training(command: str | None, payload: dict[str, Any]) -> subprocess.Popen:
-    """Start the training command in the background and return its process."""
+def training_argv(command: str, project: str) -> list[str]:
+    """The command's arguments with `{project}` filled in (only a numeric project id is accepted)."""
+    if "{project}" in command and not project.isdigit():
+        raise IllumeError(f"Label Studio's START_TRAINING names no usable project (got {project[:40]!r})",
+                          "Press 'Start training' in the project's Model settings.")
+    return [part.replace("{project}", project) for part in shlex.split(command)]
+
+
+def start_training(command: str | None, payload: dict[str, Any],
+                   env: Mapping[str, str | None] | None = None) -> subprocess.Popen:
+    """Start the training command in the background and return its process. `env`: extra
+    variables for it (unset ones are left out)."""
     if not command:
         raise IllumeError("Label Studio asked to start training, but no training command is configured",
-                          "Start the backend with --train-command (ILLUME_TRAIN_COMMAND), "
-                          "e.g. 'illume-sync loop --iterations 1'.")
+                          f"Start the backend with --train-command (ILLUME_TRAIN_COMMAND), e.g. '{EXAMPLE}'.")
+    project = project_id(payload)
+    argv = training_argv(command, project)
     with tempfile.NamedTemporaryFile("w", prefix="illume-webhook-", suffix=".json", delete=False) as handle:
         json.dump(payload, handle)
-    env = dict(os.environ, ILLUME_WEBHOOK_PAYLOAD=handle.name, ILLUME_PROJECT_ID=project_id(payload))
+    extra = {key: value for key, value in (env or {}).items() if value}
+    child_env = dict(os.environ, **extra, ILLUME_WEBHOOK_PAYLOAD=handle.name, ILLUME_PROJECT_ID=project)
+    if project:
+        child_env["ILLUME_PROJECT"] = project
     log_path = os.environ.get("ILLUME_TRAIN_LOG", "illume-train.log")
     with open(log_path, "ab") as output:
-        process = subprocess.Popen(shlex.split(command), stdout=output, stderr=subprocess.STDOUT, env=env,
+        process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=child_env,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    log.info("training started: pid %d, command %r, log %s", process.pid, command, log_path)
+    log.info("training started: pid %d, command %r, log %s", process.pid, argv, log_path)
     return process

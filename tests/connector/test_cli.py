@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from connector.cli import main
 
-COMMANDS = ["init", "import", "predict", "annotate", "export", "train", "reload", "status"]
+COMMANDS = ["init", "import", "predict", "annotate", "export", "train", "round", "reload", "status", "loop", "report"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -17,6 +17,7 @@ def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage: " in result.output and len(result.output.splitlines()) > 5
+    assert "--json" in result.output  # every command that prints results can print JSON
 
 
 def test_group_help_lists_commands_and_exit_codes():
@@ -83,7 +84,7 @@ def test_config_without_candidates(label_studio, sync_client, tmp_path):
     env = {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}
     result = run("export", "-p", str(project["id"]), "--out", str(tmp_path / "out"), env=env)
     assert result.exit_code == 1
-    assert "without a <Choices value=\"$candidates\">" in result.output and "illume_rationales.xml" in result.output
+    assert "lacks a <Choices value=\"$...\">" in result.output and "illume_rationales.xml" in result.output
 
 
 @pytest.mark.label_studio

@@ -1,0 +1,105 @@
+"""One training round on what annotators finished: what Label Studio's "Start training" runs.
+
+`illume-sync round --project P --run-dir R --base-model M ...` exports the project's completed
+tasks that no earlier round trained on (merged with the previous round's rows and pairs),
+trains an adapter on them, and hands it to the one promotion step (connector.promotion: gate,
+atomic promotion.json, backend reload). Unlike `loop`, it imports nothing: the tasks are the
+ones people annotated in Label Studio.
+
+State lives in `<run-dir>/rounds.json` (written atomically after each round): the rounds done,
+the task ids trained on, and the adapter served. A lock file keeps two presses of the button
+from running two rounds in the same run directory at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from connector.client import LabelStudioClient
+from connector.export_project import export_project
+from connector.promotion import Backend, GateSettings, promote
+from connector.training_job import read_eval_items, run_training, training_command
+from illume.errors import IllumeError
+from illume.images import ImagePolicy
+from illume.records import atomic_write_text
+
+STATE_FILE = "rounds.json"
+LOCK_FILE = ".round.lock"
+
+
+@dataclass
+class RoundConfig:
+    project: dict
+    run_dir: Path
+    base_model: str
+    eval_items: Path | None = None
+    min_agreement: int | None = None
+    serving_adapter: str | None = None  # what the backend serves before the first round (None: the base model)
+    backend: Backend | None = None
+    gate: GateSettings = field(default_factory=GateSettings)
+    processes: int = 1
+    train_args: Sequence[str] = ()
+    policy: ImagePolicy | None = None  # export's image policy (None: this Label Studio and data: URIs)
+    method: str = "auto"  # how export reads the tasks (connector.export_project)
+    version_prefix: str = "illume-round"
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        return {"rounds": [], "trained_tasks": [], "serving": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IllumeError(f"A round is already running in {run_dir}",
+                              "Wait for it to finish (its log says where it is), then start training again.") from exc
+        yield
+
+
+def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str], None] = lambda _: None,
+              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Export what is new, train, promote; the round's record (also appended to rounds.json)."""
+    run_dir = Path(config.run_dir).resolve()
+    with _exclusive(run_dir):
+        state = read_state(run_dir)
+        number = len(state["rounds"]) + 1
+        round_dir = run_dir / f"round-{number}"
+        previous = Path(state["rounds"][-1]["export"]) if state["rounds"] else None
+        trained = frozenset(state["trained_tasks"])
+        say(f"round {number}: exporting completed tasks of project {config.project['id']} "
+            f"({len(trained)} already trained on)")
+        manifest = export_project(client, config.project, round_dir / "export", config.min_agreement,
+                                  previous if previous and previous.is_dir() else None, progress,
+                                  policy=config.policy, method=config.method, exclude_tasks=trained)
+        tasks = manifest["task_ids"]
+        say(f"  {len(tasks)} tasks, {manifest['counts']['rationale_rows']} rationale rows, "
+            f"{manifest['counts']['pairs']} preference pairs")
+        version = f"{config.version_prefix}-{number}"
+        eval_items = read_eval_items(config.eval_items) if config.eval_items else []
+        command = training_command(round_dir / "export", config.base_model, round_dir / "train", config.eval_items,
+                                   version, config.processes, (round_dir / "train").is_dir(), config.train_args,
+                                   config.gate.eval_batch_size)
+        adapter = run_training(command, round_dir / "train.log", echo=lambda line: say(f"  {line}"))
+        serving = state["serving"].get("adapter", config.serving_adapter)
+        result = promote(adapter, version, config.base_model, round_dir, eval_items=eval_items,
+                         serving_adapter=serving, settings=config.gate, backend=config.backend, say=say)
+        record = {"round": number, "export": str(round_dir / "export"), "tasks": tasks,
+                  "adapter": str(adapter), "version": version, "promoted": result.promoted,
+                  "reason": result.reason, "serving_version": result.serving_version}
+        state["rounds"].append(record)
+        state["trained_tasks"] = sorted(trained | set(tasks))
+        if result.promoted:
+            state["serving"] = {"adapter": str(adapter), "version": version}
+        atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+        return record
