@@ -3,11 +3,12 @@
 Plain-prompt models see the image placeholder followed by
     answers:     "Q: {question} A:"
     rationales:  "{question} {answer}, seeing that"
-Chat-template models (SmolVLM/Idefics3, Qwen2-VL, chat LLaVAs) get the question as the
-user's turn with the image, and the assistant's turn starts with the same continuation,
-so the rationale still continues "... {answer}, seeing that".
+Chat-template models (SmolVLM/Idefics3, Gemma3, LLaVA-NeXT, Qwen2-VL, chat LLaVAs) get the
+question as the user's turn with the image, and the assistant's turn starts with the same
+continuation, so the rationale still continues "... {answer}, seeing that".
 
-Training appends the target (answer or rationale) to exactly these prompts, so the
+Training appends the target (answer or rationale) to exactly these prompts (PaliGemma's
+processor takes it as its `suffix`, after the newline it ends every prompt with), so the
 backend, the connector's evaluation and the training job can never disagree.
 """
 from __future__ import annotations
