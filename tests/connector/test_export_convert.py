@@ -87,3 +87,22 @@ def test_predictions_as_ids_or_objects():
     assert pre_ticked({"parent_prediction": 7, "prediction": prediction}, schema) == ["c1"]  # Label Studio's export
     assert pre_ticked({"parent_prediction": prediction}, schema) == ["c1"]  # an export that expands predictions
     assert pre_ticked({"parent_prediction": None, "prediction": prediction}, schema) is None  # not started from it
+
+
+def test_fleiss_kappa_matches_statsmodels():
+    import random
+
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    rng = random.Random(3)
+    agreement, table = Agreement(), []
+    for index in range(12):  # 12 tasks x 3 candidates, 3 annotators each, biased towards agreeing
+        candidates = [f"rationale {index} {k}" for k in range(3)]
+        truth = [rng.random() < 0.5 for _ in candidates]
+        votes = [[f"c{k}" for k, good in enumerate(truth) if good != (rng.random() < 0.25)] for _ in range(3)]
+        agreement.add(judge_task(task(f"item-{index}", candidates, *[(v, False) for v in votes])))
+        for k in range(3):
+            yes = sum(f"c{k}" in v for v in votes)
+            table.append([yes, 3 - yes])
+    assert agreement.fleiss() == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=1e-6)
+    assert 0.2 < agreement.fleiss() < 0.9  # a case where the formula's terms all matter
