@@ -350,7 +350,11 @@ def _fetch_label_studio(source: ImageSource, policy: ImagePolicy) -> bytes:
         # only when its host is allowed, like any other URL
         location = response.headers.get("Location", "")
         response.close()
-        return check_image(location, policy).fetch()
+        presigned = check_image(location, policy)
+        if presigned.kind != "http":  # one hop, to an allowed host: never back into Label Studio or the disk
+            raise IllumeError(f"image {source.name}: Label Studio resolved it to {location[:200]!r}, not an http(s) URL",
+                              "Check the project's cloud storage settings.")
+        return presigned.fetch()
     return _read_response(response, source.name, policy, deadline)
 
 
