@@ -134,11 +134,7 @@ class LabelStudioClient:
 
     def check(self) -> dict:
         """Fail early and clearly: is this Label Studio, and does it accept the key?"""
-        try:
-            response = httpx.get(f"{self.url}/api/version", timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
-                              f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
+        response = self.request("GET", "/api/version", expect=tuple(range(200, 600)))  # retried when transient
         if response.status_code != 200 or "release" not in response.text:
             raise IllumeError(f"{self.url} does not look like a Label Studio server (GET /api/version answered "
                               f"HTTP {response.status_code})",
