@@ -1,0 +1,135 @@
+"""Label Studio the way its users run it, end to end with the real backend over HTTP:
+renamed controls and fields give the same training rows, and "Start training" runs a round."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from backend_helpers import FAST_SAMPLING, ServerThread
+from connector.client import LabelStudioClient
+from connector.export_project import export_project
+from connector.importing import ImagePlacer, import_items
+from connector.predicting import predict_missing
+from connector.project import find_project, init_project, read_label_config
+from connector.simulate import simulate
+from illume.images import ImagePolicy
+from illume.critic import Critic
+from illume.records import Item, TrainingRow, read_jsonl
+from ml_backend.app import create_app
+from ml_backend.model_holder import Loaded, ModelHolder
+
+pytestmark = pytest.mark.label_studio
+
+RENAMED = """<View>
+  <Image name="img" value="$img"/>
+  <Text name="q" value="$q"/>
+  <Text name="a" value="$a"/>
+  <Choices name="picks" toName="img" choice="multiple" value="$opts"/>
+  <View>
+    <Choices name="nope" toName="img" choice="multiple"><Choice value="Nothing fits" alias="x"/></Choices>
+  </View>
+  <TextArea name="better" toName="img"/>
+</View>"""
+
+
+@pytest.fixture
+def items(label_studio) -> list[Item]:
+    folder = Path(label_studio.data_dir) / "start-training"
+    folder.mkdir(exist_ok=True)
+    found = []
+    for index, color in enumerate(["red", "blue", "green"]):
+        path = folder / f"{color}.png"
+        Image.new("RGB", (32, 32), color).save(path)
+        found.append(Item(f"item-{index}", str(path), "what color is it ?", color, [f"the picture is {color}."]))
+    return found
+
+
+def make_backend(label_studio, llava, make_settings, sampling=FAST_SAMPLING, **settings):
+    settings = make_settings(sampling=sampling, admin_token="adm1n",
+                             images=ImagePolicy(label_studio_url=label_studio.url,
+                                                label_studio_api_key=label_studio.token), **settings)
+    return ServerThread(create_app(settings, ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu")))
+
+
+def new_project(client, label_studio, title, config, items, backend_url) -> dict:
+    project = init_project(client, f"{title}-{time.time_ns()}", config, backend_url=backend_url).project
+    import_items(client, project["id"], items, ImagePlacer(client, project["id"], Path(label_studio.data_dir)))
+    assert predict_missing(client, project, batch_size=8).predicted == len(items)
+    return find_project(client, project["id"])
+
+
+def rows(out: Path, aliases: dict[tuple[str, str], str] | None = None) -> list[tuple]:
+    """The export's rows; with `aliases`, each rationale named by the alias of the candidate it was."""
+    found = [(r.item_id, r.kind, r.rationale) for r in read_jsonl(out / "rows.jsonl", TrainingRow)]
+    if aliases is not None:
+        found = [(item, kind, text and aliases[item, text]) for item, kind, text in found]
+    return sorted(found, key=str)
+
+
+class FirstUnlessBlue(Critic):
+    """Ticks the first candidate, or none ("None of these is correct") when the reference says blue."""
+
+    def tick(self, candidates, references):
+        return [index == 0 and "blue" not in references[0] for index in range(len(candidates))]
+
+
+def test_renamed_controls_and_fields_give_the_same_rows(label_studio, llava, make_settings, items, tmp_path):
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    exported = {}
+    with make_backend(label_studio, llava, make_settings) as server:
+        for name, config in (("shipped", read_label_config()), ("renamed", RENAMED)):
+            project = new_project(client, label_studio, name, config, items, server.url)
+            result = simulate(client, project, critic=FirstUnlessBlue())
+            assert (result.annotations, result.ticked) == (3, 2)
+            export_project(client, project, tmp_path / name)
+            field, aliases = ("opts" if name == "renamed" else "candidates"), {}
+            for task in client.pages("/api/tasks", {"project": project["id"], "fields": "all"}):
+                aliases.update({(task["data"]["item_id"], " ".join(c["value"].split())): c["alias"]
+                                for c in task["data"][field]})
+            exported[name] = rows(tmp_path / name, aliases)
+    # the candidates are sampled, so rows are compared by which candidate they are
+    assert exported["renamed"] == exported["shipped"] == [
+        ("item-0", "rationale", "c0"), ("item-1", "answer", None), ("item-2", "rationale", "c0")]
+
+
+def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llava_dir, make_settings, items,
+                                                       tmp_path, monkeypatch):
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    run_dir = tmp_path / "rounds"
+    monkeypatch.setenv("ILLUME_TRAIN_LOG", str(tmp_path / "train.log"))
+    command = (f"{sys.executable} -m connector.cli round --project {{project}} --run-dir {run_dir} "
+               f"--base-model {llava_dir} --train-arg=--epochs --train-arg=1 --train-arg=--device --train-arg=cpu "
+               f"--json")
+    with make_backend(label_studio, llava, make_settings, train_command=command) as server:
+        monkeypatch.setenv("ILLUME_BACKEND_URL", server.url)  # the round reloads this backend
+        project = new_project(client, label_studio, "start-training", read_label_config(), items, server.url)
+        tasks = [t["id"] for t in client.pages("/api/tasks", {"project": project["id"]})]
+        annotated = sorted(tasks[:2])
+        for task in annotated:  # two of three tasks finished by annotators; the third stays open
+            candidates = client.get(f"/api/tasks/{task}")["data"]["candidates"]
+            client.sdk.annotations.create(id=task, result=[{
+                "from_name": "rationales", "to_name": "image", "type": "choices",
+                "value": {"choices": [candidates[0]["alias"]]}}])
+        before = requests.get(f"{server.url}/health", timeout=10).json()["model_version"]
+        backend = client.sdk.ml.list(project=project["id"])[0]
+        client.sdk.ml.train(id=backend.id)  # what the "Start training" button sends (POST /api/ml/{id}/train)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            serving = requests.get(f"{server.url}/health", timeout=10).json()["model_version"]
+            if serving != before or (run_dir / "rounds.json").is_file():
+                break
+            time.sleep(1.0)  # waiting for the background round (export, training, reload)
+        serving = requests.get(f"{server.url}/health", timeout=10).json()["model_version"]
+        log = (tmp_path / "train.log").read_text() if (tmp_path / "train.log").is_file() else ""
+        assert serving == "illume-round-1", log[-3000:]
+    state = json.loads((run_dir / "rounds.json").read_text())
+    assert state["rounds"][0]["tasks"] == annotated and state["trained_tasks"] == annotated
+    manifest = json.loads((run_dir / "round-1" / "export" / "manifest.json").read_text())
+    assert manifest["task_ids"] == annotated and manifest["counts"]["completed"] == 2
+    assert state["rounds"][0]["promoted"] and state["serving"]["version"] == "illume-round-1"
