@@ -263,6 +263,13 @@ def load_image(ref: str, policy: ImagePolicy) -> Image.Image:
     return source.decode(source.fetch())
 
 
+def load_local_image(path: str | os.PathLike) -> Image.Image:
+    """A local file its caller chose (an export's copied images, held-out items), read with the
+    loader's byte, pixel and aspect-ratio limits (training data and evaluation)."""
+    resolved = Path(path).resolve()
+    return load_image(str(resolved), ImagePolicy(allowed_roots=[resolved.parent]))
+
+
 def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
     """Check pixel count and aspect ratio from the header before decoding, then decode fully."""
     try:

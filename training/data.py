@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image
 
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
+from illume.images import load_local_image
 from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Item,
                             PreferencePair, TrainingRow, read_jsonl, rationale_weight, sha256_file)
 
@@ -141,7 +141,7 @@ class BatchBuilder:
 
     def encode(self, images: Sequence[str], prompt_texts: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded inputs + labels for prompt_i + target_i; labels only on target tokens and eos."""
-        pil = [Image.open(p).convert("RGB") for p in images]
+        pil = [load_local_image(p) for p in images]
         if processor_batch.takes_suffix(self.processor):  # it appends the target (and eos) after its own prompt end
             batch = processor_batch.process(self.processor, pil, prompt_texts, [prompts.target_text(t) for t in targets])
         else:

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from PIL import Image
-
 from illume import metrics
 from illume.errors import IllumeError
+from illume.images import load_local_image
 from illume.records import Item
 from illume.vlm import VLM, Query
 
@@ -32,7 +31,7 @@ def evaluate(vlm: VLM, items: Sequence[Item], batch_size: int | None = None, max
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            queries = [Query(Image.open(i.image).convert("RGB"), i.question, i.answer) for i in chunk]
+            queries = [Query(load_local_image(i.image), i.question, i.answer) for i in chunk]
             rationales += vlm.explain(queries, temperature=0.1, max_new_tokens=max_new_tokens, seed=seed)
             answers += vlm.answer(queries)
     finally:
