@@ -27,7 +27,7 @@ from training.config import TrainConfig, TrainResult
 from training.data import BatchBuilder, Export, load_export, load_items, model_inputs, shard_batches, to_device
 from training.evaluate import evaluate
 from training.losses import dpo_loss, illume_loss, sequence_logprobs
-from training.model import add_lora, trainable_state, weights_sha256
+from training.model import add_lora, load_base, trainable_state, weights_sha256
 
 log = logging.getLogger("training")
 RUN_META = "run.json"
@@ -83,12 +83,6 @@ class Trainer:
         deepspeed_config.set_single_process_env()
         self.rank = int(os.environ["RANK"])
         self.world = int(os.environ["WORLD_SIZE"])
-        seed_everything(config.seed)
-        base = VLM.load(config.base_model, device="cpu", dtype="float32")
-        self.eval_processor = base.processor
-        self.builder = BatchBuilder(copy.deepcopy(base.processor))
-        self.model = add_lora(base.model, config.lora_rank, config.lora_alpha, config.lora_dropout,
-                              config.train_projector)
         row_batches, pair_batches = self._epoch_batches(0)
         self.micro_per_epoch = len(row_batches) or len(pair_batches)
         total_micro = config.epochs * self.micro_per_epoch
@@ -100,14 +94,22 @@ class Trainer:
                               "Lower --grad-accum or --batch-size, or raise --epochs.")
         self.ds_config = deepspeed_config.build(config, self.device, self.planned_steps)
         self.zero_stage = int(self.ds_config.get("zero_optimization", {}).get("stage", 0))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        # ZeRO 3: built partitioned (each rank holds its share from the start); keep hf_ds_config alive.
+        base, self.hf_ds_config = load_base(config.base_model, self.ds_config)
+        self.eval_processor = base.processor
+        self.builder = BatchBuilder(copy.deepcopy(base.processor))
+        seed_everything(config.seed)  # the same LoRA init whichever way the base was built
+        self.model = add_lora(base.model, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                              config.train_projector)
         self._start_engine()
+        self.peak_rss_loaded_mb = peak_rss_mb()  # model built, engine ready: what loading cost
 
     # ------------------------------------------------------------------ setup
     def _start_engine(self) -> None:
         import deepspeed
 
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.engine, _, _, _ = deepspeed.initialize(model=self.model, model_parameters=params, config=self.ds_config)
         self.dtype = next(p for p in self.engine.module.parameters()).dtype
@@ -202,7 +204,7 @@ class Trainer:
         throughput = samples / train_seconds if train_seconds else 0.0
         write_json(c.ranks_dir / f"rank_{self.rank}.json",
                    {"rank": self.rank, "world_size": self.world, "steps": steps, "trainable_sha256": fingerprint,
-                    "peak_rss_mb": peak_rss_mb(), "samples": samples, "train_seconds": train_seconds,
+                    "peak_rss_mb": peak_rss_mb(), "peak_rss_loaded_mb": self.peak_rss_loaded_mb, "samples": samples, "train_seconds": train_seconds,
                     "samples_per_second": throughput, "zero_stage": self.zero_stage, "losses": losses})
         return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb(), self.rank,
                            micro_seconds)
@@ -303,4 +305,9 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 def run(config: TrainConfig) -> TrainResult:
     """Train one adapter (single process, or this rank under the deepspeed launcher)."""
-    return Trainer(config).train()
+    try:
+        return Trainer(config).train()
+    finally:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # a later model load in this process is not ZeRO 3

@@ -1,14 +1,23 @@
 """The trained model: the base VLM, frozen, with LoRA adapters on its language model."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import json
+import logging
+import math
+import os
 import re
+import struct
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from illume.errors import IllumeError
+
+log = logging.getLogger("training")
 
 # Vision-to-text projectors of the architectures we load (LLaVA, Idefics3/SmolVLM, Qwen2-VL, PaliGemma).
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "merger", "mm_projector")
@@ -67,3 +76,188 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensors[name].detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------- loading under ZeRO 3
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class SafetensorsFile:
+    """Reads any element range of a tensor in a .safetensors file with plain reads (no mmap).
+
+    A memory map would put every page a rank touches into its resident memory; reading only
+    the bytes of this rank's partition keeps loading within the partition's size.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as handle:
+            size = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(size))
+        header.pop("__metadata__", None)
+        self.tensors: dict[str, dict] = header
+        self.data_start = 8 + size
+
+    def read(self, name: str, start: int, count: int) -> torch.Tensor:
+        """Elements [start, start + count) of the flattened tensor `name`."""
+        entry = self.tensors[name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise IllumeError(f"{self.path}: tensor {name} has dtype {entry['dtype']}, which cannot be loaded",
+                              "Save the model in float32, bfloat16 or float16.")
+        item = torch.empty((), dtype=dtype).element_size()
+        if count <= 0:
+            return torch.empty(0, dtype=dtype)
+        offset = self.data_start + entry["data_offsets"][0] + start * item
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            raw = bytearray(os.pread(fd, count * item, offset))
+        finally:
+            os.close(fd)
+        return torch.frombuffer(raw, dtype=dtype)
+
+    def numel(self, name: str) -> int:
+        return math.prod(self.tensors[name]["shape"])
+
+
+def safetensors_files(model_dir: Path) -> list[Path] | None:
+    """The checkpoint's .safetensors files (single or sharded), or None for other formats."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / shard for shard in shards]
+    single = model_dir / "model.safetensors"
+    return [single] if single.is_file() else None
+
+
+def _checkpoint_to_model_names(model: nn.Module, keys: list[str]) -> dict[str, str] | None:
+    """Checkpoint key -> model parameter name, as from_pretrained renames them (legacy layouts,
+    base-model prefix); None when a key needs more than renaming (fused or split weights)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    names = {}
+    state = model.state_dict()
+    for key in keys:
+        name, converter = rename_source_key(key, renamings, converters, model.base_model_prefix, state)
+        if converter is not None:
+            return None
+        names[key] = name
+    return names
+
+
+def keep_big_blocks_out_of_the_heap(threshold: int = 1 << 20) -> None:
+    """Allocate blocks of 1 MB and more with mmap, so that freeing them returns the memory.
+
+    zero.Init materialises each weight whole, then frees it once partitioned. glibc raises its
+    mmap threshold after such frees (up to 32 MB), so later weights land in the heap, whose
+    freed blocks stay with the process: measured on 2 ranks, one rank ended up holding the
+    whole model's size. A fixed threshold turns that adaptation off (glibc only).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def load_partitioned(model_dir: str, ds_config: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The base model for ZeRO 3, partitioned across the ranks from the moment it is built.
+
+    transformers' HfDeepSpeedConfig makes `from_config` build it under deepspeed.zero.Init,
+    so each rank only ever allocates its own partition of every weight. Each rank then fills
+    its partition by reading exactly those bytes of the safetensors checkpoint: no rank holds
+    the whole model, not even while loading (transformers' own from_pretrained under ZeRO 3
+    reads the whole checkpoint into rank 0's CPU memory; it remains the fallback for
+    checkpoints this loader cannot map key by key).
+
+    Returns (model, the HfDeepSpeedConfig): keep the latter alive while the model is used,
+    transformers only holds a weak reference to it (generation under ZeRO 3 relies on it).
+    """
+    import deepspeed.comm as dist
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.integrations import HfDeepSpeedConfig
+
+    keep_big_blocks_out_of_the_heap()
+    hf_config = HfDeepSpeedConfig(ds_config)
+    path = Path(model_dir)
+    files = safetensors_files(path) if path.is_dir() else None
+    try:
+        if files is None:
+            log.warning("%s has no safetensors checkpoint: rank 0 reads it whole (transformers' ZeRO 3 loading)",
+                        model_dir)
+            return AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32), hf_config
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(model_dir), dtype=torch.float32)
+    except Exception as exc:  # transformers raises many types for a broken checkpoint
+        raise IllumeError(f"could not build the model from {model_dir} under ZeRO 3: {type(exc).__name__}: {exc}",
+                          "Check that the directory is a complete save_pretrained checkpoint of an "
+                          "image-text-to-text model.") from exc
+    readers = [SafetensorsFile(f) for f in files]
+    located = {key: reader for reader in readers for key in reader.tensors}
+    names = _checkpoint_to_model_names(model, list(located))
+    if names is None:
+        log.warning("%s needs weight conversions: rank 0 reads it whole (transformers' ZeRO 3 loading)", model_dir)
+        del model
+        return AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32), hf_config
+    rank, world = dist.get_rank(), dist.get_world_size()
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    loaded = set()
+    with torch.no_grad():
+        for key, name in names.items():
+            reader = located[key]
+            if name in params:
+                _fill_partition(params[name], reader, key, rank, world)
+            elif name in buffers:  # buffers are not partitioned: every rank keeps all of it
+                buffers[name].copy_(reader.read(key, 0, reader.numel(key)).view_as(buffers[name]))
+            else:
+                continue
+            loaded.add(name)
+    missing = sorted(set(params) - loaded)
+    if missing:
+        log.warning("%d weights are not in the checkpoint and keep their initial values: %s", len(missing),
+                    ", ".join(missing[:5]))
+    return model, hf_config
+
+
+def _fill_partition(param: nn.Parameter, reader: SafetensorsFile, key: str, rank: int, world: int) -> None:
+    """Copy this rank's slice of the flat weight into its ZeRO 3 partition (param.ds_tensor)."""
+    numel = param.ds_numel
+    if reader.numel(key) != numel:
+        raise IllumeError(f"{reader.path}: {key} has {reader.numel(key)} values, the model expects {numel}",
+                          "Use the config.json that was saved with these weights.")
+    partition = param.ds_tensor
+    size = partition.numel()  # ceil(numel / world): DeepSpeed pads the last rank's partition
+    if size * world < numel:
+        raise IllumeError(f"unexpected ZeRO 3 partition of {key} ({size} x {world} < {numel})",
+                          "Use the DeepSpeed version pinned in pyproject.toml.")
+    start = rank * size
+    count = max(0, min(size, numel - start))
+    partition[:count].copy_(reader.read(key, start, count).to(partition.dtype))
+
+
+def load_base(model_dir: str, ds_config: dict[str, Any]) -> tuple[Any, Any]:
+    """(illume.vlm.VLM on the CPU in float32, HfDeepSpeedConfig or None) for the training job.
+
+    ZeRO 3 builds the model partitioned (load_partitioned); the other stages load it whole on
+    every rank, as DeepSpeed replicates it anyway.
+    """
+    from illume.vlm import VLM, _check_model_dir
+
+    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) != 3:
+        return VLM.load(model_dir, device="cpu", dtype="float32"), None
+    from transformers import AutoProcessor
+
+    _check_model_dir(model_dir)  # the same clear errors as VLM.load
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir)
+    except Exception as exc:
+        raise IllumeError(f"could not load the processor from {model_dir}: {type(exc).__name__}: {exc}",
+                          "Check that the directory is a complete save_pretrained checkpoint "
+                          "(config, weights, processor files) of an image-text-to-text model.") from exc
+    model, hf_config = load_partitioned(model_dir, ds_config)
+    return VLM(model, processor, model_dir, None, torch.device("cpu")), hf_config
