@@ -97,6 +97,7 @@ API_KEY = click.option("--api-key", envvar="LABEL_STUDIO_API_KEY", show_envvar=T
                        help="Label Studio API key: personal access token or legacy token.")
 PROJECT = click.option("--project", "-p", required=True, envvar="ILLUME_PROJECT", show_envvar=True,
                        expose_value=False, callback=_into_session("project_ref"), help="Project id or exact title.")
+IN_PROJECT = _options(URL, API_KEY, PROJECT)  # a command working on one project of one Label Studio
 JSON = click.option("--json", "as_json", is_flag=True, expose_value=False, callback=_into_session("as_json"),
                     help="Print the result as one JSON object.")
 BACKEND_URL = click.option("--backend-url", envvar="ILLUME_BACKEND_URL", show_envvar=True,
@@ -226,9 +227,7 @@ def init(session, title, label_config, overlap, backend_url, backend_title, back
 
 
 @main.command(name="import")
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @LOCAL_FILES_ROOT
 @click.option("--limit", type=click.IntRange(min=1), help="Import at most this many items.")
@@ -258,9 +257,7 @@ def import_(session, source, local_files_root, limit, round_):
 
 
 @main.command()
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Tasks per prediction request (keep each well inside Label Studio's 100 s timeout).")
 @JSON
@@ -280,9 +277,7 @@ def predict(session, batch_size):
 
 
 @main.command()
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
 @CROWD
@@ -324,9 +319,7 @@ def _policy(client, allow_hosts, allow_roots):
 
 
 @main.command()
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Export directory (replaced atomically when it exists).")
 @click.option("--previous", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -403,9 +396,7 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
 
 
 @main.command(name="round")
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where this project's rounds go (exports, adapters, rounds.json); the same for every round.")
 @BASE_MODEL
@@ -465,9 +456,7 @@ def reload(session, backend_url, admin_token, model, adapter, version):
 
 
 @main.command()
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.option("--backend-url", envvar="ILLUME_BACKEND_URL", show_envvar=True,
               help="Also report this ML backend's health.")
 @JSON
@@ -481,9 +470,7 @@ def status(session, backend_url):
 
 
 @main.command()
-@URL
-@API_KEY
-@PROJECT
+@IN_PROJECT
 @click.option("--items", required=True, type=click.Path(exists=True, path_type=Path),
               help="Items that receive feedback each round (any format `import` reads).")
 @EVAL_ITEMS
