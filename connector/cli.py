@@ -259,13 +259,44 @@ def import_(session, source, local_files_root, limit, round_):
 @main.command()
 @IN_PROJECT
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Tasks per prediction request (keep each well inside Label Studio's 100 s timeout).")
+              help="Tasks per prediction request (keep each well inside Label Studio's 100 s timeout); "
+                   "with --offline, tasks per model batch.")
+@click.option("--offline", is_flag=True,
+              help="Sample here instead of through the backend: --processes processes under the deepspeed "
+                   "launcher (--hostfile: several machines), same model version and pre-ticks; resumable.")
+@click.option("--model", help="--offline: the base model the backend serves.")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False),
+              help="--offline: the adapter the backend serves (none: base model alone).")
+@click.option("--version", help="--offline: the served version name, when the backend was given --version.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--offline: sampling processes on this machine (one per GPU).")
+@click.option("--hostfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="--offline: the deepspeed hostfile of the training job (one process per listed slot).")
+@click.option("--preselect", envvar="ILLUME_PRESELECT", show_envvar=True, default=0, type=click.IntRange(0),
+              help="--offline: candidates pre-ticked per prediction (the backend's policy, same variable).")
 @JSON
 @pass_session
-def predict(session, batch_size):
+def predict(session, batch_size, offline, model, adapter, version, processes, hostfile, preselect):
     """Have the ML backend predict every task lacking a prediction of the current model version."""
     from connector.predicting import predict_missing
 
+    if offline:
+        from connector.offline_sampling import OfflineJob, run_offline
+
+        if not model:
+            raise IllumeError("--offline needs --model", "Pass the base model directory the backend serves.")
+        job = OfflineJob(url=session.client.url, project=session.project["id"], model=model, adapter=adapter,
+                         version=version, preselect=preselect, batch_size=batch_size)
+        result = run_offline(session.client, session.project, job, processes, hostfile,
+                             echo=lambda line: click.echo(line, err=True))
+        session.emit(f"{result.predicted} of {result.requested} tasks got a prediction of version {result.version!r} "
+                     f"({processes if not hostfile else 'hostfile'} processes, {result.seconds:.0f} s)",
+                     {"requested": result.requested, "predicted": result.predicted, "version": result.version,
+                      "seconds": result.seconds})
+        if result.predicted < result.requested:
+            raise IllumeError(f"{result.requested - result.predicted} tasks still lack a prediction",
+                              "Run the same command again (done tasks are skipped); the log above says why.")
+        return
     progress = Progress("predicted")
     result = predict_missing(session.client, session.project, batch_size, progress)
     progress.end()

@@ -1,0 +1,218 @@
+"""Offline candidate sampling for large item sets: N processes under the deepspeed launcher.
+
+`illume-sync predict --offline` starts `deepspeed --module connector.offline_sampling ...`
+(same launcher and hostfile as training, so several machines can work). Each process loads the
+model + adapter the backend serves, takes its shard of the project's open tasks that lack a
+prediction of that version (task id modulo the number of processes, so shards never overlap
+even when processes list the tasks at different moments), samples candidates and writes them
+through the backend's own code (ml_backend.tasks: stored_task_data -> write_candidates ->
+prediction, with the same model version and pre-tick policy), then stores the prediction.
+
+Resumable: a task is done once its prediction exists, and a restarted run only lists tasks
+without one. Candidates are written before the prediction, so a process killed in between
+leaves the task open, and the next run samples it again (aliases stay stable).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from illume.errors import IllumeError
+
+log = logging.getLogger("offline_sampling")
+FAULT_ENV = "ILLUME_OFFLINE_FAULT"  # "kill-after-first-write": rank 0 SIGKILLs itself (resume tests)
+KEY_ENV = "LABEL_STUDIO_API_KEY"  # the key travels in the environment, never on a command line
+
+
+@dataclass
+class OfflineJob:
+    url: str
+    project: int
+    model: str
+    adapter: str | None = None
+    version: str | None = None  # default: the version the model + adapter report (as the backend's)
+    preselect: int = 0  # the backend's pre-tick policy (ILLUME_PRESELECT)
+    batch_size: int = 8  # tasks per model batch
+    temperatures: tuple[float, ...] = (0.3, 0.8)
+    per_temperature: int = 5
+    max_new_tokens: int = 100
+    seed: int = 0
+
+
+def shard(task_ids: Sequence[int], rank: int, world: int) -> list[int]:
+    """This process's tasks: by id, so that every process picks the same split of any listing."""
+    return sorted(t for t in task_ids if t % world == rank)
+
+
+def launcher_command(job: OfflineJob, processes: int, hostfile: Path | None = None,
+                     master_port: int | None = None) -> list[str]:
+    """The deepspeed launcher running one sampling process per GPU (or CPU process)."""
+    command = ["deepspeed"]
+    if hostfile:
+        command += ["--hostfile", str(hostfile)]
+    else:
+        command += ["--num_gpus", str(processes)]
+    if master_port:
+        command += ["--master_port", str(master_port)]
+    command += ["--module", "connector.offline_sampling", "--url", job.url, "--project", str(job.project),
+                "--model", job.model, "--preselect", str(job.preselect), "--batch-size", str(job.batch_size),
+                "--temperatures", ",".join(str(t) for t in job.temperatures),
+                "--per-temperature", str(job.per_temperature), "--max-new-tokens", str(job.max_new_tokens),
+                "--seed", str(job.seed)]
+    if job.adapter:
+        command += ["--adapter", job.adapter]
+    if job.version:
+        command += ["--version", job.version]
+    return command
+
+
+def served_version_check(served: str, offline: str) -> None:
+    if served and served != offline:
+        raise IllumeError(f"the backend serves model version {served!r}, but this model/adapter is {offline!r}",
+                          "Pass the --model and --adapter the backend serves (or its --version), so that offline "
+                          "predictions count as the served version's.")
+
+
+def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> dict:
+    """Sample and write this process's shard; returns counts and seconds."""
+    import torch
+
+    from connector.client import connect
+    from connector.predicting import tasks_without_prediction
+    from connector.project import find_project, served_model_version
+    from illume.images import ImagePolicy
+    from illume.vlm import VLM, SamplingConfig
+    from ml_backend import tasks as task_io
+
+    started = time.perf_counter()
+    client = connect(job.url, os.environ.get(KEY_ENV, ""))
+    project = find_project(client, job.project)
+    fields = task_io.parse_label_config(project.get("label_config"))
+    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":  # the processes of one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
+    vlm = VLM.load(job.model, job.adapter, device=device)
+    version = job.version or vlm.version
+    served_version_check(served_model_version(client, project), version)
+    mine = shard(tasks_without_prediction(client, project["id"], version), rank, world)
+    log.info("rank %d/%d: %d tasks lack a prediction of %r", rank, world, len(mine), version)
+    policy = ImagePolicy.from_env(label_studio_url=job.url, label_studio_api_key=os.environ.get(KEY_ENV))
+    sampling = SamplingConfig(temperatures=job.temperatures, per_temperature=job.per_temperature,
+                              max_new_tokens=job.max_new_tokens, seed=job.seed)
+    done = failed = 0
+    sampling_started = time.perf_counter()
+    for start in range(0, len(mine), job.batch_size):
+        ids = mine[start:start + job.batch_size]
+        stored = task_io.stored_task_data(client, project["id"], ids)
+        queries, ready = [], []
+        for task_id in ids:
+            if task_id not in stored:
+                continue  # deleted since the listing
+            try:
+                pending = task_io.task_query({"id": task_id, "data": stored[task_id]}, fields, policy)
+                queries.append(pending.build(pending.fetch()))
+                ready.append(task_id)
+            except IllumeError as exc:
+                log.warning("task %d skipped: %s", task_id, exc.what)
+                failed += 1
+        # A seed per batch, fixed by its first task: a restarted run samples a task as before.
+        candidates = vlm.sample(queries, dataclasses.replace(sampling, seed=job.seed + ids[0])) if queries else []
+        for task_id, found in zip(ready, candidates):
+            options = task_io.write_candidates(client, task_id, stored[task_id], fields, found)
+            result = task_io.prediction(options, found, fields, version, job.preselect)
+            client.post("/api/predictions", {"task": task_id, **result})
+            done += 1
+            if rank == 0 and done == 1 and os.environ.get(FAULT_ENV) == "kill-after-first-write":
+                os.kill(os.getpid(), signal.SIGKILL)
+        log.info("rank %d: %d/%d tasks", rank, done + failed, len(mine))
+    return {"rank": rank, "tasks": len(mine), "predicted": done, "skipped": failed, "version": version,
+            "seconds": time.perf_counter() - started, "sampling_seconds": time.perf_counter() - sampling_started}
+
+
+@dataclass
+class OfflineResult:
+    requested: int  # tasks lacking a prediction of the version before the run
+    predicted: int  # of those, tasks that have one now
+    version: str
+    seconds: float  # wall time of the launcher run (model loading included)
+
+
+def run_offline(client, project: dict, job: OfflineJob, processes: int = 1, hostfile: Path | None = None,
+                echo=None, master_port: int | None = None) -> OfflineResult:
+    """Run the sampling processes under the deepspeed launcher to the end (the parent side)."""
+    import subprocess
+
+    from connector.predicting import tasks_without_prediction
+    from connector.project import follow_backend_version
+
+    if processes < 1:
+        raise IllumeError(f"--processes must be at least 1, got {processes}", "Pass e.g. --processes 8.")
+    if hostfile is not None and not Path(hostfile).is_file():
+        raise IllumeError(f"hostfile {hostfile} does not exist", "Pass the hostfile the training job uses.")
+    version = follow_backend_version(client, project)
+    missing = tasks_without_prediction(client, project["id"], job.version or version)
+    command = launcher_command(job, processes, hostfile, master_port)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, KEY_ENV: client.api_key}, cwd=Path(__file__).resolve().parents[1])
+    assert process.stdout is not None
+    tail: list[str] = []
+    for line in process.stdout:
+        tail = (tail + [line.rstrip("\n")])[-40:]
+        if echo:
+            echo(line.rstrip("\n"))
+    code = process.wait()
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise IllumeError(f"offline sampling failed (exit code {code}): " + " | ".join(tail[-5:]),
+                          "Fix the cause and run the same command again: tasks already predicted are skipped.")
+    still = set(tasks_without_prediction(client, project["id"], job.version or version))
+    follow_backend_version(client, project)  # now that predictions of this version exist
+    return OfflineResult(len(missing), len([t for t in missing if t not in still]), job.version or version, seconds)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m connector.offline_sampling",
+                                description="One process of `illume-sync predict --offline` (started by the "
+                                            f"deepspeed launcher; the API key comes from {KEY_ENV}).")
+    p.add_argument("--url", required=True)
+    p.add_argument("--project", required=True, type=int)
+    p.add_argument("--model", required=True)
+    p.add_argument("--adapter")
+    p.add_argument("--version")
+    p.add_argument("--preselect", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--temperatures", default="0.3,0.8")
+    p.add_argument("--per-temperature", type=int, default=5)
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    import json
+
+    args = vars(parser().parse_args(argv))
+    local_rank = args.pop("local_rank")
+    args["temperatures"] = tuple(float(t) for t in args["temperatures"].split(","))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        summary = run_shard(OfflineJob(**args), rank, world, int(os.environ.get("LOCAL_RANK", local_rank or 0)))
+    except IllumeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
