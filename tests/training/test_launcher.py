@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from connector.training_job import deepspeed_launcher
 from training.job import FAULT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def _ranks(out: Path) -> list[dict]:
 
 def test_deepspeed_launcher_runs_two_ranks_that_end_with_identical_weights(tmp_path, export_dir, tiny_model_dir):
     out = tmp_path / "out"
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "training",
+    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "training",
                *_job_args(export_dir, tiny_model_dir("llava"), out, "--epochs", "1", "--zero", "2")]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
