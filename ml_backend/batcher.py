@@ -148,14 +148,16 @@ class Batcher:
 
     # ------------------------------------------------------------------ fetching (under the lock)
     def _dispatch(self) -> None:
-        """Start fetches round-robin across jobs while fewer than `prefetch` tasks are ahead."""
+        """Start fetches round-robin across jobs while fewer than `prefetch` tasks are ahead. A job
+        with nothing ahead may go past that (by up to a batch), so a new request's first task is
+        fetched at once, in time for the next batch, even while a large request fills the prefetch."""
         progress = True
-        while self._ahead < self.prefetch and progress:
+        while progress:
             progress = False
             for job in list(self._jobs):
-                if self._ahead >= self.prefetch:
-                    break
-                if not job.unfetched or job.fetching >= self.per_job_fetches:
+                nothing_ahead = not job.ready and not job.fetching
+                room = self.prefetch + (self.batch_size if nothing_ahead else 0)
+                if not job.unfetched or job.fetching >= self.per_job_fetches or self._ahead >= room:
                     continue
                 index = job.unfetched.popleft()
                 self._ahead += 1

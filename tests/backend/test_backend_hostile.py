@@ -385,21 +385,42 @@ def test_a_one_task_request_is_not_stuck_behind_a_500_task_one():
 
     batches: list[list] = []
 
+    class Task:  # fetched in the download pool, like a task's image
+        def __init__(self, name: tuple) -> None:
+            self.name = name
+
+        def fetch(self) -> tuple:
+            return self.name
+
+        def build(self, fetched: tuple) -> tuple:
+            return fetched
+
+    import threading
+
+    running, release = threading.Event(), threading.Event()
+
     def run(queries):
-        time.sleep(0.002)
+        if len(batches) == 3:  # hold the fourth batch while the small request comes in
+            running.set()
+            release.wait(30)
         batches.append(list(queries))
         return [[Candidate(str(q), 0.0, 1.0)] for q in queries], "v"
 
     batcher = Batcher(run, batch_size=8, queue_size=501)
     try:
-        big = batcher.submit([("big", i) for i in range(500)])
-        while len(batches) < 3:
-            time.sleep(0.001)
-        submitted_at = len(batches)
-        small = batcher.submit([("small", 0)])
+        big = batcher.submit([Task(("big", i)) for i in range(500)])
+        assert running.wait(30)
+        small_task = Task(("small", 0))
+        small = batcher.submit([small_task])  # the big request fills the prefetch; still fetched at once
+        deadline = time.monotonic() + 30
+        while not any(job.ready and job.items[0] is small_task for job in batcher._jobs):
+            assert time.monotonic() < deadline, "the small request's task was not fetched while a batch ran"
+            time.sleep(0.005)
+        release.set()
         assert small.result(30).candidates[0][0].text == "('small', 0)"
         served_in = next(n for n, batch in enumerate(batches) if ("small", 0) in batch)
-        assert served_in - submitted_at <= 2 and not big.done()  # within the next batch or two, not after 60
+        assert served_in == 4 and not big.done()  # the batch right after the one running, not after 60 more
+        assert sum(1 for _, number in batches[4] if _ == "big") <= 4  # an equal share of that batch
         assert all(errors is None for errors in big.result(60).errors)
     finally:
         batcher.stop()
