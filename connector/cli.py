@@ -142,9 +142,9 @@ EXPORT_IMAGES = _options(
     click.option("--allow-image-root", "allow_roots", multiple=True,
                  type=click.Path(exists=True, file_okay=False, path_type=Path),
                  help="Also copy images that are local files under this folder (repeatable)."),
-    click.option("--method", type=click.Choice(["auto", "sync", "snapshot"]), default="auto", show_default=True,
-                 help="How tasks are read: Label Studio's synchronous export, or an export snapshot "
-                      "(large projects; resumable). auto: a snapshot above 5000 tasks."))
+    click.option("--method", type=click.Choice(["snapshot", "sync"]), default="snapshot", show_default=True,
+                 help="How tasks are read: an export snapshot (resumable; any size), or Label Studio's "
+                      "synchronous export (one request; times out on large projects)."))
 
 
 def _gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size):

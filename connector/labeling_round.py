@@ -44,7 +44,7 @@ class RoundConfig:
     processes: int = 1
     train_args: Sequence[str] = ()
     policy: ImagePolicy | None = None  # export's image policy (None: this Label Studio and data: URIs)
-    method: str = "auto"  # how export reads the tasks (connector.export_project)
+    method: str = "snapshot"  # how export reads the tasks (connector.export_project)
     version_prefix: str = "illume-round"
 
 
