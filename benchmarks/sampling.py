@@ -4,10 +4,20 @@ Naive = one generate call per item per candidate, as simple backends do.
 Batched = illume.vlm.VLM.sample: one generate call per temperature for the whole batch.
 
     python benchmarks/sampling.py [--items 32] [--per-temperature 5] [--max-new-tokens 20]
+    python benchmarks/sampling.py --offline [--tasks 48] [--max-new-tokens 20]
+
+--offline: tasks/s of the two ways to give a project's tasks their candidates, on the same
+tasks (two projects with the same items) of a local Label Studio, with the same model and
+sampling settings: the backend path (`illume-sync predict`: Label Studio sends the tasks to
+the backend's /predict, which writes the candidates back) against offline sharded sampling
+(`illume-sync predict --offline --processes 2`: two processes under the deepspeed launcher).
+Offline figures: wall clock of the whole launcher run (process start and model loading
+included) and the sampling part alone (slowest rank).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 
@@ -40,13 +50,79 @@ def batched(vlm: VLM, queries: list[Query], config: SamplingConfig) -> int:
     return sum(len(c) for c in vlm.sample(queries, config, dedupe=False))
 
 
+def offline_vs_backend(tasks: int, max_new_tokens: int) -> None:
+    import base64
+    import io
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from backend import Server  # benchmarks/backend.py: uvicorn in a thread
+
+    from connector.client import connect
+    from connector.local_label_studio import LocalLabelStudio
+    from connector.offline_sampling import OfflineJob, run_offline
+    from connector.predicting import predict_missing
+    from connector.project import init_project, read_label_config
+    from illume.images import ImagePolicy
+    from ml_backend.app import create_app
+    from ml_backend.settings import Settings
+
+    def png_uri(color) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    colours = [(220, 40, 40), (40, 160, 40), (40, 40, 220), (230, 200, 30)]
+    items = [{"data": {"image": png_uri(colours[i % 4]), "question": f"what color is shape {i} ?",
+                       "answer": "red", "item_id": f"i{i}", "candidates": []}} for i in range(tasks)]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(build_tiny_model("llava", Path(tmp) / "model"))
+        studio = LocalLabelStudio(Path(tmp) / "ls").start()
+        try:
+            client = connect(studio.url, studio.token)
+            sampling = SamplingConfig(max_new_tokens=max_new_tokens)
+            app = create_app(Settings(model=model, sampling=sampling,
+                                      images=ImagePolicy(label_studio_url=studio.url, label_studio_api_key=studio.token)))
+            with Server(app) as backend:
+                projects = {}
+                for way in ("backend", "offline"):
+                    project = init_project(client, f"bench-{way}", read_label_config()).project
+                    client.post(f"/api/projects/{project['id']}/import", items)
+                    projects[way] = init_project(client, f"bench-{way}", read_label_config(),
+                                                 backend_url=backend.url).project
+                start = time.perf_counter()
+                done = predict_missing(client, projects["backend"], batch_size=16)
+                backend_seconds = time.perf_counter() - start
+                ranks = []
+                job = OfflineJob(url=studio.url, project=projects["offline"]["id"], model=model,
+                                 max_new_tokens=max_new_tokens, batch_size=8)
+                offline = run_offline(client, projects["offline"], job, processes=2,
+                                      echo=lambda line: ranks.append(json.loads(line)) if line.startswith('{"rank"') else None)
+        finally:
+            studio.stop()
+    sampling_seconds = max(r["sampling_seconds"] for r in ranks)
+    print(f"backend path        {done.predicted:4d} tasks in {backend_seconds:7.1f} s = {done.predicted / backend_seconds:6.2f} tasks/s")
+    print(f"offline, 2 processes {offline.predicted:3d} tasks in {offline.seconds:7.1f} s = "
+          f"{offline.predicted / offline.seconds:6.2f} tasks/s wall (start-up + loading included); sampling part "
+          f"{sampling_seconds:.1f} s = {offline.predicted / sampling_seconds:.2f} tasks/s")
+    print(json.dumps({"tasks": tasks, "max_new_tokens": max_new_tokens, "backend_tasks_per_s": done.predicted / backend_seconds,
+                      "offline_wall_tasks_per_s": offline.predicted / offline.seconds,
+                      "offline_sampling_tasks_per_s": offline.predicted / sampling_seconds, "ranks": ranks}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=32)
     parser.add_argument("--per-temperature", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--architecture", default="llava")
+    parser.add_argument("--offline", action="store_true", help="offline sharded sampling vs the backend path")
+    parser.add_argument("--tasks", type=int, default=48, help="--offline: tasks per way")
     args = parser.parse_args()
+    if args.offline:
+        offline_vs_backend(args.tasks, args.max_new_tokens)
+        return
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
