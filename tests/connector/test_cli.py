@@ -111,3 +111,19 @@ def test_status_reports_counts(label_studio, illume_project):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert (report["tasks"], report["completed"], report["open"], report["acceptance_rate"]) == (2, 1, 1, 0.5)
+
+
+@pytest.mark.label_studio
+def test_init_and_import_refuse_a_config_lacking_what_the_method_needs(label_studio, sync_client, tmp_path):
+    env = {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}
+    config = tmp_path / "no-image.xml"
+    config.write_text('<View><Text name="q" value="$q"/><Text name="a" value="$a"/>'
+                      '<Choices name="picks" toName="q" choice="multiple" value="$opts"/></View>')
+    result = run("init", "-p", "no image", "--label-config", str(config), env=env)
+    assert result.exit_code == 1 and 'lacks an <Image value="$...">' in result.output
+    project = sync_client.post("/api/projects", {"title": "text only", "label_config": config.read_text()})
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"item_id": "1", "image": "https://example.org/x.png", "question": "q?", "answer": "a"}\n')
+    result = run("import", "-p", str(project["id"]), str(items), env=env)
+    assert result.exit_code == 1 and "lacks an <Image" in result.output
+    assert sync_client.get(f"/api/projects/{project['id']}")["task_number"] == 0

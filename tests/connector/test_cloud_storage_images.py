@@ -1,0 +1,102 @@
+"""Images in cloud storage connected to Label Studio are read through Label Studio's resolve
+route: streamed by it, or (presigned URLs) redirected to an object host the policy must allow."""
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+
+from connector.export_images import ImageCollector
+from illume.errors import IllumeError
+from illume.images import ImagePolicy, load_image, storage_ref
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), "blue").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class Servers:
+    """A stand-in for Label Studio's resolve route and for an object store it presigns URLs on."""
+
+    def __init__(self) -> None:
+        self.resolved: list[tuple[str, str]] = []  # (task id, decoded fileuri) Label Studio was asked for
+        self.object_reads = 0
+        outer = self
+
+        class LabelStudio(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                parts = urlsplit(self.path)
+                uri = base64.urlsafe_b64decode(parse_qs(parts.query)["fileuri"][0]).decode()
+                outer.resolved.append((parts.path.split("/")[2], uri))
+                if uri.startswith("gs://"):  # a storage with presigned URLs: redirect to the object
+                    self.send_response(303)
+                    self.send_header("Location", f"http://{outer.objects_host}/bucket/cat.png?sig=1")
+                    self.end_headers()
+                    return
+                body = png()  # presign off: Label Studio streams the object itself
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Objects(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                outer.object_reads += 1
+                assert "Authorization" not in self.headers  # the API key never goes to the object store
+                body = png()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.label_studio = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LabelStudio)
+        self.objects = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Objects)
+        self.objects_host = f"127.0.0.1:{self.objects.server_address[1]}"
+        for server in (self.label_studio, self.objects):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    @property
+    def label_studio_url(self) -> str:
+        return f"http://127.0.0.1:{self.label_studio.server_address[1]}"
+
+
+@pytest.fixture
+def servers():
+    found = Servers()
+    yield found
+    found.label_studio.shutdown()
+    found.objects.shutdown()
+
+
+def test_storage_uris_become_label_studio_resolve_routes():
+    ref = storage_ref("s3://bucket/a b.png", 42)
+    assert ref.startswith("/tasks/42/resolve/?fileuri=")
+    assert storage_ref("https://example.org/x.png", 42) == "https://example.org/x.png"
+    assert storage_ref("s3://bucket/x.png", None) == "s3://bucket/x.png"  # no task: nothing to resolve against
+
+
+def test_cloud_images_are_read_through_label_studio(servers, tmp_path):
+    policy = ImagePolicy(label_studio_url=servers.label_studio_url, label_studio_api_key="legacy-token")
+    collector = ImageCollector(tmp_path, policy)
+    assert collector.add("s3://bucket/cat.png", task_id=7).startswith("images/")  # streamed by Label Studio
+    assert servers.resolved == [("7", "s3://bucket/cat.png")] and servers.object_reads == 0
+    with pytest.raises(IllumeError, match="not in the allowed hosts"):  # presigned: the object host must be allowed
+        collector.add("gs://bucket/cat.png", task_id=8)
+    assert servers.object_reads == 0
+    widened = ImagePolicy(label_studio_url=servers.label_studio_url, label_studio_api_key="legacy-token",
+                          allowed_hosts=[servers.objects_host])
+    assert load_image(storage_ref("gs://bucket/cat.png", 8), widened).size == (8, 6)
+    assert servers.object_reads == 1
