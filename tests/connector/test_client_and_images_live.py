@@ -11,6 +11,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from http_helpers import ImageHost
 from connector.cli import main
 from connector.export_project import export_policy, export_project
 from illume.records import TrainingRow, read_jsonl
@@ -97,34 +98,11 @@ def test_snapshot_export_gives_the_same_rows_and_resumes(illume_project, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap", "sync"]  # record and download removed
 
 
-class CountingServer:
-    """An image host that counts what is asked of it."""
-
-    def __init__(self, body: bytes) -> None:
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                outer.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_export_copies_images_only_from_allowed_places(illume_project, tmp_path):
     kit = illume_project
     png = (kit.image_dir / "x.png")
     kit.image("x")  # writes x.png
-    server = CountingServer(png.read_bytes())
+    server = ImageHost(png.read_bytes())
     outside = tmp_path / "private"
     outside.mkdir()
     (outside / "secret.png").write_bytes(png.read_bytes())

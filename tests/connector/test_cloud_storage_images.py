@@ -3,13 +3,13 @@ route: streamed by it, or (presigned URLs) redirected to an object host the poli
 from __future__ import annotations
 
 import base64
-import http.server
 import io
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
+
+from http_helpers import ImageHost, send, serve
 
 from connector.export_images import ImageCollector
 from illume.errors import IllumeError
@@ -23,54 +23,22 @@ def png() -> bytes:
 
 
 class Servers:
-    """A stand-in for Label Studio's resolve route and for an object store it presigns URLs on."""
+    """A stand-in for Label Studio's resolve route and an object store it presigns URLs on."""
 
     def __init__(self) -> None:
         self.resolved: list[tuple[str, str]] = []  # (task id, decoded fileuri) Label Studio was asked for
-        self.object_reads = 0
-        outer = self
+        self.objects = ImageHost(png())
+        self.label_studio = serve(self._resolve)
+        self.label_studio_url = f"http://127.0.0.1:{self.label_studio.server_address[1]}"
 
-        class LabelStudio(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                parts = urlsplit(self.path)
-                uri = base64.urlsafe_b64decode(parse_qs(parts.query)["fileuri"][0]).decode()
-                outer.resolved.append((parts.path.split("/")[2], uri))
-                if uri.startswith("gs://"):  # a storage with presigned URLs: redirect to the object
-                    self.send_response(303)
-                    self.send_header("Location", f"http://{outer.objects_host}/bucket/cat.png?sig=1")
-                    self.end_headers()
-                    return
-                body = png()  # presign off: Label Studio streams the object itself
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        class Objects(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                outer.object_reads += 1
-                assert "Authorization" not in self.headers  # the API key never goes to the object store
-                body = png()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.label_studio = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LabelStudio)
-        self.objects = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Objects)
-        self.objects_host = f"127.0.0.1:{self.objects.server_address[1]}"
-        for server in (self.label_studio, self.objects):
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    @property
-    def label_studio_url(self) -> str:
-        return f"http://127.0.0.1:{self.label_studio.server_address[1]}"
+    def _resolve(self, handler) -> None:
+        parts = urlsplit(handler.path)
+        uri = base64.urlsafe_b64decode(parse_qs(parts.query)["fileuri"][0]).decode()
+        self.resolved.append((parts.path.split("/")[2], uri))
+        if uri.startswith("gs://"):  # a storage with presigned URLs: redirect to the object
+            send(handler, b"", 303, {"Location": f"http://{self.objects.host}/bucket/cat.png?sig=1"})
+        else:  # presign off: Label Studio streams the object itself
+            send(handler, png())
 
 
 @pytest.fixture
@@ -78,7 +46,7 @@ def servers():
     found = Servers()
     yield found
     found.label_studio.shutdown()
-    found.objects.shutdown()
+    found.objects.server.shutdown()
 
 
 def test_storage_uris_become_label_studio_resolve_routes():
@@ -92,11 +60,11 @@ def test_cloud_images_are_read_through_label_studio(servers, tmp_path):
     policy = ImagePolicy(label_studio_url=servers.label_studio_url, label_studio_api_key="legacy-token")
     collector = ImageCollector(tmp_path, policy)
     assert collector.add("s3://bucket/cat.png", task_id=7).startswith("images/")  # streamed by Label Studio
-    assert servers.resolved == [("7", "s3://bucket/cat.png")] and servers.object_reads == 0
+    assert servers.resolved == [("7", "s3://bucket/cat.png")] and servers.objects.requests == 0
     with pytest.raises(IllumeError, match="not in the allowed hosts"):  # presigned: the object host must be allowed
         collector.add("gs://bucket/cat.png", task_id=8)
-    assert servers.object_reads == 0
+    assert servers.objects.requests == 0
     widened = ImagePolicy(label_studio_url=servers.label_studio_url, label_studio_api_key="legacy-token",
-                          allowed_hosts=[servers.objects_host])
+                          allowed_hosts=[servers.objects.host])
     assert load_image(storage_ref("gs://bucket/cat.png", 8), widened).size == (8, 6)
-    assert servers.object_reads == 1
+    assert servers.objects.requests == 1 and servers.objects.with_authorization == 0  # no API key to the store
