@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import httpx
 import requests
+from label_studio_sdk.core.api_error import ApiError
 
 from illume.errors import IllumeError
 
@@ -43,8 +44,7 @@ class LabelStudioClient:
                               f"Pass --api-key or set {KEY_ENV} (Label Studio: Account & Settings -> "
                               "Personal Access Token, or a legacy token).")
         self.api_key, self.timeout, self.retries = api_key.strip(), timeout, retries
-        from label_studio_sdk import LabelStudio
-        from label_studio_sdk.core.api_error import ApiError
+        from label_studio_sdk import LabelStudio  # imported on first use: it loads pandas (about 2 s)
 
         try:
             self.sdk = LabelStudio(base_url=self.url, api_key=self.api_key, timeout=timeout, max_retries=retries)
@@ -67,7 +67,7 @@ class LabelStudioClient:
         except httpx.HTTPError as exc:
             raise IllumeError(f"could not reach Label Studio at {self.url} to exchange the API key: {exc}",
                               f"Check {URL_ENV} and that Label Studio is running.") from exc
-        except Exception as exc:  # the SDK's ApiError (or a JSON error) from /api/token/refresh/
+        except (ApiError, ValueError) as exc:  # /api/token/refresh/ refused the token, or answered no JSON
             raise _refused_key(self.url, getattr(exc, "status_code", None), getattr(exc, "body", exc)) from exc
 
     def read(self, method: str, url: str, **kwargs: Any) -> requests.Response:
