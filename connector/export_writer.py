@@ -37,7 +37,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 
 def to_line(record: Any) -> str:
     """illume.records.to_json for our flat records, without dataclasses.asdict's deep copies (5x faster)."""
-    return _ENCODER.encode(vars(record)) + "\n"
+    return _ENCODER.encode(record.to_json_object() if hasattr(record, "to_json_object") else vars(record)) + "\n"
 
 
 def _row_key(item_id: str, text: str) -> str:

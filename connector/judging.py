@@ -19,7 +19,6 @@ from functools import lru_cache
 from typing import Any
 
 from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema
-from illume.prompts import rationale_prompt
 from illume.records import Feedback, PreferencePair, TrainingRow, RATIONALE
 
 NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
@@ -159,8 +158,7 @@ def rationale_rows(feedback: Feedback) -> list[TrainingRow]:
 
 
 def preference_pairs(feedback: Feedback) -> list[PreferencePair]:
-    prompt = rationale_prompt(feedback.question, feedback.answer)
-    return [PreferencePair(feedback.item_id, [feedback.image], feedback.question, feedback.answer, prompt, good, bad)
+    return [PreferencePair(feedback.item_id, [feedback.image], feedback.question, feedback.answer, good, bad)
             for good in feedback.accepted + feedback.written for bad in feedback.rejected]
 
 

@@ -26,6 +26,19 @@ def rationale_prompt(question: str, answer: str) -> str:
     return f"{question} {answer}, {RATIONALE_CONNECTIVE}"
 
 
+def rationale_reply(answer: str, rationale: str) -> str:
+    """The assistant's whole turn that explains an answer: the rationale prompt's continuation."""
+    return f"{answer}, {RATIONALE_CONNECTIVE}{target_text(rationale)}"
+
+
+def rationale_of_reply(answer: str, reply: str) -> str:
+    """The rationale inside an assistant turn written by rationale_reply (ValueError otherwise)."""
+    start = f"{answer}, {RATIONALE_CONNECTIVE} "
+    if not reply.startswith(start):
+        raise ValueError(f"the reply does not start with {start!r}")
+    return reply[len(start):]
+
+
 def uses_chat_template(processor: Any) -> bool:
     return bool(getattr(processor, "chat_template", None))
 

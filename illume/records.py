@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Type, TypeVar
 
 from illume.errors import IllumeError
+from illume.prompts import rationale_of_reply, rationale_prompt, rationale_reply
 
 
 @dataclass
@@ -81,22 +82,58 @@ class TrainingRow:
 
 @dataclass
 class PreferencePair:
-    """TRL's vision DPO layout: images, prompt, chosen, rejected (plus our own keys)."""
+    """An accepted and a rejected rationale for the same item (image, question, answer).
+
+    On disk (preferences.jsonl) each pair is a line in TRL's vision DPO layout, readable by
+    `datasets.load_dataset("json", ...)` and TRL's DPOTrainer as it is: `images`, a
+    conversational `prompt` (the user's turn: the image and the question) and `chosen` /
+    `rejected` assistant turns ("{answer}, seeing that {rationale}"), plus our own keys.
+    """
 
     item_id: str
     images: list[str]
     question: str
     answer: str
-    prompt: str
-    chosen: str
+    chosen: str  # the rationale texts alone
     rejected: str
+
+    @property
+    def prompt(self) -> str:
+        return rationale_prompt(self.question, self.answer)
+
+    def to_json_object(self) -> dict[str, Any]:
+        def reply(rationale: str) -> list[dict[str, Any]]:
+            return [{"role": "assistant", "content": [{"type": "text", "text": rationale_reply(self.answer, rationale)}]}]
+
+        return {"item_id": self.item_id, "question": self.question, "answer": self.answer, "images": self.images,
+                "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.question}]}],
+                "chosen": reply(self.chosen), "rejected": reply(self.rejected)}
+
+    @classmethod
+    def from_json_object(cls, data: dict[str, Any]) -> "PreferencePair":
+        def rationale(turns: Any) -> str:
+            if not (isinstance(turns, list) and len(turns) == 1 and isinstance(turns[0], dict)
+                    and turns[0].get("role") == "assistant"):
+                raise ValueError("chosen/rejected must each be one assistant turn")
+            content = turns[0].get("content")
+            text = content if isinstance(content, str) else "".join(
+                part.get("text", "") for part in content or [] if isinstance(part, dict) and part.get("type") == "text")
+            return rationale_of_reply(str(data["answer"]), text)
+
+        return cls(str(data["item_id"]), list(data["images"]), str(data["question"]), str(data["answer"]),
+                   rationale(data["chosen"]), rationale(data["rejected"]))
 
 
 R = TypeVar("R")
 
 
+def json_object(record: Any) -> dict[str, Any]:
+    """A record's JSON form: its own `to_json_object()` where it has one, else its fields."""
+    return record.to_json_object() if hasattr(record, "to_json_object") else dataclasses.asdict(record)
+
+
 def to_json(record: Any) -> str:
-    return json.dumps(dataclasses.asdict(record), ensure_ascii=False, sort_keys=True)
+    return json.dumps(json_object(record), ensure_ascii=False, sort_keys=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -144,10 +181,11 @@ def iter_json_objects(path: str | os.PathLike, todo: str = RECREATE) -> Iterator
 def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:
     """Read records of one dataclass type; a bad line names the file and the line."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    parse = getattr(cls, "from_json_object", None)
     for number, data in iter_json_objects(path):
         try:
-            yield cls(**{k: v for k, v in data.items() if k in names})
-        except (TypeError, ValueError) as exc:
+            yield parse(data) if parse else cls(**{k: v for k, v in data.items() if k in names})
+        except (TypeError, ValueError, KeyError) as exc:
             raise IllumeError(f"{path}, line {number}: not a valid {cls.__name__} ({exc})", RECREATE) from exc
 
 

@@ -84,7 +84,7 @@ fi
 extras=""
 [[ $WITH_TEST == 1 ]] && extras="[test]"
 if ! "$VPY" -c "import illume, connector, ml_backend, training, peft, deepspeed, label_studio_sdk, pycocoevalcap, fastapi, ijson" 2>/dev/null \
-   || { [[ $WITH_TEST == 1 ]] && ! "$VPY" -c "import pytest_timeout, playwright, httpx, yaml" 2>/dev/null; }; then
+   || { [[ $WITH_TEST == 1 ]] && ! "$VPY" -c "import pytest_timeout, playwright, httpx, yaml, statsmodels, trl, datasets" 2>/dev/null; }; then
   step "installing illume-studio$extras (editable) into $ILLUME_VENV"
   $PIP -e ".$extras"
 fi

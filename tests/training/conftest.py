@@ -27,7 +27,7 @@ def make_export(directory: Path, items: int = 8, with_manifest: bool = True,
         if index % 2 == 0:
             rows.append(TrainingRow(RATIONALE, f"i{index}", image, question, color,
                                     rationale=f"the square is {color}."))
-        pairs.append(PreferencePair(f"i{index}", [image], question, color, prompt=question,
+        pairs.append(PreferencePair(f"i{index}", [image], question, color,
                                     chosen=f"the square is {color}.", rejected="there are two dogs on grass."))
     write_jsonl(directory / EXPORT_ROWS, rows)
     write_jsonl(directory / EXPORT_PAIRS, pairs)
