@@ -22,10 +22,9 @@ import ijson
 
 from connector.export_images import ImageCollector
 from connector.export_writer import write_export
-from connector.judging import shipped_schema
 from illume.atomic_dir import remove_stale_temporaries, swap_in, temporary_beside
 from illume.errors import IllumeError
-from illume.labeling_schema import LabelingSchema
+from illume.labeling_schema import LabelingSchema, shipped_schema
 from illume.records import EXPORT_MANIFEST
 
 

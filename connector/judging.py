@@ -15,19 +15,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema
+from illume.labeling_schema import LabelingSchema, shipped_schema
 from illume.records import Feedback, PreferencePair, TrainingRow, RATIONALE
 
 NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
-
-
-@lru_cache(maxsize=1)
-def shipped_schema() -> LabelingSchema:
-    """The schema of label_config/illume_rationales.xml (exports converted without a project)."""
-    return parse_schema(SHIPPED_CONFIG.read_text(encoding="utf-8"))
 
 
 @dataclass

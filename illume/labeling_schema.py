@@ -125,6 +125,11 @@ def parse_schema(config: str, where: str = "") -> LabelingSchema:
                           written=written)
 
 
+def shipped_schema() -> LabelingSchema:
+    """The schema of label_config/illume_rationales.xml (exports converted without a project)."""
+    return parse_schema(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+
+
 def project_schema(project: dict[str, Any]) -> LabelingSchema:
     """The schema of a Label Studio project (as the API returns it)."""
     where = f" of project {project.get('id')} ({project.get('title')!r})"

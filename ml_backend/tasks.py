@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from illume.errors import IllumeError
 from illume.images import ImagePolicy, ImageSource, check_image, storage_ref
-from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema
+from illume.labeling_schema import LabelingSchema, parse_schema, shipped_schema
 from illume.records import Candidate
 from illume.text import normalise
 from illume.vlm import Query
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def parse_label_config(xml: str | None) -> LabelingSchema:
     """The labeling schema of a /predict request's config (the shipped config when none is sent)."""
     if not xml or not xml.strip():
-        return parse_schema(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+        return shipped_schema()
     return parse_schema(xml, " sent by Label Studio")
 
 

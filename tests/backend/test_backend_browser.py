@@ -75,13 +75,14 @@ def test_annotator_view_at_laptop_size(label_studio, ls_client, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from connector.importing import task_data
+    from illume.labeling_schema import shipped_schema
     from illume.records import Item
 
     shots = Path(os.environ.get("ILLUME_SCREENSHOTS") or tmp_path)
     project = ls_client.projects.create(title="illume browser test", label_config=LABEL_CONFIG)
     try:
         item = Item("scene-1", "unused", "what color is the circle?", "red", [REFERENCE])
-        task = task_data(item, scene_uri())
+        task = task_data(item, scene_uri(), shipped_schema())
         task["data"]["candidates"] = [{"value": text, "alias": f"c{i}"} for i, text in enumerate(CANDIDATES)]
         ls_client.projects.import_tasks(id=project.id, request=[task])
         (stored,) = list(ls_client.tasks.list(project=project.id))

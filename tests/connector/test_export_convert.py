@@ -10,7 +10,8 @@ from PIL import Image
 
 from connector.agreement import Agreement
 from connector.export import ExportOptions, convert
-from connector.judging import judge_task, shipped_schema
+from connector.judging import judge_task
+from illume.labeling_schema import shipped_schema
 from illume.errors import IllumeError
 from illume.records import TrainingRow, read_jsonl
 
