@@ -99,7 +99,9 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
                    "0 (no pre-ticks) asks annotators to select, as the method does; pre-ticks left "
                    "standing are counted by `illume-sync export` and `status`.")
 @click.option("--train-command", envvar="ILLUME_TRAIN_COMMAND",
-              help="Run in the background when Label Studio sends START_TRAINING.")
+              help="Run in the background when Label Studio sends START_TRAINING ('Start training'), e.g. "
+                   "'illume-sync round --project {project} --run-dir R --base-model M --backend-url URL' "
+                   "({project}: the project id from the webhook).")
 @click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
 def main(model, adapter, model_version, host, port, device, dtype, basic_auth, admin_token, label_studio_url,
          label_studio_api_key, allowed_roots, allowed_hosts, max_bytes, max_pixels, batch_size, queue_size,
