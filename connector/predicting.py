@@ -19,9 +19,8 @@ def project_predictions(client: LabelStudioClient, project_id: int) -> dict[int,
 
     Label Studio 1.23.2's JSON export lists a task's predictions as ids only.
     """
-    found = client.get("/api/predictions", params={"project": project_id}, timeout=600)
-    found = found if isinstance(found, list) else found.get("results", [])
-    return {p["id"]: p for p in found if isinstance(p, dict) and "id" in p}
+    found = client.sdk.predictions.list(project=int(project_id), request_options={"timeout_in_seconds": 600})
+    return {p.id: p.dict() for p in found if p.id is not None}
 
 
 def tasks_without_prediction(client: LabelStudioClient, project_id: int, version: str) -> list[int]:
