@@ -519,11 +519,14 @@ def status(session, backend_url):
 @PROCESSES
 @GATE
 @TRAIN_ARGS
+@click.option("--dpo-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Also learn from what annotators did not tick: ILLUME loss + W x DPO on (accepted, unticked) "
+                   "pairs of the same item (0: ILLUME as published).")
 @JSON
 @pass_session
 def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate, critic, threshold,
          min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
-         max_accuracy_drop, eval_batch_size, train_args, seed):
+         max_accuracy_drop, eval_batch_size, train_args, dpo_weight, seed):
     """Run N rounds of import -> predict -> annotate -> export -> train -> reload; resumable.
 
     Each round imports the items as new tasks (fresh candidates from the newest model),
@@ -538,7 +541,8 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, anno
                         annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
                         processes=processes, gate_metric=gate_metric, tolerance=tolerance,
-                        max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args)
+                        max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args,
+                        dpo_weight=dpo_weight)
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}", every=10)).run()
     session.emit(summary_table(state.rounds), {"rounds": state.rounds})

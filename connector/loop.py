@@ -26,6 +26,7 @@ from illume.critic import DEFAULT_CRITIC, make_critic
 from illume.errors import IllumeError
 from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
 from illume.metrics import candidate_diversity
+from training.losses import preference_diagnostics
 
 STATE_FILE = "loop.json"
 STEPS = ("import", "predict", "annotate", "export", "train")
@@ -55,6 +56,7 @@ class LoopConfig:
     eval_batch_size: int | None = None  # held-out items per generate call (None: training.evaluate's default)
     processes: int = 1
     train_args: Sequence[str] = ()
+    dpo_weight: float = 0.0  # > 0: ILLUME + dpo_weight x DPO on (accepted, unticked) pairs of the same item
     predict_batch: int = 16
     poll_seconds: float = 5.0
     version_prefix: str = "illume"
@@ -211,10 +213,15 @@ class Loop:
     def _train(self, number: int, record: dict) -> None:
         out = self._dir(number, "train")
         version = f"{self.config.version_prefix}-round{number}"
+        extra = list(self.config.train_args)
+        if self.config.dpo_weight:
+            extra += ["--dpo-weight", str(self.config.dpo_weight)]
         command = training_command(self._dir(number, "export"), self.config.base_model, out, None, version,
-                                   self.config.processes, resume=(out / "checkpoints").is_dir(),
-                                   extra=self.config.train_args)
+                                   self.config.processes, resume=(out / "checkpoints").is_dir(), extra=extra)
         adapter = run_training(command, out / "train.log")
+        preference = preference_diagnostics(out / "eval")
+        if preference:
+            record["preference"] = preference
         serving = self.state.serving
         result = promote(adapter, version, self.config.base_model, out, eval_items=self.eval_items,
                          serving_adapter=serving.get("adapter"), serving_metrics=serving.get("metrics"),

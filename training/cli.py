@@ -32,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--deepspeed-config", help="a DeepSpeed JSON config used instead of training/ds_zero<N>.json")
     p.add_argument("--offload", action="store_true", help="keep optimizer states (ZeRO 3: also parameters) in CPU memory")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present, else cpu")
-    p.add_argument("--dpo", action="store_true", help="add the DPO loss on preferences.jsonl")
+    p.add_argument("--dpo", action="store_true", help="add the DPO loss on preferences.jsonl (weight 1 unless --dpo-weight)")
+    p.add_argument("--dpo-weight", type=float, default=d["dpo_weight"].default,
+                   help="loss = ILLUME + W x DPO on (accepted, unticked) pairs of the same item; W > 0 implies --dpo")
     p.add_argument("--dpo-beta", type=float, default=d["dpo_beta"].default)
     p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default)
     p.add_argument("--lora-alpha", type=int, default=d["lora_alpha"].default)

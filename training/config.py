@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from illume.errors import IllumeError
 from training.evaluate import BATCH_SIZE as EVAL_BATCH_SIZE
 
 
@@ -26,7 +27,8 @@ class TrainConfig:
     deepspeed_config: str | None = None  # a JSON file replacing training/ds_zero<stage>.json
     offload: bool = False  # optimizer (and for ZeRO 3 parameter) states in CPU memory
     device: str | None = None  # "cpu" or "cuda"; None picks cuda when present
-    dpo: bool = False  # add the DPO loss on preferences.jsonl
+    dpo: bool = False  # add the DPO loss on preferences.jsonl (alone: dpo_weight 1)
+    dpo_weight: float = 0.0  # loss = ILLUME + dpo_weight * DPO; > 0 turns dpo on
     dpo_beta: float = 0.1
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -40,6 +42,14 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE  # held-out items per generate call
     eval_meteor: bool = True  # METEOR starts a JVM per evaluation (seconds)
     log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.dpo_weight < 0:
+            raise IllumeError(f"--dpo-weight must not be negative, got {self.dpo_weight}",
+                              "Pass 0 (no preference loss) or a positive weight.")
+        if self.dpo and not self.dpo_weight:
+            self.dpo_weight = 1.0
+        self.dpo = self.dpo_weight > 0
 
     @property
     def out_dir(self) -> Path:
@@ -65,7 +75,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     adapter_dir: Path
-    metrics: dict[str, Any]  # of the last evaluated epoch ({} without eval items)
+    metrics: dict[str, Any]  # of the last epoch: held-out metrics (with eval items), mean losses, DPO diagnostics
     steps: int  # optimizer steps taken in total (resumed runs included)
     losses: list[float] = field(default_factory=list)  # loss per optimizer step of this process
     samples_per_second: float = 0.0

@@ -144,9 +144,9 @@ class Trainer:
             with torch.no_grad(), self.engine.module.disable_adapter():
                 reference, _ = sequence_logprobs(self.engine.module(**inputs).logits, batch["labels"])
             n = len(pair_idx)
-            dpo, margin = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], self.config.dpo_beta)
-            loss = loss + dpo
-            parts.update(dpo_loss=dpo.item(), margin=margin.item())
+            dpo, stats = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], self.config.dpo_beta)
+            loss = loss + self.config.dpo_weight * dpo
+            parts.update(dpo_loss=dpo.item(), **stats)
         return loss, parts
 
     # ------------------------------------------------------------------ loop
@@ -165,6 +165,7 @@ class Trainer:
         for epoch in range(start_epoch, c.epochs):
             if done:
                 break
+            epoch_parts: list[dict[str, float]] = []  # this rank's loss parts and DPO diagnostics
             row_batches, pair_batches = self._epoch_batches(epoch)
             count = len(row_batches) or len(pair_batches)
             index = -1
@@ -175,6 +176,7 @@ class Trainer:
                 rows = row_batches[index] if row_batches else None
                 pairs = pair_batches[micro % len(pair_batches)] if pair_batches else None
                 loss, parts = self.micro_loss(rows, pairs)
+                epoch_parts.append(parts)
                 before = engine.global_steps
                 engine.backward(loss)
                 engine.step()
@@ -196,8 +198,8 @@ class Trainer:
                     self._checkpoint(epoch + (1 if last_in_epoch else 0), 0 if last_in_epoch else index + 1, metrics)
                 if done:
                     break
-            if self.items and (done or index + 1 == count):
-                metrics = self._evaluate(epoch + 1)
+            if done or index + 1 == count:
+                metrics = self._end_epoch(epoch + 1, _means(epoch_parts))
         self._checkpoint(epoch + 1, 0, metrics, final=True)
         steps = engine.global_steps
         fingerprint = self._save_adapter(metrics, steps)
@@ -246,7 +248,17 @@ class Trainer:
 
         return deepspeed.zero.GatheredParameters([p for p in self.engine.module.parameters() if p.requires_grad])
 
-    def _evaluate(self, epoch: int) -> dict[str, Any]:
+    def _end_epoch(self, epoch: int, train_parts: dict[str, float]) -> dict[str, Any]:
+        """The epoch's metrics (held-out, when there are items) and its mean training losses and DPO
+        diagnostics, in eval/epoch_<n>.json."""
+        if self.items:
+            return self._evaluate(epoch, train_parts)
+        metrics = {**train_parts, "epoch": epoch, "step": self.engine.global_steps}
+        if self.rank == 0:
+            write_json(self.config.eval_dir / f"epoch_{epoch}.json", metrics)
+        return metrics
+
+    def _evaluate(self, epoch: int, train_parts: dict[str, float]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         # ZeRO 3 gathers weights during forward, so every rank must take part in generation.
         if self.rank == 0 or self.zero_stage == 3:
@@ -254,6 +266,7 @@ class Trainer:
             metrics = evaluate(vlm, self.items, batch_size=self.config.eval_batch_size,
                                max_new_tokens=self.config.eval_max_new_tokens, seed=self.config.seed,
                                meteor=self.rank == 0 and self.config.eval_meteor)
+            metrics.update(train_parts)
             metrics["epoch"], metrics["step"] = epoch, self.engine.global_steps
             if self.rank == 0:
                 write_json(self.config.eval_dir / f"epoch_{epoch}.json", metrics)
@@ -281,12 +294,17 @@ class Trainer:
                     "data_manifest_sha256": self.export.manifest_sha256, "metrics": _numbers(metrics),
                     "steps": steps, "epochs": c.epochs, "rationale_weight": self.export.rationale_weight,
                     "rows": len(self.export.rows), "pairs": len(self.export.pairs) if c.dpo else 0,
-                    "dpo": c.dpo, "dpo_beta": c.dpo_beta if c.dpo else None, "world_size": self.world,
+                    "dpo": c.dpo, "dpo_weight": c.dpo_weight, "dpo_beta": c.dpo_beta if c.dpo else None, "world_size": self.world,
                     "zero_stage": self.zero_stage, "trainable_sha256": fingerprint,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
                 _replace_dir(tmp, c.adapter_dir)
         self._barrier()
         return fingerprint
+
+
+def _means(parts: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for p in parts for k in p}
+    return {k: sum(p[k] for p in parts if k in p) / sum(k in p for p in parts) for k in sorted(keys)}
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
