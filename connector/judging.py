@@ -139,10 +139,20 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
         answer=str(data.get(schema.answer, "")),
         candidates=texts, accepted=accepted, rejected=[t for t in texts if t not in accepted],
         written=[w for w in written if w not in accepted],
-        annotation_ids=[a.get("id") for a in annotations], annotators=len(annotations), iteration=iteration)
+        annotation_ids=[a.get("id") for a in annotations], annotators=len(annotations), iteration=iteration,
+        lead_times=[_seconds(a.get("lead_time")) for a in annotations])
     completed_by = [a.get("completed_by") for a in annotations]
     completed_by = [c.get("id") if isinstance(c, dict) else c for c in completed_by]
     return Judged(feedback, votes, completed_by, notes)
+
+
+def _seconds(value: Any) -> float | None:
+    """An annotation's lead_time as Label Studio reports it (seconds spent on it), or None."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def rationale_rows(feedback: Feedback) -> list[TrainingRow]:

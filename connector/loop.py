@@ -25,7 +25,7 @@ from connector.training_job import (evaluate_model, read_eval_items, run_trainin
 from illume.critic import DEFAULT_CRITIC, make_critic
 from illume.errors import IllumeError
 from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
-from illume.metrics import candidate_diversity
+from illume.metrics import annotation_effort, candidate_diversity
 from training.losses import preference_diagnostics
 
 STATE_FILE = "loop.json"
@@ -204,6 +204,8 @@ class Loop:
                       diversity=candidate_diversity(feedback),
                       items_with_accepted=sum(1 for f in feedback if f.accepted or f.written),
                       items_judged=len(feedback))
+        if not self.config.simulate:  # people annotated: what it cost them (Label Studio's lead_time)
+            record["effort"] = annotation_effort(feedback)
         self.say(f"  acceptance rate {manifest['acceptance']['rate']}, {record['items_with_accepted']} of "
                  f"{len(feedback)} items have an accepted rationale; {manifest['counts']['rationale_rows']} "
                  f"rationale rows, {manifest['counts']['answer_rows']} answer-only rows; "

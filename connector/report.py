@@ -2,7 +2,8 @@
 
 It reads what the loop recorded (`loop.json`) and each round's export (`feedback.jsonl`):
 acceptance rate and candidate diversity per round, held-out rationale metrics and answer
-accuracy per round, annotator agreement, and example items with their candidates and ticks.
+accuracy per round, annotator agreement, annotator-seconds (rounds people annotated), the
+preference loss's diagnostics per epoch, and example items with their candidates and ticks.
 Plots and thumbnails are embedded as data URIs, so the page can be mailed or archived alone.
 """
 from __future__ import annotations
@@ -117,6 +118,10 @@ def _num(value: Any, scale: float = 1.0) -> str:
     return f"{value * scale:.1f}" if isinstance(value, (int, float)) else "–"
 
 
+def _fine(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
 def _preticks(preticks: dict | None) -> str:
     """Accepted candidates that were pre-ticked and left standing (automation bias), of all accepted."""
     if not preticks:
@@ -146,6 +151,24 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
                      "items with accepted", "candidates / item",
                      "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
                     summary_rows)]
+    effort_rows = [[n, _num(e.get("annotator_seconds")), e.get("annotations_timed", "–"), e.get("accepted_rationales", "–"),
+                    _num(e.get("seconds_per_accepted_rationale"))]
+                   for n, e in ((n, r.get("effort")) for n, r in rounds.items()) if e]
+    if effort_rows:  # only rounds people annotated (the simulator takes no time)
+        parts += ["<h2>Annotation effort</h2>",
+                  _table(["round", "annotator-seconds", "annotations timed", "accepted rationales",
+                          "seconds per accepted rationale"], effort_rows)]
+    diversity_rows = [[n, _num(d.get("candidates_per_item")), _fine(d.get("distinct_2"))]
+                      for n, d in ((n, r.get("diversity")) for n, r in rounds.items()) if d]
+    if diversity_rows:
+        parts += ["<h2>Candidate diversity</h2>",
+                  _table(["round", "distinct candidates / item", "distinct bigrams / bigrams"], diversity_rows)]
+    epochs = [(n, e) for n, r in rounds.items() for e in r.get("preference") or []]
+    if epochs:  # TRL's names (training.losses.DPO_STATS), as the job logged them
+        names = sorted({k for _, e in epochs for k in e if k != "epoch"})
+        parts += ["<h2>Preference loss (DPO on ticked vs unticked candidates of the same item), per epoch</h2>",
+                  _table(["round", "epoch", *names], [[n, e.get("epoch"), *(_fine(e.get(k)) for k in names)]
+                                                      for n, e in epochs])]
     if any(r.get("metrics") and "meteor" not in r["metrics"] for r in rounds.values()):
         parts.append("<p class=muted>METEOR missing: not computed (it needs a Java runtime where the model is evaluated; "
                      "e.g. <code>apt-get install default-jre-headless</code>).</p>")

@@ -113,3 +113,12 @@ def candidate_diversity(feedback: Sequence[Feedback]) -> dict[str, float]:
     per_item = sum(len({normalise(t) for t in f.candidates}) for f in feedback) / len(feedback)
     return {"candidates_per_item": round(per_item, 3),
             "distinct_2": round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 0.0}
+
+
+def annotation_effort(feedback: Sequence[Feedback]) -> dict[str, float | int | None]:
+    """Annotator-seconds (Label Studio's lead_time per annotation) and seconds per accepted rationale."""
+    seconds = [t for record in feedback for t in record.lead_times if t is not None]
+    accepted = sum(len(record.accepted) + len(record.written) for record in feedback)
+    total = sum(seconds)
+    return {"annotator_seconds": round(total, 1), "annotations_timed": len(seconds), "accepted_rationales": accepted,
+            "seconds_per_accepted_rationale": round(total / accepted, 1) if accepted and seconds else None}

@@ -55,6 +55,7 @@ class Feedback:
     annotation_ids: list[int] = field(default_factory=list)
     annotators: int = 1
     iteration: int = 0
+    lead_times: list[float | None] = field(default_factory=list)  # seconds per annotation (Label Studio's lead_time)
 
 
 RATIONALE = "rationale"
