@@ -1,5 +1,6 @@
 """Where a project stands: tasks, completed, predictions by model version, acceptance, pre-ticks
-left standing, "None" conflicts, backend."""
+left standing, "None" conflicts, per labeling round the candidates' diversity and (where people
+annotated) annotator-seconds, backend."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,8 +10,10 @@ from connector.client import LabelStudioClient
 from connector.backend_client import backend_health
 from connector.export import iter_tasks
 from connector.judging import NOTE_KEYS, judge_task, pretick_summary
+from connector.importing import task_round
 from connector.predicting import project_predictions
 from connector.project import project_backends, require_schema
+from illume.metrics import annotation_effort, candidate_diversity
 
 
 def prediction_version(prediction: Any, known: dict[int, dict]) -> str:
@@ -20,10 +23,20 @@ def prediction_version(prediction: Any, known: dict[int, dict]) -> str:
     return str((known.get(prediction) or {}).get("model_version") or "")
 
 
+def _round_summary(feedback: list) -> dict[str, Any]:
+    """Diversity of the candidates judged; annotator-seconds only where Label Studio timed people."""
+    summary: dict[str, Any] = {"completed": len(feedback), "diversity": candidate_diversity(feedback)}
+    effort = annotation_effort(feedback)
+    if effort["annotations_timed"]:
+        summary["effort"] = effort
+    return summary
+
+
 def project_status(client: LabelStudioClient, project: dict, backend_url: str | None = None) -> dict[str, Any]:
     tasks = completed = cancelled = shown = accepted = 0
     by_version: Counter[str] = Counter()
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
+    by_round: dict[int, list] = {}  # round -> Feedback of its completed tasks
     schema = require_schema(project)
     predictions = project_predictions(client, project["id"])
     with client.stream(f"/api/projects/{project['id']}/export",
@@ -39,6 +52,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
                 shown += len(judged.feedback.candidates)
                 accepted += len(judged.feedback.accepted)
                 notes.update(judged.notes)
+                by_round.setdefault(task_round(task.get("data") or {}), []).append(judged.feedback)
     backends = project_backends(client, project["id"])
     report: dict[str, Any] = {
         "project": f"{project['id']} {project.get('title')!r}",
@@ -47,6 +61,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
         "acceptance_rate": round(accepted / shown, 4) if shown else None,
         "preticks": pretick_summary(notes, accepted),
         "none_with_ticks": notes["none_with_ticks"],
+        "rounds": {r: _round_summary(by_round[r]) for r in sorted(by_round)},
         "project_model_version": project.get("model_version") or None,
         "backends": [{"url": b.get("url"), "title": b.get("title"), "state": b.get("state"),
                       "model_version": b.get("model_version")} for b in backends],
