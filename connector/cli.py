@@ -281,12 +281,12 @@ def predict(session, batch_size, offline, model, adapter, version, processes, ho
     from connector.predicting import predict_missing
 
     if offline:
-        from connector.offline_sampling import OfflineJob, run_offline
+        from connector.offline_sampling import OfflineJob, run_offline, sampling_from_env
 
         if not model:
             raise IllumeError("--offline needs --model", "Pass the base model directory the backend serves.")
         job = OfflineJob(url=session.client.url, project=session.project["id"], model=model, adapter=adapter,
-                         version=version, preselect=preselect, batch_size=batch_size)
+                         version=version, preselect=preselect, batch_size=batch_size, **sampling_from_env())
         result = run_offline(session.client, session.project, job, processes, hostfile,
                              echo=lambda line: click.echo(line, err=True))
         session.emit(f"{result.predicted} of {result.requested} tasks got a prediction of version {result.version!r} "

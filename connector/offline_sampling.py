@@ -44,7 +44,32 @@ class OfflineJob:
     temperatures: tuple[float, ...] = (0.3, 0.8)
     per_temperature: int = 5
     max_new_tokens: int = 100
+    top_k_fraction: float = 0.1
     seed: int = 0
+
+
+# The backend's sampling settings come from these variables (ml_backend/server.py); reading the
+# same ones keeps offline candidates sampled like the served ones in the same deployment.
+SAMPLING_ENV = {"ILLUME_TEMPERATURES": "temperatures", "ILLUME_PER_TEMPERATURE": "per_temperature",
+                "ILLUME_MAX_NEW_TOKENS": "max_new_tokens", "ILLUME_TOP_K_FRACTION": "top_k_fraction",
+                "ILLUME_SEED": "seed"}
+
+
+def sampling_from_env(environ=os.environ) -> dict:
+    """OfflineJob sampling fields set in the environment, as the backend reads them."""
+    values = {}
+    for variable, name in SAMPLING_ENV.items():
+        text = environ.get(variable)
+        if not text:
+            continue
+        try:
+            kind = type(getattr(OfflineJob, name))
+            values[name] = (tuple(float(t) for t in text.split(",") if t.strip()) if name == "temperatures"
+                            else kind(text))
+        except ValueError:
+            raise IllumeError(f"{variable}={text!r} is not a valid value",
+                              "Set it as for the backend (temperatures: comma-separated numbers).") from None
+    return values
 
 
 def shard(task_ids: Sequence[int], rank: int, world: int) -> list[int]:
@@ -66,7 +91,7 @@ def launcher_command(job: OfflineJob, processes: int, hostfile: Path | None = No
                 "--model", job.model, "--preselect", str(job.preselect), "--batch-size", str(job.batch_size),
                 "--temperatures", ",".join(str(t) for t in job.temperatures),
                 "--per-temperature", str(job.per_temperature), "--max-new-tokens", str(job.max_new_tokens),
-                "--seed", str(job.seed)]
+                "--top-k-fraction", str(job.top_k_fraction), "--seed", str(job.seed)]
     if job.adapter:
         command += ["--adapter", job.adapter]
     if job.version:
@@ -106,7 +131,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     log.info("rank %d/%d: %d tasks lack a prediction of %r", rank, world, len(mine), version)
     policy = ImagePolicy.from_env(label_studio_url=job.url, label_studio_api_key=os.environ.get(KEY_ENV))
     sampling = SamplingConfig(temperatures=job.temperatures, per_temperature=job.per_temperature,
-                              max_new_tokens=job.max_new_tokens, seed=job.seed)
+                              max_new_tokens=job.max_new_tokens, top_k_fraction=job.top_k_fraction, seed=job.seed)
     done = failed = 0
     sampling_started = time.perf_counter()
     for start in range(0, len(mine), job.batch_size):
@@ -193,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperatures", default="0.3,0.8")
     p.add_argument("--per-temperature", type=int, default=5)
     p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--top-k-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p

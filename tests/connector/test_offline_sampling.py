@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.offline_sampling import FAULT_ENV, OfflineJob, run_offline, shard
+from connector.offline_sampling import FAULT_ENV, OfflineJob, run_offline, sampling_from_env, shard
 from connector.predicting import project_predictions
 from connector.project import init_project, read_label_config
 from illume.errors import IllumeError
@@ -34,6 +34,13 @@ def test_shards_split_any_listing_the_same_way():
     assert shard([4, 10, 11], 1, 2) == [11]  # a later, shorter listing never moves a task to another process
 
 
+def test_sampling_settings_come_from_the_backends_variables():
+    assert sampling_from_env({"ILLUME_TEMPERATURES": "0.5,1", "ILLUME_MAX_NEW_TOKENS": "12"}) == {
+        "temperatures": (0.5, 1.0), "max_new_tokens": 12}
+    with pytest.raises(IllumeError, match="ILLUME_SEED"):
+        sampling_from_env({"ILLUME_SEED": "x"})
+
+
 @pytest.mark.label_studio
 def test_offline_sampling_under_the_launcher_is_resumable_and_writes_each_task_once(
         illume_project, label_studio, sync_client, tiny_model_dir, monkeypatch):
@@ -52,6 +59,7 @@ def test_offline_sampling_under_the_launcher_is_resumable_and_writes_each_task_o
         with pytest.raises(IllumeError, match="offline sampling failed"):
             run_offline(sync_client, project, job, processes=2, master_port=_free_port())
         monkeypatch.delenv(FAULT_ENV)
+        monkeypatch.setenv("ILLUME_MAX_NEW_TOKENS", "12")  # the CLI reads the backend's sampling variables
         first = Counter(p["task"] for p in project_predictions(sync_client, project["id"]).values())
         assert 1 <= len(first) < TASKS and set(first.values()) == {1}
 
