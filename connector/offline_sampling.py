@@ -21,9 +21,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from illume.errors import IllumeError
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
-        summary = run_shard(OfflineJob(**args), rank, world, int(os.environ.get("LOCAL_RANK", local_rank or 0)))
+        summary = run_shard(OfflineJob(**args), rank, world, int(os.environ.get("LOCAL_RANK", str(local_rank or 0))))
     except IllumeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

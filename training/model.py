@@ -136,7 +136,11 @@ def _checkpoint_to_model_names(model: nn.Module, keys: list[str]) -> dict[str, s
     """Checkpoint key -> model parameter name, as from_pretrained renames them (legacy layouts,
     base-model prefix); None when a key needs more than renaming (fused or split weights)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        rename_source_key,
+    )
 
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]

@@ -10,7 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.offline_sampling import FAULT_ENV, OfflineJob, run_offline, sampling_from_env, shard
+from connector.offline_sampling import (
+    FAULT_ENV,
+    OfflineJob,
+    run_offline,
+    sampling_from_env,
+    shard,
+)
 from connector.predicting import project_predictions
 from connector.project import init_project, read_label_config
 from illume.errors import IllumeError
