@@ -1,23 +1,39 @@
-"""Data efficiency of ILLUME on Shapes-X: simulated-critic feedback vs fine-tuning on references.
+"""Data efficiency on Shapes-X: ILLUME, ILLUME + preference loss, and fine-tuning on references,
+compared at equal annotation cost.
 
-The method's claim (SPEC section 1): ILLUME approaches models fine-tuned on up to 5x more
-ground-truth explanations. Measured here, in one run, on the demo model:
+All arms in one run, on the same feedback items and the same test items, on the demo model:
 
-  ILLUME   3 iterations; each samples 10 candidates per feedback item with the current model
-           (5 at T=0.3 + 5 at T=0.8), the ROUGE-L >= 0.7 critic ticks them, every unique
-           accepted rationale becomes a row (accumulating over iterations), items with none
-           give answer-only rows, w = #answer rows / #rationale rows, and LoRA adapters are
-           trained on the base model. Reference explanations are only read by the critic.
-  SFT kx   LoRA trained on the reference explanations (all three) of k x as many items as
-           received feedback (k = 1, 2, 5), plus one answer-only row per item.
+  model as built  scored once.
+  feedback loop   3 iterations; each samples 10 candidates per feedback item (5 at T=0.3 + 5 at
+                  T=0.8) with the newest ILLUME model, and the ROUGE-L >= 0.7 critic ticks them.
+                  Diversity remedy (--remedy base, the default): from iteration 2 on, the T=0.8
+                  half is sampled with the model as built (the adapter disabled), so the loop
+                  keeps seeing what the model could say before it trained on its own outputs.
+                  Distinct candidates per item and distinct bigrams are recorded per iteration,
+                  for the candidates judged and for the 10 the newest model alone would give.
+  ILLUME          the published objective: every unique accepted rationale becomes a row
+                  (accumulating over iterations), items with none give answer-only rows,
+                  w = #answer rows / #rationale rows, LoRA trained on the base model.
+  ILLUME + pref   the same rows and, on the same feedback, dpo_weight x DPO on (accepted,
+                  unticked) pairs of the same item (connector.judging.preference_pairs),
+                  reference = the model as built; TRL's diagnostics per epoch are recorded.
+  SFT kx          LoRA on the reference explanations (all three) of k x as many items as
+                  received feedback (k = 1, 2, 5), plus one answer-only row per item.
 
-Each model is scored on the Shapes-X test split: ROUGE-L and CIDEr of one rationale at
-T=0.1, and answer accuracy (illume.metrics, 0-100).
+Annotation effort (cost model, both options printed with the table): an ILLUME arm costs
+--judge-seconds per candidate judged (all iterations up to it); an SFT arm costs
+--write-seconds per reference explanation written. Break-even ratio: how many times more
+expensive writing one explanation must be than judging one candidate for the cheapest ILLUME
+arm that matches or beats SFT 1x in ROUGE-L to cost no more than SFT 1x ("never" if none does).
 
-    python benchmarks/data_efficiency.py [--feedback-items 100] [--out DIR]
+Each model is scored on the Shapes-X test split (or its first --test-items): ROUGE-L and CIDEr
+of one rationale at T=0.1, and answer accuracy (illume.metrics, 0-100).
 
-Floor: ILLUME's last iteration gains >= 10 ROUGE-L points over the demo model as built
-while losing <= 2 points of answer accuracy. Figures go to <out>/data_efficiency.json and
+    python benchmarks/data_efficiency.py [--feedback-items 100] [--dpo-weight 1] [--out DIR]
+
+Floors (issue 15): ILLUME + pref beats ILLUME by >= 3 ROUGE-L at the last iteration with <= 2
+points of answer accuracy lost against the model as built; the last iteration's distinct
+candidates per item >= 0.8 x the first's. Figures go to <out>/data_efficiency.json and
 <out>/data_efficiency.png.
 """
 from __future__ import annotations
@@ -33,17 +49,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from illume.demo_model import DEMO_TRAINING  # noqa: E402
+from connector.judging import preference_pairs  # noqa: E402
 from illume import demo_model  # noqa: E402
 from illume.critic import RougeCritic  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
-from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_ROWS, RATIONALE, Item, TrainingRow,  # noqa: E402
-                            atomic_write_text, rationale_weight, write_jsonl)
+from illume.demo_model import DEMO_TRAINING  # noqa: E402
+from illume.images import load_local_image  # noqa: E402
+from illume.metrics import candidate_diversity  # noqa: E402
+from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,  # noqa: E402
+                            Item, PreferencePair, TrainingRow, atomic_write_text, rationale_weight, write_jsonl)
 from illume.text import normalise  # noqa: E402
-from illume.vlm import VLM, Query, SamplingConfig  # noqa: E402
+from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates  # noqa: E402
 
-ROUGE_GAIN_FLOOR = 10.0
-ACCURACY_LOSS_CEILING = 2.0
+PREF_ROUGE_FLOOR = 3.0  # ILLUME + pref over ILLUME at the last iteration
+ACCURACY_LOSS_CEILING = 2.0  # against the model as built
+DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
+REMEDY_TEMPERATURE = 0.8  # the half sampled with the adapter disabled
 
 
 def log(message: str) -> None:
@@ -54,13 +75,16 @@ def absolute(items: list[Item], base: Path) -> list[Item]:
     return [dataclasses.replace(i, image=str((base / i.image).resolve())) for i in items]
 
 
-def write_export(directory: Path, rows: list[TrainingRow]) -> Path:
+def write_export(directory: Path, rows: list[TrainingRow], pairs: list[PreferencePair] = ()) -> Path:
     """An export directory as the training job reads it (image paths absolute)."""
     directory.mkdir(parents=True, exist_ok=True)
     write_jsonl(directory / EXPORT_ROWS, rows)
+    if pairs:
+        write_jsonl(directory / EXPORT_PAIRS, pairs)
     counts = {RATIONALE: sum(r.kind == RATIONALE for r in rows), ANSWER_ONLY: sum(r.kind == ANSWER_ONLY for r in rows)}
     atomic_write_text(directory / EXPORT_MANIFEST, json.dumps(
-        {"rows": len(rows), "counts": counts, "rationale_weight": rationale_weight(rows)}, indent=2))
+        {"rows": len(rows), "pairs": len(pairs), "counts": counts, "rationale_weight": rationale_weight(rows)},
+        indent=2))
     return directory
 
 
@@ -72,56 +96,94 @@ def rationale_row(item: Item, text: str, iteration: int = 0) -> TrainingRow:
     return TrainingRow(RATIONALE, item.item_id, item.image, item.question, item.answer, text, iteration)
 
 
-def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, test: list[Item],
-                    args: argparse.Namespace) -> tuple[Path, dict]:
-    from training import TrainConfig, evaluate, run
+def evaluate_adapter(base: Path, adapter: Path | None, test: list[Item]) -> dict:
+    from training import evaluate
 
-    export = write_export(work / name / "export", rows)
+    return evaluate(VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu"), test,
+                    batch_size=40, meteor=False)
+
+
+def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, test: list[Item],
+                    args: argparse.Namespace, pairs: list[PreferencePair] = (), dpo_weight: float = 0.0
+                    ) -> tuple[Path, dict]:
+    from training import TrainConfig, run
+    from training.losses import preference_diagnostics
+
+    export = write_export(work / name / "export", rows, pairs)
+    dpo_weight = dpo_weight if pairs else 0.0  # no accepted-vs-unticked pair yet: the ILLUME objective alone
     started = time.time()
     result = run(TrainConfig(export=str(export), base_model=str(base), out=str(work / name / "run"),
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, seed=args.seed,
-                             device="cpu", version=name, log_every=1000))
-    vlm = VLM.load(str(base), adapter=str(result.adapter_dir), device="cpu")
-    scores = evaluate(vlm, test, batch_size=40, meteor=False)
+                             device="cpu", version=name, log_every=1000, dpo_weight=dpo_weight,
+                             dpo_beta=args.dpo_beta))
+    scores = evaluate_adapter(base, result.adapter_dir, test)
     scores["train_seconds"] = round(time.time() - started, 1)
     scores["rows"] = {RATIONALE: sum(r.kind == RATIONALE for r in rows),
                       ANSWER_ONLY: sum(r.kind == ANSWER_ONLY for r in rows)}
     scores["rationale_weight"] = rationale_weight(rows)
+    if pairs:
+        scores["pairs"] = len(pairs)
+        scores["preference"] = preference_diagnostics(work / name / "run" / "eval")
     return result.adapter_dir, scores
 
 
-def collect_feedback(vlm: VLM, pool: list[Item], critic: RougeCritic, seed: int) -> dict[str, list[str]]:
-    """Sample 10 candidates per item, let the critic tick them; accepted texts per item."""
-    from PIL import Image
-
-    accepted: dict[str, list[str]] = {}
+def sample_texts(vlm: VLM, pool: list[Item], config: SamplingConfig) -> dict[str, list]:
+    out: dict[str, list] = {}
     for start in range(0, len(pool), 40):
         chunk = pool[start:start + 40]
-        queries = [Query(Image.open(i.image).convert("RGB"), i.question, i.answer) for i in chunk]
-        for item, cands in zip(chunk, vlm.sample(queries, SamplingConfig(seed=seed))):
-            texts = [c.text for c in cands]
-            accepted[item.item_id] = [t for t, ok in zip(texts, critic.tick(texts, item.explanations)) if ok]
-    return accepted
+        queries = [Query(load_local_image(i.image), i.question, i.answer) for i in chunk]
+        for item, cands in zip(chunk, vlm.sample(queries, config, dedupe=False)):
+            out[item.item_id] = cands
+    return out
 
 
-def run_illume(base: Path, pool: list[Item], test: list[Item], work: Path, args: argparse.Namespace) -> list[dict]:
-    critic = RougeCritic()
+def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], critic: RougeCritic, seed: int,
+                     iteration: int) -> tuple[list[Feedback], dict]:
+    """10 candidates per item from the newest model (the T=0.8 half from the model as built when
+    base_vlm is given), ticked by the critic; and the diversity of the newest model's 10 alone."""
+    own = sample_texts(current, pool, SamplingConfig(seed=seed))
+    hot = sample_texts(base_vlm, pool, SamplingConfig(temperatures=(REMEDY_TEMPERATURE,), seed=seed)) if base_vlm else {}
+    feedback, own_only = [], []
+    for item in pool:
+        mine = own[item.item_id]
+        shown = [c for c in mine if c.temperature != REMEDY_TEMPERATURE] + hot[item.item_id] if base_vlm else mine
+        texts = [c.text for c in dedupe_candidates(shown)]
+        ticks = critic.tick(texts, item.explanations)
+        feedback.append(Feedback(item.item_id, item.image, item.question, item.answer, texts,
+                                 accepted=[t for t, ok in zip(texts, ticks) if ok],
+                                 rejected=[t for t, ok in zip(texts, ticks) if not ok], iteration=iteration))
+        own_only.append(dataclasses.replace(feedback[-1], candidates=[c.text for c in dedupe_candidates(mine)]))
+    return feedback, candidate_diversity(own_only)
+
+
+def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: argparse.Namespace,
+             weights: list[float]) -> tuple[list[dict], dict[float, list[dict]]]:
+    """The feedback loop (driven by the published objective's model) and every objective trained on
+    the same feedback each iteration: (per-iteration loop records with ILLUME scores, pref scores)."""
+    critic = RougeCritic(args.critic_threshold) if args.critic_threshold is not None else RougeCritic()
+    base_vlm = VLM.load(str(base), device="cpu") if args.remedy == "base" else None
     kept: dict[str, dict[str, str]] = {i.item_id: {} for i in pool}  # item -> normalised text -> text
     first_seen: dict[tuple[str, str], int] = {}
+    pairs: dict[tuple[str, str, str], PreferencePair] = {}
     adapter: Path | None = None
-    results = []
+    judged = 0
+    loop, pref = [], {w: [] for w in weights}
     for iteration in range(1, args.iterations + 1):
-        vlm = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
-        accepted = collect_feedback(vlm, pool, critic, seed=args.seed + iteration)
+        current = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
+        feedback, own_diversity = collect_feedback(current, base_vlm if adapter else None, pool, critic,
+                                                   args.seed + iteration, iteration)
+        judged += sum(len(f.candidates) for f in feedback)
         new = 0
-        for item_id, texts in accepted.items():
-            for text in texts:
+        for record in feedback:
+            for text in record.accepted:
                 key = normalise(text)
-                if key not in kept[item_id]:
-                    kept[item_id][key] = text
-                    first_seen[(item_id, key)] = iteration
+                if key not in kept[record.item_id]:
+                    kept[record.item_id][key] = text
+                    first_seen[(record.item_id, key)] = iteration
                     new += 1
+            for pair in preference_pairs(record):
+                pairs.setdefault((pair.item_id, normalise(pair.chosen), normalise(pair.rejected)), pair)
         rows = []
         for item in pool:
             if kept[item.item_id]:
@@ -129,15 +191,27 @@ def run_illume(base: Path, pool: list[Item], test: list[Item], work: Path, args:
                          for key, text in kept[item.item_id].items()]
             else:
                 rows.append(answer_row(item, iteration))
-        with_rationale = sum(bool(v) for v in kept.values())
-        log(f"ILLUME iteration {iteration}: {sum(bool(v) for v in accepted.values())}/{len(pool)} items had an "
-            f"accepted candidate ({new} new rationales); training on {with_rationale} items' rationales")
+        diversity = candidate_diversity(feedback)
+        record = {"iteration": iteration, "candidates_judged": sum(len(f.candidates) for f in feedback),
+                  "candidates_judged_total": judged, "diversity": diversity, "diversity_newest_model_only": own_diversity,
+                  "items_with_accepted_now": sum(bool(f.accepted) for f in feedback),
+                  "items_with_rationale_rows": sum(bool(v) for v in kept.values()), "new_rationales": new,
+                  "pairs": len(pairs)}
+        log(f"iteration {iteration}: {record['items_with_accepted_now']}/{len(pool)} items had an accepted candidate "
+            f"({new} new rationales, {len(pairs)} pairs); distinct candidates/item {diversity['candidates_per_item']} "
+            f"(newest model alone {own_diversity['candidates_per_item']}), distinct-2 {diversity['distinct_2']}")
         adapter, scores = train_and_score(f"illume-{iteration}", rows, base, work, test, args)
-        scores.update(iteration=iteration, items_with_accepted_now=sum(bool(v) for v in accepted.values()),
-                      items_with_rationale_rows=with_rationale, new_rationales=new)
-        log(f"  -> {summary(scores)}")
-        results.append(scores)
-    return results
+        record["illume"] = scores
+        log(f"  ILLUME: {summary(scores)}")
+        for weight in weights:
+            _, with_pref = train_and_score(f"illume-pref{weight:g}-{iteration}", rows, base, work, test, args,
+                                           list(pairs.values()), weight)
+            last = (with_pref.get("preference") or [{}])[-1]
+            log(f"  ILLUME + pref (w={weight:g}): {summary(with_pref)}; last epoch rewards/accuracies "
+                f"{last.get('rewards/accuracies', float('nan')):.2f} margins {last.get('rewards/margins', float('nan')):.2f}")
+            pref[weight].append(with_pref)
+        loop.append(record)
+    return loop, pref
 
 
 def run_sft(base: Path, references: list[Item], multiple: int, feedback_items: int, test: list[Item], work: Path,
@@ -145,7 +219,7 @@ def run_sft(base: Path, references: list[Item], multiple: int, feedback_items: i
     items = references[: multiple * feedback_items]
     rows = [rationale_row(i, text) for i in items for text in i.explanations] + [answer_row(i) for i in items]
     _, scores = train_and_score(f"sft-{multiple}x", rows, base, work, test, args)
-    scores.update(multiple=multiple, items=len(items))
+    scores.update(multiple=multiple, items=len(items), explanations_written=sum(len(i.explanations) for i in items))
     log(f"SFT on references of {len(items)} items ({multiple}x): {summary(scores)}")
     return scores
 
@@ -154,25 +228,107 @@ def summary(scores: dict) -> str:
     return f"ROUGE-L {scores['rouge_l']:.1f}  CIDEr {scores['cider']:.1f}  accuracy {scores['accuracy']:.1f}"
 
 
-def plot(report: dict, path: Path) -> None:
+def arms(report: dict) -> list[dict]:
+    """One row per arm: name, scores, annotation effort (candidates judged, explanations written, seconds)."""
+    judge, write = report["cost_model"]["judge_seconds"], report["cost_model"]["write_seconds"]
+    out = [{"arm": "model as built", "kind": "demo", **report["demo"], "judged": 0, "written": 0}]
+    for record in report["loop"]:
+        it = record["iteration"]
+        out.append({"arm": f"ILLUME iteration {it}", "kind": "illume", "iteration": it, **record["illume"],
+                    "judged": record["candidates_judged_total"], "written": 0})
+        for weight, runs in report["pref"].items():
+            out.append({"arm": f"ILLUME + pref (w={float(weight):g}) iteration {it}", "kind": "pref", "weight": weight,
+                        "iteration": it, **runs[it - 1], "judged": record["candidates_judged_total"], "written": 0})
+    for sft in report["sft"]:
+        out.append({"arm": f"SFT on refs {sft['multiple']}x ({sft['items']} items)", "kind": "sft", **sft,
+                    "judged": 0, "written": sft["explanations_written"]})
+    for row in out:
+        row["annotation_seconds"] = row["judged"] * judge + row["written"] * write
+    return out
+
+
+def break_even(rows: list[dict]) -> dict:
+    """write/judge cost ratio above which the cheapest ILLUME arm that matches SFT 1x's ROUGE-L costs no more."""
+    sft1 = next((r for r in rows if r["kind"] == "sft" and r["multiple"] == 1), None)
+    if sft1 is None:
+        return {"ratio": None, "why": "no SFT 1x arm in this run"}
+    matching = [r for r in rows if r["kind"] in ("illume", "pref") and r["rouge_l"] >= sft1["rouge_l"]]
+    if not matching:
+        best = max((r for r in rows if r["kind"] in ("illume", "pref")), key=lambda r: r["rouge_l"], default=None)
+        return {"ratio": "never", "why": f"no ILLUME arm reaches SFT 1x's ROUGE-L {sft1['rouge_l']:.1f}"
+                + (f" (best: {best['arm']}, {best['rouge_l']:.1f})" if best else "")}
+    cheapest = min(matching, key=lambda r: r["judged"])
+    return {"ratio": round(cheapest["judged"] / sft1["written"], 3), "arm": cheapest["arm"],
+            "why": f"{cheapest['judged']} candidates judged vs {sft1['written']} explanations written"}
+
+
+def plot(report: dict, rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    iterations = [0] + [r["iteration"] for r in report["illume"]]
-    for ax, key, label in zip(axes, ("rouge_l", "cider", "accuracy"), ("ROUGE-L", "CIDEr", "answer accuracy")):
-        ax.plot(iterations, [report["demo"][key]] + [r[key] for r in report["illume"]], "o-", label="ILLUME (critic)")
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.3))
+    its = [0] + [r["iteration"] for r in report["loop"]]
+    demo = report["demo"]
+    series = [("ILLUME", [r["illume"] for r in report["loop"]])]
+    series += [(f"ILLUME + pref w={float(w):g}", runs) for w, runs in report["pref"].items()]
+    for ax, key, label in zip(axes[:2], ("rouge_l", "accuracy"), ("ROUGE-L", "answer accuracy")):
+        for name, runs in series:
+            ax.plot(its, [demo[key]] + [r[key] for r in runs], "o-", label=name)
         for sft, style in zip(report["sft"], (":", "--", "-.")):
             ax.axhline(sft[key], linestyle=style, color="gray", label=f"SFT refs {sft['multiple']}x ({sft['items']} items)")
-        ax.set_xlabel("ILLUME iteration (0 = demo model as built)")
+        ax.set_xlabel("iteration (0 = model as built)")
         ax.set_title(label)
-        ax.set_xticks(iterations)
-    axes[0].legend(fontsize=8)
+        ax.set_xticks(its)
+    axes[0].legend(fontsize=7)
+    cost = report["cost_model"]
+    for kind, marker in (("demo", "s"), ("illume", "o"), ("pref", "^"), ("sft", "D")):
+        points = [r for r in rows if r["kind"] == kind]
+        axes[2].plot([r["annotation_seconds"] / 3600 for r in points], [r["rouge_l"] for r in points], marker,
+                     linestyle="-" if kind in ("illume", "sft") else "", label=kind)
+    axes[2].set_xlabel(f"annotator hours ({cost['judge_seconds']:g} s/judgement, {cost['write_seconds']:g} s/explanation)")
+    axes[2].set_title(f"ROUGE-L vs annotation cost (break-even {report['break_even']['ratio']})")
+    axes[2].legend(fontsize=7)
+    loop_its = [r["iteration"] for r in report["loop"]]
+    axes[3].plot(loop_its, [r["diversity"]["candidates_per_item"] for r in report["loop"]], "o-",
+                 label=f"judged (remedy: {report['settings']['remedy']})")
+    axes[3].plot(loop_its, [r["diversity_newest_model_only"]["candidates_per_item"] for r in report["loop"]], "x--",
+                 label="newest model alone")
+    axes[3].set_title("distinct candidates per item (of 10)")
+    axes[3].set_xlabel("iteration")
+    axes[3].set_xticks(loop_its)
+    axes[3].legend(fontsize=7)
     fig.suptitle(f"Shapes-X data efficiency: {report['feedback_items']} feedback items, test n={report['test_items']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+
+
+def table(rows: list[dict], report: dict) -> str:
+    cost = report["cost_model"]
+    lines = [f"cost model: {cost['judge_seconds']:g} s to judge one candidate, {cost['write_seconds']:g} s to write "
+             f"one explanation",
+             f"{'arm':<40}{'ROUGE-L':>9}{'CIDEr':>9}{'accuracy':>10}{'judged':>8}{'written':>8}{'annot. h':>10}"]
+    for r in rows:
+        lines.append(f"{r['arm']:<40}{r['rouge_l']:>9.1f}{r['cider']:>9.1f}{r['accuracy']:>10.1f}{r['judged']:>8}"
+                     f"{r['written']:>8}{r['annotation_seconds'] / 3600:>10.2f}")
+    be = report["break_even"]
+    lines.append(f"break-even write/judge ratio: {be['ratio']} ({be['why']})")
+    return "\n".join(lines)
+
+
+def floors(report: dict, weight: float | None) -> dict:
+    demo, loop = report["demo"], report["loop"]
+    div = [r["diversity"]["candidates_per_item"] for r in loop]
+    result = {"diversity_ratio": round(div[-1] / div[0], 3) if div and div[0] else None}
+    result["diversity_passed"] = result["diversity_ratio"] is not None and result["diversity_ratio"] >= DIVERSITY_FLOOR
+    if weight is not None:
+        last, ill = report["pref"][weight][-1], loop[-1]["illume"]
+        result.update(pref_rouge_gain=round(last["rouge_l"] - ill["rouge_l"], 2),
+                      pref_accuracy_loss=round(demo["accuracy"] - last["accuracy"], 2))
+        result["pref_passed"] = (result["pref_rouge_gain"] >= PREF_ROUGE_FLOOR
+                                 and result["pref_accuracy_loss"] <= ACCURACY_LOSS_CEILING)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="a demo model directory built before (default: build/reuse)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--feedback-items", type=int, default=100)
+    parser.add_argument("--test-items", type=int, default=None, help="score on the first N test items (default: all)")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--multiples", default="1,2,5", help="SFT baselines: k x as many items as got feedback")
+    parser.add_argument("--dpo-weight", default="1", help="preference-loss weight(s) of the ILLUME + pref arm(s), "
+                        "comma-separated (the first is the one the floor checks; empty: no such arm)")
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--remedy", choices=("base", "none"), default="base",
+                        help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
+    parser.add_argument("--critic-threshold", type=float, default=None, help="ROUGE-L the critic needs (default: its own)")
+    parser.add_argument("--judge-seconds", type=float, default=5.0, help="cost model: seconds to judge one candidate")
+    parser.add_argument("--write-seconds", type=float, default=30.0, help="cost model: seconds to write one explanation")
     parser.add_argument("--epochs", type=int, default=DEMO_TRAINING["epochs"])
     parser.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"])
     parser.add_argument("--lr", type=float, default=DEMO_TRAINING["lr"])
@@ -200,47 +365,44 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.model) if args.model else demo_model.ensure_demo_model(args.cache, seed=args.seed, progress=log)
     settings = json.loads((base / demo_model.SETTINGS_FILE).read_text())
     multiples = [int(m) for m in args.multiples.split(",") if m]
+    weights = [float(w) for w in args.dpo_weight.split(",") if w]
     data = out / "data"
     items = shapes.generate(data, seed=args.seed, sizes={"val": max(multiples + [1]) * args.feedback_items,
                                                         "test": settings["test_items"]})
     pool_all = absolute(items["val"], data)  # never seen by the demo model
-    test = absolute(items["test"], data)
+    test = absolute(items["test"], data)[: args.test_items]
     pool = pool_all[: args.feedback_items]
 
-    from training import evaluate
-
-    demo_scores = evaluate(VLM.load(str(base), device="cpu"), test, batch_size=40, meteor=False)
-    log(f"demo model as built: {summary(demo_scores)}")
+    demo_scores = evaluate_adapter(base, None, test)
+    log(f"model as built: {summary(demo_scores)}")
     report = {"demo_model": str(base), "feedback_items": len(pool), "test_items": len(test), "demo": demo_scores,
-              "settings": vars(args)}
-    report["illume"] = run_illume(base, pool, test, out / "runs", args)
+              "settings": vars(args), "cost_model": {"judge_seconds": args.judge_seconds,
+                                                     "write_seconds": args.write_seconds}}
+    report["loop"], report["pref"] = run_loop(base, pool, test, out / "runs", args, weights)
     report["sft"] = [run_sft(base, pool_all, k, len(pool), test, out / "runs", args) for k in multiples]
-
-    last = report["illume"][-1]
-    gain = last["rouge_l"] - demo_scores["rouge_l"]
-    accuracy_loss = demo_scores["accuracy"] - last["accuracy"]
-    report["floor"] = {"rouge_gain": gain, "accuracy_loss": accuracy_loss,
-                       "passed": gain >= ROUGE_GAIN_FLOOR and accuracy_loss <= ACCURACY_LOSS_CEILING}
+    rows = arms(report)
+    report["break_even"] = break_even(rows)
+    report["floor"] = floors(report, weights[0] if weights else None)
+    report["arms"] = [{k: v for k, v in r.items() if k != "examples"} for r in rows]
     report["seconds"] = round(time.time() - started, 1)
 
-    log("\n" + f"{'model':<34}{'ROUGE-L':>9}{'CIDEr':>9}{'accuracy':>10}")
-    log(f"{'demo model as built':<34}{demo_scores['rouge_l']:>9.1f}{demo_scores['cider']:>9.1f}{demo_scores['accuracy']:>10.1f}")
-    for r in report["illume"]:
-        name = f"ILLUME iteration {r['iteration']} ({len(pool)} items)"
-        log(f"{name:<34}{r['rouge_l']:>9.1f}{r['cider']:>9.1f}{r['accuracy']:>10.1f}")
-    for r in report["sft"]:
-        name = f"SFT on refs, {r['multiple']}x ({r['items']} items)"
-        log(f"{name:<34}{r['rouge_l']:>9.1f}{r['cider']:>9.1f}{r['accuracy']:>10.1f}")
-    for r in report["sft"]:
-        log(f"ILLUME / SFT {r['multiple']}x: ROUGE-L ratio {last['rouge_l'] / max(r['rouge_l'], 1e-9):.2f}, "
-            f"CIDEr ratio {last['cider'] / max(r['cider'], 1e-9):.2f}")
-    log(f"floor: ROUGE-L gain {gain:+.1f} (>= {ROUGE_GAIN_FLOOR}), accuracy change {-accuracy_loss:+.1f} "
-        f"(>= -{ACCURACY_LOSS_CEILING}): {'PASSED' if report['floor']['passed'] else 'NOT MET'}")
+    log("\n" + table(rows, report))
+    for r in report["loop"]:
+        log(f"iteration {r['iteration']}: distinct candidates/item {r['diversity']['candidates_per_item']} "
+            f"(newest model alone {r['diversity_newest_model_only']['candidates_per_item']}), distinct-2 "
+            f"{r['diversity']['distinct_2']}")
+    f = report["floor"]
+    log(f"floor diversity: last/first distinct candidates per item {f['diversity_ratio']} (>= {DIVERSITY_FLOOR}): "
+        f"{'PASSED' if f['diversity_passed'] else 'NOT MET'}")
+    if "pref_passed" in f:
+        log(f"floor preference loss: ROUGE-L vs ILLUME {f['pref_rouge_gain']:+.1f} (>= {PREF_ROUGE_FLOOR}), accuracy "
+            f"vs model as built {-f['pref_accuracy_loss']:+.1f} (>= -{ACCURACY_LOSS_CEILING}): "
+            f"{'PASSED' if f['pref_passed'] else 'NOT MET'}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "data_efficiency.json", json.dumps(report, indent=2, default=str))
-    plot(report, out / "data_efficiency.png")
+    plot(report, rows, out / "data_efficiency.png")
     log(f"report: {out / 'data_efficiency.json'}, plot: {out / 'data_efficiency.png'} ({report['seconds']:.0f}s)")
-    return 0 if report["floor"]["passed"] else 1
+    return 0 if f["diversity_passed"] and f.get("pref_passed", True) else 1
 
 
 if __name__ == "__main__":
