@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from illume import prompts
+from illume.atomic_dir import temporary_beside
 from illume.datasets import shapes
 from illume.errors import IllumeError
 from illume.records import Item, atomic_write_text
@@ -467,7 +467,7 @@ def build_demo_model(out: str | Path, settings: DemoSettings = DemoSettings(), p
     if (out / SETTINGS_FILE).is_file():
         raise IllumeError(f"{out} already holds a demo model", "Choose another --out directory, or delete it first.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+    tmp = temporary_beside(out)
     try:
         started = time.time()
         model, processor, summary = train(settings, progress)

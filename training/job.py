@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import resource
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from illume.atomic_dir import remove_stale_temporaries, swap_in, temporary_beside
 from illume.errors import IllumeError
 from illume.records import atomic_write_text
 from illume.vlm import ADAPTER_META, VLM, pick_device
@@ -286,8 +286,8 @@ class Trainer:
         with self._gathered():
             fingerprint = weights_sha256(trainable_state(self.engine.module))
             if self.rank == 0:
-                tmp = c.out_dir / ".adapter.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_stale_temporaries(c.adapter_dir)  # of a run killed while saving
+                tmp = temporary_beside(c.adapter_dir)
                 self.engine.module.save_pretrained(str(tmp))
                 write_json(tmp / ADAPTER_META, {
                     "base_model": c.base_model, "version": c.version or c.out_dir.resolve().name,
@@ -297,7 +297,7 @@ class Trainer:
                     "dpo": c.dpo, "dpo_weight": c.dpo_weight, "dpo_beta": c.dpo_beta if c.dpo else None, "world_size": self.world,
                     "zero_stage": self.zero_stage, "trainable_sha256": fingerprint,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-                _replace_dir(tmp, c.adapter_dir)
+                swap_in(tmp, c.adapter_dir)
         self._barrier()
         return fingerprint
 
@@ -309,16 +309,6 @@ def _means(parts: list[dict[str, float]]) -> dict[str, float]:
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap a finished directory into place; readers see the old or the new one."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run(config: TrainConfig) -> TrainResult:
