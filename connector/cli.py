@@ -267,7 +267,7 @@ def import_(session, source, local_files_root, limit, round_):
 @click.option("--model", help="--offline: the base model the backend serves.")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False),
               help="--offline: the adapter the backend serves (none: base model alone).")
-@click.option("--version", help="--offline: the served version name, when the backend was given --version.")
+@click.option("--model-version", "version", help="--offline: the served version name, when the backend was given --model-version.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="--offline: sampling processes on this machine (one per GPU).")
 @click.option("--hostfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -388,7 +388,7 @@ def export(session, out, previous, min_agreement, round_, allow_hosts, allow_roo
 @EVAL_ITEMS
 @SERVING_ADAPTER
 @GATE
-@click.option("--version", help="Model version name for the new adapter (default: the run directory's name).")
+@click.option("--model-version", "version", help="Model version name for the new adapter (default: the run directory's name).")
 @PROCESSES
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @BACKEND_URL
@@ -475,7 +475,7 @@ def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_a
 @click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", required=True, help="The backend's admin token.")
 @click.option("--model", required=True, help="Base model directory.")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="Adapter directory (none: base only).")
-@click.option("--version", help="Model version name (default: the adapter's).")
+@click.option("--model-version", "version", help="Model version name (default: the adapter's).")
 @JSON
 @pass_session
 def reload(session, backend_url, admin_token, model, adapter, version):

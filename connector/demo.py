@@ -85,7 +85,7 @@ def ml_backend(model: Path, adapter: str | None, version: str | None, label_stud
                "--label-studio-url", label_studio.url, "--label-studio-api-key", label_studio.token,
                "--max-new-tokens", "40"]
     if adapter:
-        command += ["--adapter", adapter] + (["--version", version] if version else [])
+        command += ["--adapter", adapter] + (["--model-version", version] if version else [])
     with open(log, "ab") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
                                    env=dict(os.environ))

@@ -95,14 +95,14 @@ def launcher_command(job: OfflineJob, processes: int, hostfile: Path | None = No
     if job.adapter:
         command += ["--adapter", job.adapter]
     if job.version:
-        command += ["--version", job.version]
+        command += ["--model-version", job.version]
     return command
 
 
 def served_version_check(served: str, offline: str) -> None:
     if served and served != offline:
         raise IllumeError(f"the backend serves model version {served!r}, but this model/adapter is {offline!r}",
-                          "Pass the --model and --adapter the backend serves (or its --version), so that offline "
+                          "Pass the --model and --adapter the backend serves (or its --model-version), so that offline "
                           "predictions count as the served version's.")
 
 
@@ -212,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--project", required=True, type=int)
     p.add_argument("--model", required=True)
     p.add_argument("--adapter")
-    p.add_argument("--version")
+    p.add_argument("--model-version", dest="version")
     p.add_argument("--preselect", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--temperatures", default="0.3,0.8")

@@ -37,7 +37,7 @@ def training_command(export: Path, base_model: str, out: Path, eval_items: Path 
     if eval_batch_size:
         args += ["--eval-batch-size", str(eval_batch_size)]
     if version:
-        args += ["--version", version]
+        args += ["--model-version", version]
     if resume:
         args.append("--resume")
     args += list(extra)

@@ -50,7 +50,8 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
 @click.option("--model", envvar="ILLUME_MODEL", required=True, help="Base model: save_pretrained directory or hub id.")
 @click.option("--adapter", envvar="ILLUME_ADAPTER", help="LoRA adapter directory trained by the training job.")
-@click.option("--version", "model_version", envvar="ILLUME_MODEL_VERSION",
+@click.version_option(package_name="illume-studio")
+@click.option("--model-version", "model_version", envvar="ILLUME_MODEL_VERSION",
               help="Version name to report (default: the adapter's version, else the model's name).")
 @click.option("--host", envvar="ILLUME_HOST", default="0.0.0.0")
 @click.option("--port", envvar="ILLUME_PORT", default=9090, type=int)

@@ -10,6 +10,15 @@ from illume.errors import IllumeError
 from training.config import TrainConfig
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("illume-studio")
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=(
         "Fine-tune LoRA adapters on an ILLUME export with DeepSpeed (ILLUME loss, optional DPO). "
@@ -41,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-projector", action="store_true", help="LoRA on the vision-to-text projector as well")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"].default, help="optimizer steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in <out>/checkpoints")
-    p.add_argument("--version", help="model version name stored with the adapter (default: the --out directory's name)")
+    p.add_argument("--model-version", dest="version",
+                   help="model version name stored with the adapter (default: the --out directory's name)")
+    p.add_argument("--version", action="version", version=f"%(prog)s (illume-studio {_package_version()})")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -55,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         result = run(TrainConfig(**args))
-    except IllumeError as exc:
+    except IllumeError as exc:  # a problem the user can fix (usage errors exit 2, as argparse does)
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None
     if result.rank == 0:
         print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.steps,
                           "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}))

@@ -15,7 +15,7 @@ def test_cli_serves_with_uvicorn(llava_dir, tmp_path):
     port = free_port()
     env = dict(os.environ, ILLUME_BASIC_AUTH="studio:s3cret", ILLUME_ADMIN_TOKEN="adm1n",
                ILLUME_MAX_NEW_TOKENS="4", ILLUME_PER_TEMPERATURE="2")
-    command = [sys.executable, "-m", "ml_backend.server", "--model", str(llava_dir), "--version", "cli-v1",
+    command = [sys.executable, "-m", "ml_backend.server", "--model", str(llava_dir), "--model-version", "cli-v1",
                "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
     log = open(tmp_path / "backend.log", "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -66,3 +66,13 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_end(tmp_path, expo
     assert resumed_rank["steps"] == straight_rank["steps"] == 12
     assert resumed_rank["losses"] == straight_rank["losses"][2:]
     assert resumed_rank["trainable_sha256"] == straight_rank["trainable_sha256"]
+
+
+def test_the_cli_exits_1_for_a_fixable_problem_and_version_means_the_program(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "training", "--export", str(tmp_path / "nowhere"),
+                              "--base-model", "m", "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+    usage = subprocess.run([sys.executable, "-m", "training"], capture_output=True, text=True)
+    assert usage.returncode == 2  # argparse's usage error
+    shown = subprocess.run([sys.executable, "-m", "training", "--version"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "illume-studio" in shown.stdout
