@@ -51,15 +51,23 @@ def _llama_text_config(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, h
                        eos_token_id=eos_id, tie_word_embeddings=False)
 
 
+def _clip_llama_configs(tokenizer, image_size: int, patch: int):
+    """A 2-layer CLIP vision tower and a small Llama: the LLaVA family's tiny halves."""
+    from transformers import CLIPVisionConfig
+
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch, projection_dim=32)
+    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    return vision, text
+
+
 def build_llava(out: Path, corpus: Iterable[str]) -> Path:
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlavaConfig,
+    from transformers import (CLIPImageProcessor, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
     tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>", "<image>"])
     image_size, patch = 32, 8
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=image_size, patch_size=patch, projection_dim=32)
-    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    vision, text = _clip_llama_configs(tokenizer, image_size, patch)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
@@ -155,15 +163,13 @@ def build_qwen2_5_vl(out: Path, corpus: Iterable[str]) -> Path:
 
 def build_llava_next(out: Path, corpus: Iterable[str]) -> Path:
     """LLaVA-NeXT: "anyres" tiling (a base view + a grid of crops per image) and a chat template."""
-    from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessor, LlavaNextProcessor)
 
     tokenizer = train_tokenizer(list(corpus) + ["USER: ASSISTANT:"], ["<pad>", "<s>", "</s>", "<image>"])
     image_size, patch = 32, 8
     pinpoints = [[32, 32], [32, 64], [64, 32]]  # tall and wide images get 2 crops, square ones 1
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=image_size, patch_size=patch, projection_dim=32)
-    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    vision, text = _clip_llama_configs(tokenizer, image_size, patch)
     config = LlavaNextConfig(vision_config=vision, text_config=text,
                              image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
                              vision_feature_layer=-1, vision_feature_select_strategy="default",

@@ -92,7 +92,6 @@ class Batcher:
         self._ahead = 0  # tasks being fetched or fetched and waiting for the model
         self._cond = threading.Condition()
         self._stopped = False
-        self.batches_run = 0
         self._worker = threading.Thread(target=self._loop, name="illume-batcher", daemon=True)
         self._worker.start()
 
@@ -251,7 +250,6 @@ class Batcher:
                 except Exception as exc:
                     failed.append((job, index, [], None, _reason(exc)))
             outcomes = failed + (self._run_isolated(built) if built else [])
-            self.batches_run += 1
             with self._cond:
                 for job, index, candidates, version, error in outcomes:
                     if job in self._jobs:
