@@ -35,3 +35,15 @@ def test_lead_time_survives_export_and_gives_seconds_per_accepted_rationale(tmp_
     effort = annotation_effort(list(feedback.values()))
     assert effort == {"annotator_seconds": 50.0, "annotations_timed": 3, "accepted_rationales": 2,
                       "seconds_per_accepted_rationale": 25.0}
+
+
+def test_status_shows_effort_only_for_rounds_label_studio_timed():
+    from connector.status import _round_summary
+
+    timed = Feedback("x", "x.png", "q?", "a", ["it is red .", "a dog ."], ["it is red ."], ["a dog ."],
+                     lead_times=[20.0])
+    simulated = Feedback("y", "y.png", "q?", "a", ["it is red ."], ["it is red ."], [], lead_times=[None])
+    summary = _round_summary([timed, simulated])
+    assert summary["completed"] == 2 and summary["diversity"]["candidates_per_item"] == 1.5
+    assert summary["effort"]["annotator_seconds"] == 20.0 and summary["effort"]["seconds_per_accepted_rationale"] == 10.0
+    assert "effort" not in _round_summary([simulated])
