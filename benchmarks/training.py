@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 # `training` package: look in the repository instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
+from connector.training_job import deepspeed_launcher  # noqa: E402
+
 FLOOR = 0.85
 
 
@@ -139,7 +141,7 @@ def build_large_llava(out: Path, layers: int, hidden: int) -> tuple[Path, int]:
 def zero_memory(export: Path, model: Path, work: Path, stage: int, batch_size: int, steps: int,
                 offload: bool = False) -> list[dict]:
     out = work / f"zero{stage}{'-offload' if offload else ''}"
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "training",
+    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "training",
                "--export", str(export), "--base-model", str(model), "--out", str(out), "--zero", str(stage),
                "--batch-size", str(batch_size), "--epochs", "1000", "--max-steps", str(steps), "--seed", "0"]
     command += ["--offload"] if offload else []

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from connector.training_job import deepspeed_launcher
 from illume.errors import IllumeError
 
 log = logging.getLogger("offline_sampling")
@@ -80,7 +81,7 @@ def shard(task_ids: Sequence[int], rank: int, world: int) -> list[int]:
 def launcher_command(job: OfflineJob, processes: int, hostfile: Path | None = None,
                      master_port: int | None = None) -> list[str]:
     """The deepspeed launcher running one sampling process per GPU (or CPU process)."""
-    command = ["deepspeed"]
+    command = [deepspeed_launcher()]
     if hostfile:
         command += ["--hostfile", str(hostfile)]
     else:

@@ -82,11 +82,29 @@ def _autos(node: Any, path: str = "") -> list[str]:
     return [path] if node == "auto" else []
 
 
-def set_single_process_env() -> None:
-    """Outside the deepspeed launcher, describe a world of one process (else DeepSpeed wants MPI)."""
-    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))):
-        os.environ.setdefault(key, value)
+def start_process_group() -> tuple[int, int]:
+    """(rank, world size) of this process. Under the deepspeed launcher (RANK in the environment)
+    DeepSpeed joins the launcher's world. Alone, a world of one is started here over a TCP port
+    picked free, without RANK/MASTER_PORT in os.environ (child processes must not mistake it for a
+    launcher's world); a port that another process takes between the pick and the bind is picked again."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ.get("WORLD_SIZE", "1"))
+    from deepspeed.accelerator import get_accelerator
+
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it; a child inheriting it is right too
+    for attempt in range(5):
+        try:
+            dist.init_process_group(get_accelerator().communication_backend_name(),
+                                    init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+            return 0, 1
+        except dist.DistNetworkError:  # EADDRINUSE: taken after the pick
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _free_port() -> int:

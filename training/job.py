@@ -80,9 +80,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.device, self.export, self.items = check_inputs(config)
-        deepspeed_config.set_single_process_env()
-        self.rank = int(os.environ["RANK"])
-        self.world = int(os.environ["WORLD_SIZE"])
+        self.rank, self.world = deepspeed_config.start_process_group()
         row_batches, pair_batches = self._epoch_batches(0)
         self.micro_per_epoch = len(row_batches) or len(pair_batches)
         total_micro = config.epochs * self.micro_per_epoch
@@ -118,8 +116,7 @@ class Trainer:
     def _epoch_batches(self, epoch: int) -> tuple[list[list[int]], list[list[int]]]:
         """(row batches, pair batches) of this rank for one epoch; either may be empty."""
         c = self.config
-        rank = int(os.environ.get("RANK", 0))
-        world = int(os.environ.get("WORLD_SIZE", 1))
+        rank, world = self.rank, self.world
         rows = self.export.rows
         pairs = self.export.pairs if c.dpo else []
         row_batches = shard_batches(len(rows), c.batch_size, world, rank, c.seed, epoch) if rows else []

@@ -11,6 +11,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from connector.training_job import deepspeed_launcher
+
 REPO = Path(__file__).resolve().parents[2]
 
 RANK_SCRIPT = '''
@@ -56,7 +58,7 @@ def test_zero3_loads_partitioned_and_stages_agree_on_losses(tmp_path, export_dir
     script = tmp_path / "stages.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "runs"
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(_free_port()), str(script),
+    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(_free_port()), str(script),
                str(export_dir), str(tiny_model_dir("llava")), str(out)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
