@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 source scripts/project_env.sh
 export VIRTUAL_ENV=$ILLUME_VENV PATH="$ILLUME_VENV/bin:$PATH"  # as `source .venv/bin/activate` does
 bash scripts/install.sh --test
-exec "$ILLUME_VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+exec "$ILLUME_VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
