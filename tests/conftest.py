@@ -1,7 +1,6 @@
 """Shared fixtures: one real Label Studio for the session, tiny models built locally."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,6 @@
 """Against a real Label Studio: tasks get candidates in their data and a prediction of our version."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import requests

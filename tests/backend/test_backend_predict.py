@@ -5,7 +5,6 @@ import base64
 import threading
 import time
 
-import pytest
 
 from backend_helpers import LABEL_CONFIG, data_uri, png_bytes, task
 

@@ -1,7 +1,6 @@
 """Export against a real Label Studio: annotations made through the API -> exact rows and pairs."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
