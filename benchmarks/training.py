@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 from connector.training_job import deepspeed_launcher  # noqa: E402
+from illume.ports import free_port  # noqa: E402
 
 FLOOR = 0.85
 
@@ -111,12 +111,6 @@ def _in_subprocess(kind: str, **kwargs) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def build_large_llava(out: Path, layers: int, hidden: int) -> tuple[Path, int]:
     """The tiny LLaVA's processor and vision tower, its language model scaled to layers x hidden,
     random weights, saved like any checkpoint; (directory, parameter count)."""
@@ -141,7 +135,7 @@ def build_large_llava(out: Path, layers: int, hidden: int) -> tuple[Path, int]:
 def zero_memory(export: Path, model: Path, work: Path, stage: int, batch_size: int, steps: int,
                 offload: bool = False) -> list[dict]:
     out = work / f"zero{stage}{'-offload' if offload else ''}"
-    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "training",
+    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(free_port()), "--module", "training",
                "--export", str(export), "--base-model", str(model), "--out", str(out), "--zero", str(stage),
                "--batch-size", str(batch_size), "--epochs", "1000", "--max-steps", str(steps), "--seed", "0"]
     command += ["--offload"] if offload else []

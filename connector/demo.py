@@ -20,8 +20,9 @@ from typing import Callable, Iterator
 
 import requests
 
-from connector.local_label_studio import LocalLabelStudio, free_port, stop_process_group, wait_until_healthy
+from connector.local_label_studio import LocalLabelStudio, stop_process_group, wait_until_healthy
 from illume.critic import DEFAULT_CRITIC
+from illume.ports import free_port
 from illume.demo_model import DEMO_TRAINING
 
 PROJECT_TITLE = "ILLUME demo (Shapes-X)"

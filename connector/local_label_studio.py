@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -19,15 +18,10 @@ from typing import Callable
 import requests
 
 from illume.errors import IllumeError
+from illume.ports import free_port
 
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_VENV = Path(os.environ.get("ILLUME_LS_VENV", Path.home() / ".cache/illume/label-studio-venv"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_healthy(process: subprocess.Popen, healthy: Callable[[], bool], what: str, log: Path,

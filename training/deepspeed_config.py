@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from illume.errors import IllumeError
+from illume.ports import free_port
 from training.config import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -99,7 +100,7 @@ def start_process_group() -> tuple[int, int]:
     for attempt in range(5):
         try:
             dist.init_process_group(get_accelerator().communication_backend_name(),
-                                    init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+                                    init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
             return 0, 1
         except dist.DistNetworkError:  # EADDRINUSE: taken after the pick
             if attempt == 4:
@@ -107,9 +108,3 @@ def start_process_group() -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

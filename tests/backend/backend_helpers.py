@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import threading
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from illume.vlm import SamplingConfig
+from illume.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config" / "illume_rationales.xml").read_text()
@@ -29,12 +29,6 @@ def data_uri(color: str = "red", size: tuple[int, int] = (48, 40)) -> str:
 
 def task(task_id: int, image: str, question: str = "what color is the shape ?", answer: str = "red") -> dict:
     return {"id": task_id, "data": {"image": image, "question": question, "answer": answer}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerThread:

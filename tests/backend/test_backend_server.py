@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from backend_helpers import free_port
+from illume.ports import free_port
 
 
 def test_cli_serves_with_uvicorn(llava_dir, tmp_path):

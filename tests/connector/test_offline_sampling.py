@@ -3,7 +3,6 @@ Studio and a real backend; a run killed after its first write is completed by th
 from __future__ import annotations
 
 import json
-import socket
 from collections import Counter
 
 import pytest
@@ -23,15 +22,10 @@ from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from ml_backend.app import create_app
 from ml_backend.settings import Settings
+from illume.ports import free_port
 from tests.backend.backend_helpers import ServerThread
 
 TASKS = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_shards_split_any_listing_the_same_way():
@@ -63,7 +57,7 @@ def test_offline_sampling_under_the_launcher_is_resumable_and_writes_each_task_o
 
         monkeypatch.setenv(FAULT_ENV, "kill-after-first-write")  # rank 0 dies right after its first prediction
         with pytest.raises(IllumeError, match="offline sampling failed"):
-            run_offline(sync_client, project, job, processes=2, master_port=_free_port())
+            run_offline(sync_client, project, job, processes=2, master_port=free_port())
         monkeypatch.delenv(FAULT_ENV)
         monkeypatch.setenv("ILLUME_MAX_NEW_TOKENS", "12")  # the CLI reads the backend's sampling variables
         first = Counter(p["task"] for p in project_predictions(sync_client, project["id"]).values())

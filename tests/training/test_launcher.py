@@ -4,21 +4,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from connector.training_job import deepspeed_launcher
 from training.job import FAULT_ENV
+from illume.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _job_args(export: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -32,7 +26,7 @@ def _ranks(out: Path) -> list[dict]:
 
 def test_deepspeed_launcher_runs_two_ranks_that_end_with_identical_weights(tmp_path, export_dir, tiny_model_dir):
     out = tmp_path / "out"
-    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "training",
+    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(free_port()), "--module", "training",
                *_job_args(export_dir, tiny_model_dir("llava"), out, "--epochs", "1", "--zero", "2")]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 from connector.training_job import deepspeed_launcher
+from illume.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,17 +48,11 @@ if trainer.rank == 0:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_zero3_loads_partitioned_and_stages_agree_on_losses(tmp_path, export_dir, tiny_model_dir):
     script = tmp_path / "stages.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "runs"
-    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(_free_port()), str(script),
+    command = [deepspeed_launcher(), "--num_gpus", "2", "--master_port", str(free_port()), str(script),
                str(export_dir), str(tiny_model_dir("llava")), str(out)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
