@@ -9,8 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from illume.vlm import SamplingConfig
 from illume.ports import free_port
+from illume.records import Item
+from illume.vlm import SamplingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config" / "illume_rationales.xml").read_text()
@@ -109,3 +110,14 @@ class LocalHTTPServer:
 def png_response(color: str = "green", size: tuple[int, int] = (48, 40)):
     body = png_bytes(color, size)
     return 200, {"Content-Type": "image/png", "Content-Length": str(len(body))}, body
+
+
+def colour_items(folder: Path, prefix: str) -> list[Item]:
+    """Three one-colour pictures in folder, as items asking their colour, with one reference each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for index, color in enumerate(["red", "blue", "green"]):
+        path = folder / f"{prefix}{index}.png"
+        Image.new("RGB", (32, 32), color).save(path)
+        items.append(Item(f"{prefix}{index}", str(path), "what color is it ?", color, [f"the picture is {color}."]))
+    return items

@@ -7,9 +7,8 @@ import json
 import pytest
 import requests
 from click.testing import CliRunner
-from PIL import Image
 
-from backend_helpers import FAST_SAMPLING, ServerThread
+from backend_helpers import FAST_SAMPLING, ServerThread, colour_items
 from connector.cli import main
 from connector.promotion import RECORD_FILE, Backend, GateSettings, promote
 from illume.errors import IllumeError
@@ -22,12 +21,7 @@ from test_backend_architectures import save_fresh_adapter
 
 @pytest.fixture
 def held_out(tmp_path) -> list[Item]:
-    items = []
-    for index, color in enumerate(["red", "blue", "green"]):
-        path = tmp_path / f"held{index}.png"
-        Image.new("RGB", (32, 32), color).save(path)
-        items.append(Item(f"h{index}", str(path), "what color is it ?", color, [f"the picture is {color}."]))
-    return items
+    return colour_items(tmp_path, "held")
 
 
 def test_promote_records_the_decision_and_reloads_only_when_promoted(llava_dir, tmp_path, held_out):

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 
-from backend_helpers import FAST_SAMPLING, ServerThread
+from backend_helpers import FAST_SAMPLING, ServerThread, colour_items
 from connector.client import LabelStudioClient
 from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items
@@ -40,14 +39,7 @@ RENAMED = """<View>
 
 @pytest.fixture
 def items(label_studio) -> list[Item]:
-    folder = Path(label_studio.data_dir) / "start-training"
-    folder.mkdir(exist_ok=True)
-    found = []
-    for index, color in enumerate(["red", "blue", "green"]):
-        path = folder / f"{color}.png"
-        Image.new("RGB", (32, 32), color).save(path)
-        found.append(Item(f"item-{index}", str(path), "what color is it ?", color, [f"the picture is {color}."]))
-    return found
+    return colour_items(Path(label_studio.data_dir) / "start-training", "item-")
 
 
 def make_backend(label_studio, llava, make_settings, sampling=FAST_SAMPLING, **settings):
