@@ -93,7 +93,11 @@ def start_process_group() -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if "RANK" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ.get("WORLD_SIZE", "1"))
+        import deepspeed
+
+        deepspeed.init_distributed()
+        release_shm_buffer()
+        return dist.get_rank(), dist.get_world_size()
     from deepspeed.accelerator import get_accelerator
 
     os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it; a child inheriting it is right too
@@ -108,3 +112,25 @@ def start_process_group() -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
+
+
+SHM_DIR = Path("/dev/shm")
+
+
+def shm_buffer_path(rank: int) -> Path:
+    """The shared-memory file DeepSpeed's CPU all-reduce creates for `rank` (csrc/cpu/comm/shm.cpp)."""
+    return SHM_DIR / (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}"
+                      f"_{os.environ.get('MASTER_PORT', '')}_{rank}")
+
+
+def release_shm_buffer() -> None:
+    """Unlink this rank's CPU all-reduce buffer once every rank has mapped it.
+
+    DeepSpeed never unlinks these (about 66 MB per rank and run), so /dev/shm fills up run after run.
+    The mappings stay valid after the unlink, and a killed rank leaves nothing behind either."""
+    import torch.distributed as dist
+
+    if dist.get_world_size() > 1:
+        dist.barrier()  # a rank's shm_initialize returns once it has opened its peers' files: wait for all
+    # Absent on GPU backends and in worlds spread over several machines.
+    shm_buffer_path(dist.get_rank()).unlink(missing_ok=True)
