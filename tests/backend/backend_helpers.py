@@ -5,6 +5,7 @@ import base64
 import io
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -121,3 +122,24 @@ def colour_items(folder: Path, prefix: str) -> list[Item]:
         Image.new("RGB", (32, 32), color).save(path)
         items.append(Item(f"{prefix}{index}", str(path), "what color is it ?", color, [f"the picture is {color}."]))
     return items
+
+
+@contextmanager
+def held_sampler(vlm, hold_s: float = 60):
+    """Hold every model batch of `vlm` until `release` is set (or `hold_s` passes).
+    Yields (entered, release, batch sizes seen); the real sampler is back afterwards."""
+    entered, release, sizes = threading.Event(), threading.Event(), []
+    real_sample = vlm.sample
+
+    def held(queries, *args, **kwargs):
+        sizes.append(len(queries))
+        entered.set()
+        release.wait(hold_s)
+        return real_sample(queries, *args, **kwargs)
+
+    vlm.sample = held
+    try:
+        yield entered, release, sizes
+    finally:
+        release.set()
+        del vlm.sample

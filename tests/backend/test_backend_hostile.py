@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, LocalHTTPServer, ServerThread, data_uri, png_bytes, png_response, task
+from backend_helpers import (LABEL_CONFIG, LocalHTTPServer, ServerThread, data_uri, held_sampler, png_bytes,
+                             png_response, task)
 from illume.images import ImagePolicy
 
 
@@ -258,17 +259,7 @@ def test_the_queue_is_bounded_in_tasks(make_client):
     import threading
 
     client, app = make_client(queue_size=4)
-    vlm = app.state.holder.current.vlm
-    entered, release = threading.Event(), threading.Event()
-    real_sample = vlm.sample
-
-    def held_sample(*args, **kwargs):  # hold the admitted request inside the model
-        entered.set()
-        release.wait(60)
-        return real_sample(*args, **kwargs)
-
-    vlm.sample = held_sample
-    try:
+    with held_sampler(app.state.holder.current.vlm) as (entered, release, _):  # the admitted request waits in the model
         first: dict = {}
         worker = threading.Thread(target=lambda: first.update(r=_predict(client, [task(i, data_uri()) for i in range(3)])))
         worker.start()
@@ -278,30 +269,13 @@ def test_the_queue_is_bounded_in_tasks(make_client):
         release.set()
         worker.join(60)
         assert all(r["result"] for r in first["r"].json()["results"])
-    finally:
-        release.set()
-        del vlm.sample
 
 
 def test_work_past_the_label_studio_timeout_is_dropped(make_client):
-    import threading
 
     client, app = make_client(batch_size=2, predict_timeout_s=1.0)
-    vlm = app.state.holder.current.vlm
-    release, seen = threading.Event(), []
-    real_sample = vlm.sample
-
-    def slow_sample(queries, *args, **kwargs):
-        seen.append(len(queries))
-        release.wait(3)  # the first batch outlives the request's deadline
-        return real_sample(queries, *args, **kwargs)
-
-    vlm.sample = slow_sample
-    try:
+    with held_sampler(app.state.holder.current.vlm, hold_s=3) as (_, _, seen):  # outlives the request's deadline
         results = _predict(client, [task(i, data_uri()) for i in range(6)]).json()["results"]
-    finally:
-        release.set()
-        del vlm.sample
     (first_batch,) = seen  # only the batch that was running at the deadline reached the model
     assert sum(bool(r["result"]) for r in results) == first_batch >= 1
     assert all("dropped: the request's deadline passed" in r["error"] for r in results if not r["result"])
@@ -309,7 +283,6 @@ def test_work_past_the_label_studio_timeout_is_dropped(make_client):
 
 
 def test_work_of_a_client_that_disconnected_is_dropped(make_settings, llava):
-    import threading
 
     import requests
 
@@ -317,18 +290,7 @@ def test_work_of_a_client_that_disconnected_is_dropped(make_settings, llava):
     from ml_backend.model_holder import Loaded, ModelHolder
 
     app = create_app(make_settings(batch_size=1), ModelHolder(Loaded(llava, "v1"), device="cpu"))
-    vlm = llava
-    entered, release, seen = threading.Event(), threading.Event(), []
-    real_sample = vlm.sample
-
-    def held_sample(queries, *args, **kwargs):
-        seen.append(len(queries))
-        entered.set()
-        release.wait(30)
-        return real_sample(queries, *args, **kwargs)
-
-    vlm.sample = held_sample
-    try:
+    with held_sampler(llava, hold_s=30) as (entered, release, seen):
         with ServerThread(app) as server:
             with pytest.raises(requests.Timeout):  # the client gives up and closes its connection
                 requests.post(f"{server.url}/predict", json={"tasks": [task(i, data_uri()) for i in range(20)]},
@@ -341,9 +303,6 @@ def test_work_of_a_client_that_disconnected_is_dropped(make_settings, llava):
             release.set()
             good = requests.post(f"{server.url}/predict", json={"tasks": [task(1, data_uri())]}, timeout=60)
             assert good.json()["results"][0]["result"]
-    finally:
-        release.set()
-        del vlm.sample
     assert seen == [1, 1]  # the 19 dropped tasks never reached the model
 
 

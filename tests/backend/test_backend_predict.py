@@ -6,7 +6,7 @@ import threading
 import time
 
 
-from backend_helpers import LABEL_CONFIG, data_uri, png_bytes, task
+from backend_helpers import LABEL_CONFIG, data_uri, held_sampler, png_bytes, task
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -144,17 +144,7 @@ def test_good_reload_changes_the_version(make_client, image_root, llava_dir):
 
 def test_queue_full_answers_503_with_retry_after(make_client, image_root):
     client, app = make_client(queue_size=1)
-    vlm = app.state.holder.current.vlm
-    entered, release = threading.Event(), threading.Event()
-    real_sample = vlm.sample
-
-    def held_sample(*args, **kwargs):  # hold the one admitted request inside the model
-        entered.set()
-        release.wait(60)
-        return real_sample(*args, **kwargs)
-
-    vlm.sample = held_sample
-    try:
+    with held_sampler(app.state.holder.current.vlm) as (entered, release, _):  # the admitted request waits in the model
         first: dict = {}
         worker = threading.Thread(target=lambda: first.update(r=_predict(client, [task(1, data_uri())])))
         worker.start()
@@ -166,25 +156,11 @@ def test_queue_full_answers_503_with_retry_after(make_client, image_root):
         worker.join(60)
         assert first["r"].status_code == 200
         assert _predict(client, [task(3, data_uri())]).status_code == 200  # room again
-    finally:
-        release.set()
-        del vlm.sample
 
 
 def test_concurrent_requests_share_model_batches(make_client):
     client, app = make_client(batch_size=8)
-    vlm = app.state.holder.current.vlm
-    entered, release = threading.Event(), threading.Event()
-    real_sample, sizes = vlm.sample, []
-
-    def counted(queries, *args, **kwargs):
-        sizes.append(len(queries))
-        entered.set()
-        release.wait(60)
-        return real_sample(queries, *args, **kwargs)
-
-    vlm.sample = counted
-    try:
+    with held_sampler(app.state.holder.current.vlm) as (entered, release, sizes):
         threads = [threading.Thread(target=_predict, args=(client, [task(i, data_uri())])) for i in range(5)]
         threads[0].start()
         assert entered.wait(60)  # the first request occupies the model...
@@ -196,9 +172,6 @@ def test_concurrent_requests_share_model_batches(make_client):
         release.set()
         for thread in threads:
             thread.join(60)
-    finally:
-        release.set()
-        del vlm.sample
     assert sizes == [1, 4]
 
 
