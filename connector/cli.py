@@ -330,7 +330,7 @@ def annotate(session, simulate, annotators, critic, threshold, error_rate, seed)
 
 def _export_summary(manifest: dict, out: Path) -> str:
     counts, agreement = manifest["counts"], manifest["agreement"]
-    refused = manifest.get("refused_images") or []
+    refused = (manifest.get("refused_images") or []) + (manifest.get("refused_texts") or [])
     return (f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
             f"({counts['new_rationale_rows']} new), {counts['answer_rows']} answer-only rows, {counts['pairs']} "
             f"preference pairs; acceptance rate {manifest['acceptance']['rate']}; "

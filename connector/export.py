@@ -26,6 +26,7 @@ from illume.atomic_dir import remove_stale_temporaries, swap_in, temporary_besid
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema, shipped_schema
 from illume.records import EXPORT_MANIFEST
+from illume.text import max_text_chars
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ExportOptions:
     project: dict[str, Any] = field(default_factory=dict)  # {"id", "title"} for the manifest
     source: str = ""  # the Label Studio URL, for the manifest
     schema: LabelingSchema | None = None  # the project's labeling schema (None: the shipped config's)
+    max_text_chars: int = field(default_factory=max_text_chars)  # per question, answer, candidate, rationale
 
 
 def iter_tasks(stream: IO[bytes]) -> Iterator[dict]:

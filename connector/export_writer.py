@@ -26,8 +26,9 @@ from connector.judging import NONE_RULE, NOTE_KEYS, Judged, judge_task, preferen
 from illume.atomic_dir import fsync_dir
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
-from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE,
+from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,
                             PreferencePair, TrainingRow, atomic_write_text, iter_jsonl, sha256_file)
+from illume.text import check_text
 
 MANIFEST_FORMAT = 1
 
@@ -132,6 +133,7 @@ class Tally:
     notes: Counter = field(default_factory=lambda: Counter({key: 0 for key in NOTE_KEYS}))
     agreement: Agreement = field(default_factory=Agreement)
     refused_images: list[dict[str, Any]] = field(default_factory=list)
+    refused_texts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, options: Any, schema: LabelingSchema,
@@ -167,6 +169,12 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
     if judged is None:
         return
     feedback = judged.feedback
+    try:  # this task only: a text the tokenizer cannot take (too long, not Unicode) leaves it out
+        check_texts(feedback, f"task {str(task.get('id'))[:40]}", options.max_text_chars)
+    except IllumeError as exc:
+        tally.refused_texts.append({"task": task.get("id"), "item_id": feedback.item_id[:200], "reason": exc.what,
+                                    "todo": exc.todo})
+        return
     try:
         feedback.image = writer.images.add(feedback.image, task_id=task.get("id"))
     except IllumeError as exc:  # this task only: nothing was fetched or copied for it
@@ -184,6 +192,17 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
     if not feedback.accepted and not feedback.written:
         writer.note_answer_only(TrainingRow(ANSWER_ONLY, feedback.item_id, feedback.image, feedback.question,
                                             feedback.answer, None, feedback.iteration))
+
+
+def check_texts(feedback: Feedback, task: str, max_chars: int) -> None:
+    """Every text of a judged task that would reach the tokenizer, checked (illume.text.check_text)."""
+    check_text(feedback.item_id, f"{task}: its item_id", max_chars)
+    for name, value in (("question", feedback.question), ("answer", feedback.answer)):
+        check_text(value, f"{task}: its {name}", max_chars)
+    for number, value in enumerate(feedback.candidates, 1):
+        check_text(value, f"{task}: candidate {number}", max_chars)
+    for number, value in enumerate(feedback.written, 1):
+        check_text(value, f"{task}: written rationale {number}", max_chars)
 
 
 def _tally(tally: Tally, judged: Judged) -> None:
@@ -220,14 +239,16 @@ def _manifest(work: Path, writer: ExportWriter, tally: Tally, options: Any, prev
                        "candidates_shown": shown, "accepted": accepted,
                        "rate": round(accepted / shown, 6) if shown else None},
         "agreement": tally.agreement.summary(),
-        "reconciliation": {"rule": NONE_RULE, "none_with_ticks": tally.notes["none_with_ticks"]},
+        "reconciliation": {"rule": NONE_RULE, "none_with_ticks": tally.notes["none_with_ticks"],
+                           "repeat_annotations": tally.notes["repeat_annotations"]},
         "preticks": pretick_summary(tally.notes, accepted),
         "counts": {"tasks": tally.seen, "completed": counts.get("completed", 0),
                    "cancelled_annotations": tally.cancelled, "annotations": len(tally.annotation_ids),
                    "rationale_rows": rationale, "new_rationale_rows": counts.get("new_rationale_rows", 0),
                    "answer_rows": answer, "pairs": counts.get("pairs", 0), "images": len(images),
-                   "refused_images": len(tally.refused_images)},
+                   "refused_images": len(tally.refused_images), "refused_texts": len(tally.refused_texts)},
         "refused_images": tally.refused_images,
+        "refused_texts": tally.refused_texts,
         "rationale_weight": answer / rationale if rationale and answer else 1.0,
         "previous_export": str(previous) if previous else None,
         "annotation_ids": sorted(tally.annotation_ids),

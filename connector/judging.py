@@ -1,6 +1,7 @@
 """Judging one exported Label Studio task: its annotations' votes -> Feedback (SPEC section 1).
 
   * cancelled annotations are skipped; a task without another annotation is not completed;
+  * one vote per person: an annotator's latest annotation replaces their earlier ones;
   * "None of these is correct" wins: an annotation that says None counts as ticking no
     candidate, whatever else is ticked (a pre-tick left standing, a slip); such conflicts are
     counted, so nothing an annotator called wrong becomes a row or a "chosen";
@@ -13,6 +14,7 @@ Control and field names come from the project's labeling schema (illume.labeling
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +36,7 @@ class Judged:
 
 
 # What judge_task counts per task, summed into the manifest and `status`.
-NOTE_KEYS = ("none_with_ticks", "annotations_from_prediction", "preticked", "preticks_kept",
+NOTE_KEYS = ("none_with_ticks", "repeat_annotations", "annotations_from_prediction", "preticked", "preticks_kept",
              "accepted_preticked_unchanged")
 
 
@@ -108,15 +110,17 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
                iteration: int = 0) -> Judged | None:
     """The Feedback of one exported task, or None when it has no completed annotation."""
     schema = schema or shipped_schema()
-    annotations = sorted((a for a in task.get("annotations") or [] if not a.get("was_cancelled")),
-                         key=lambda a: a.get("id") or 0)
-    if not annotations:
+    submitted = sorted((a for a in task.get("annotations") or [] if not a.get("was_cancelled")),
+                       key=lambda a: a.get("id") or 0)
+    if not submitted:
         return None
+    annotations = latest_per_annotator(submitted)
     data = task.get("data") or {}
     texts, lookup = candidate_texts(data, schema)
     votes: list[dict[str, bool]] = []
     written: list[str] = []
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
+    notes["repeat_annotations"] = len(submitted) - len(annotations)
     chosen_by_hand: set[str] = set()  # ticked by someone who did not find it pre-ticked
     for annotation in annotations:
         vote = annotation_choices(annotation, lookup, schema)
@@ -140,10 +144,22 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
         candidates=texts, accepted=accepted, rejected=[t for t in texts if t not in accepted],
         written=[w for w in written if w not in accepted],
         annotation_ids=[a.get("id") for a in annotations], annotators=len(annotations), iteration=iteration,
-        lead_times=[_seconds(a.get("lead_time")) for a in annotations])
+        lead_times=[_seconds(a.get("lead_time")) for a in submitted])  # time spent, replaced annotations too
     completed_by = [a.get("completed_by") for a in annotations]
     completed_by = [c.get("id") if isinstance(c, dict) else c for c in completed_by]
     return Judged(feedback, votes, completed_by, notes)
+
+
+def latest_per_annotator(annotations: list[dict]) -> list[dict]:
+    """One vote per person: an annotator's latest annotation of a task (by id) replaces their
+    earlier ones (Label Studio lets a user add several). Annotations without completed_by all count."""
+    latest: dict[Any, dict] = {}
+    for number, annotation in enumerate(annotations):
+        who = annotation.get("completed_by")
+        who = who.get("id") if isinstance(who, dict) else who
+        latest[("user", who) if who is not None else ("annotation", number)] = annotation
+    kept = {id(a) for a in latest.values()}
+    return [a for a in annotations if id(a) in kept]
 
 
 def _seconds(value: Any) -> float | None:
@@ -152,7 +168,7 @@ def _seconds(value: Any) -> float | None:
         seconds = float(value)
     except (TypeError, ValueError):
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def rationale_rows(feedback: Feedback) -> list[TrainingRow]:

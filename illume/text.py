@@ -1,9 +1,43 @@
-"""Text keys shared by sampling, export, the backend and the metrics (no torch needed)."""
+"""Text keys and text checks shared by sampling, export, the backend and the metrics (no torch needed)."""
 from __future__ import annotations
 
+import os
 import re
+
+from illume.errors import IllumeError
+
+MAX_TEXT_CHARS = 2000  # a question, answer or rationale; the tokenizer never truncates (training/data.py)
+# lone surrogates (undecodable), control characters other than tab and newlines, non-characters
+_UNUSABLE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def normalise(text: str) -> str:
     """The key under which two candidates (or two answers) count as the same text."""
     return re.sub(r"[^\w ]", "", " ".join(text.lower().split())).strip()
+
+
+def max_text_chars() -> int:
+    """The text limit: ILLUME_MAX_TEXT_CHARS when set (the backend's --max-text-chars reads it too)."""
+    value = os.environ.get("ILLUME_MAX_TEXT_CHARS", "").strip()
+    if not value:
+        return MAX_TEXT_CHARS
+    if not value.isdigit() or int(value) < 1:
+        raise IllumeError(f"ILLUME_MAX_TEXT_CHARS is {value[:40]!r}, not a positive number of characters",
+                          f"Set it to a whole number such as {MAX_TEXT_CHARS}, or unset it.")
+    return int(value)
+
+
+def check_text(value: str, where: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """`value` if the tokenizer can take it: bounded in length, valid Unicode, no control characters.
+    `where` names it in the error ("task 3: field 'question'")."""
+    if len(value) > max_chars:
+        raise IllumeError(f"{where} is {len(value)} characters long, over the limit of {max_chars}",
+                          "Shorten the text, or raise the limit (--max-text-chars / ILLUME_MAX_TEXT_CHARS).")
+    if bad := _UNUSABLE_TEXT.search(value):
+        code = ord(bad.group())
+        if 0xD800 <= code <= 0xDFFF:
+            raise IllumeError(f"{where} is not valid Unicode (a lone surrogate U+{code:04X} at character "
+                              f"{bad.start()})", "Fix the text's encoding in the task data.")
+        raise IllumeError(f"{where} holds the control character U+{code:04X} at character {bad.start()}",
+                          "Remove control characters from the task data.")
+    return value

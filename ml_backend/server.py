@@ -14,6 +14,7 @@ import os
 import click
 
 from illume.errors import IllumeError
+from illume.text import MAX_TEXT_CHARS
 from illume.images import (DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES,
                            DEFAULT_MAX_PIXELS, ImagePolicy, split_list)
 from illume.vlm import SamplingConfig
@@ -78,7 +79,7 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
               help="Images downloaded at once.")
 @click.option("--max-body-bytes", envvar="ILLUME_MAX_BODY_BYTES", default=16 * 1024 * 1024, type=click.IntRange(1),
               help="Largest request body.")
-@click.option("--max-text-chars", envvar="ILLUME_MAX_TEXT_CHARS", default=2000, type=click.IntRange(1),
+@click.option("--max-text-chars", envvar="ILLUME_MAX_TEXT_CHARS", default=MAX_TEXT_CHARS, type=click.IntRange(1),
               help="Longest question or answer of a task.")
 @click.option("--max-tasks-per-request", envvar="ILLUME_MAX_TASKS_PER_REQUEST", default=1000, type=click.IntRange(1))
 @click.option("--predict-timeout", envvar="ILLUME_PREDICT_TIMEOUT", default=100.0,

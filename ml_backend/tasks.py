@@ -12,7 +12,8 @@ from illume.errors import IllumeError
 from illume.images import ImagePolicy, ImageSource, check_image, storage_ref
 from illume.labeling_schema import LabelingSchema, parse_schema, shipped_schema
 from illume.records import Candidate
-from illume.text import normalise
+from illume.text import MAX_TEXT_CHARS, normalise
+from illume.text import check_text as check_text_value
 from illume.vlm import Query
 
 if TYPE_CHECKING:
@@ -24,11 +25,6 @@ def parse_label_config(xml: str | None) -> LabelingSchema:
     if not xml or not xml.strip():
         return shipped_schema()
     return parse_schema(xml, " sent by Label Studio")
-
-
-DEFAULT_MAX_TEXT_CHARS = 2000
-# lone surrogates (undecodable), control characters other than tab and newlines, non-characters
-_UNUSABLE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -52,22 +48,11 @@ def task_name(task: Any) -> str:
 
 
 def check_text(task: dict[str, Any], key: str, value: str, max_chars: int) -> str:
-    """Text the tokenizer can take: bounded in length, valid Unicode, no control characters."""
-    if len(value) > max_chars:
-        raise IllumeError(f"{task_name(task)}: field {key!r} is {len(value)} characters long, over the limit of "
-                          f"{max_chars}", "Shorten the text, or raise the limit (--max-text-chars).")
-    if bad := _UNUSABLE_TEXT.search(value):
-        code = ord(bad.group())
-        if 0xD800 <= code <= 0xDFFF:
-            raise IllumeError(f"{task_name(task)}: field {key!r} is not valid Unicode (a lone surrogate "
-                              f"U+{code:04X} at character {bad.start()})", "Fix the text's encoding in the task data.")
-        raise IllumeError(f"{task_name(task)}: field {key!r} holds the control character U+{code:04X} "
-                          f"at character {bad.start()}", "Remove control characters from the task data.")
-    return value
+    return check_text_value(value, f"{task_name(task)}: field {key!r}", max_chars)
 
 
 def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy,
-               max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> PendingQuery:
+               max_text_chars: int = MAX_TEXT_CHARS) -> PendingQuery:
     """The checked inputs for one task (no I/O yet); an IllumeError says which field is missing or bad."""
     data = task.get("data") if isinstance(task, dict) else None
     if not isinstance(data, dict):

@@ -107,3 +107,40 @@ def test_fleiss_kappa_matches_statsmodels():
             table.append([yes, 3 - yes])
     assert agreement.fleiss() == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=1e-6)
     assert 0.2 < agreement.fleiss() < 0.9  # a case where the formula's terms all matter
+
+
+def test_an_annotators_latest_annotation_replaces_their_earlier_ones():
+    repeated = task("x", ["a", "b"], (["c0"], False), (["c0"], False))
+    repeated["annotations"].append({"id": 3, "completed_by": {"id": 1}, "was_cancelled": False, "lead_time": 4.0,
+                                    "result": [{"from_name": "rationales", "type": "choices",
+                                                "value": {"choices": ["c1"]}}]})
+    judged = judge_task(repeated)
+    # user 1 changed their mind (c0 -> c1): c0 has 1 vote of 2 people, c1 has 1; no strict majority
+    assert judged.feedback.annotators == 2 and judged.feedback.annotation_ids == [2, 3]
+    assert judged.feedback.accepted == [] and judged.notes["repeat_annotations"] == 1
+    assert judged.votes == [{"a": True, "b": False}, {"a": False, "b": True}]
+
+
+def test_a_task_with_text_the_tokenizer_cannot_take_is_left_out_and_the_rest_exported(tmp_path):
+    long_rationale = task("long", ["r"], ([], False))
+    long_rationale["annotations"][0]["result"].append(
+        {"from_name": "written_rationale", "type": "textarea", "value": {"text": ["why " * 600]}})
+    broken_question = task("broken", ["r"], (["c0"], False))
+    broken_question["data"]["question"] = "what colour \ud800 is it?"  # a lone surrogate, as JSON "\ud800" gives
+    good = task("good", ["fine"], (["c0"], False))
+    manifest = convert([long_rationale, broken_question, good], tmp_path / "e")
+    assert manifest["counts"]["completed"] == 1 and manifest["counts"]["refused_texts"] == 2
+    reasons = {r["item_id"]: r["reason"] for r in manifest["refused_texts"]}
+    assert "written rationale 1 is 2399 characters long, over the limit of 2000" in reasons["long"]
+    assert "its question is not valid Unicode (a lone surrogate U+D800" in reasons["broken"]
+    rows = read_jsonl(tmp_path / "e" / "rows.jsonl", TrainingRow)
+    assert [(r.item_id, r.rationale) for r in rows] == [("good", "fine")]
+    for name in ("rows.jsonl", "preferences.jsonl", "feedback.jsonl"):
+        (tmp_path / "e" / name).read_bytes().decode("utf-8")  # nothing half-written or undecodable
+
+
+def test_lead_times_that_are_not_finite_seconds_are_unknown():
+    timed = task("x", ["a"], (["c0"], False), (["c0"], False), (["c0"], False))
+    for annotation, value in zip(timed["annotations"], ("inf", "nan", "12.5")):
+        annotation["lead_time"] = value
+    assert judge_task(timed).feedback.lead_times == [None, None, 12.5]
