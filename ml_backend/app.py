@@ -22,7 +22,7 @@ from ml_backend.auth import RequestGuard
 from ml_backend.batcher import Batcher, BatchResult, QueueFull
 from ml_backend.model_holder import ModelHolder
 from ml_backend.settings import Settings
-from ml_backend.training_hook import start_training
+from ml_backend.training_hook import TrainingRuns
 
 log = logging.getLogger("ml_backend")
 WRITE_WORKERS = 8  # concurrent candidate writes into Label Studio per request
@@ -192,10 +192,12 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
 
     @app.post("/webhook", response_model=WebhookResponse)
     def webhook(body: WebhookRequest) -> WebhookResponse:
+    training_runs = TrainingRuns()
+
         if body.action != "START_TRAINING":
             return WebhookResponse(status="ignored", detail=f"action {body.action} needs nothing from the backend")
         try:
-            process = start_training(settings.train_command, body.model_dump(), {
+            process = training_runs.start(settings.train_command, body.model_dump(), {
                 "LABEL_STUDIO_URL": settings.images.label_studio_url,
                 "LABEL_STUDIO_API_KEY": settings.images.label_studio_api_key,
                 "ILLUME_ADMIN_TOKEN": settings.admin_token})

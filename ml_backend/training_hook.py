@@ -21,6 +21,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+import threading
 from typing import Any, Mapping
 
 from illume.errors import IllumeError
@@ -30,18 +31,44 @@ EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model M
 
 
 def project_id(payload: dict[str, Any]) -> str:
+    """The payload's project id when it is one (ASCII digits, at most 18), else ""."""
     project = payload.get("project")
     if isinstance(project, dict):
         project = project.get("id")
-    return "" if project is None else str(project)
+    if isinstance(project, bool) or not isinstance(project, (int, str)):
+        return ""
+    project = str(project)
+    return project if project.isascii() and project.isdigit() and len(project) <= 18 else ""
 
 
 def training_argv(command: str, project: str) -> list[str]:
     """The command's arguments with `{project}` filled in (only a numeric project id is accepted)."""
-    if "{project}" in command and not project.isdigit():
-        raise IllumeError(f"Label Studio's START_TRAINING names no usable project (got {project[:40]!r})",
+    if "{project}" in command and not project:
+        raise IllumeError("Label Studio's START_TRAINING names no usable project (a numeric id)",
                           "Press 'Start training' in the project's Model settings.")
     return [part.replace("{project}", project) for part in shlex.split(command)]
+
+
+class TrainingRuns:
+    """At most one training run per project at a time: pressing "Start training" again while one
+    runs (or a client repeating the webhook) must not start a second job on the same run directory."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def start(self, command: str | None, payload: dict[str, Any],
+              env: Mapping[str, str | None] | None = None) -> subprocess.Popen:
+        project = project_id(payload)
+        with self._lock:
+            earlier = self._running.get(project)
+            if earlier is not None and earlier.poll() is None:
+                raise IllumeError(f"training for project {project or '(none named)'} is already running as "
+                                  f"process {earlier.pid}",
+                                  "Wait for it to finish (its log is ILLUME_TRAIN_LOG), then start training again.")
+            process = start_training(command, payload, env)
+            self._running[project] = process
+            return process
 
 
 def start_training(command: str | None, payload: dict[str, Any],
