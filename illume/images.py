@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import os
 import posixpath
@@ -270,12 +271,20 @@ def load_local_image(path: str | os.PathLike) -> Image.Image:
     return load_image(str(resolved), ImagePolicy(allowed_roots=[resolved.parent]))
 
 
+@functools.cache
+def _registered_formats() -> tuple[str, ...]:
+    """IMAGE_FORMATS that this Pillow can open. Image.open raises KeyError for a format it does not
+    register (Pillow 13 reads MPO as JPEG and has no "MPO" entry), before trying the later ones."""
+    Image.init()
+    return tuple(name for name in IMAGE_FORMATS if name in Image.OPEN)
+
+
 def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
     """Check pixel count and aspect ratio from the header before decoding, then decode fully."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            image = Image.open(io.BytesIO(data), formats=_registered_formats())
             width, height = image.size
             if width * height > policy.max_pixels:
                 raise IllumeError(f"image {name} has {width}x{height} = {width * height} pixels, "
@@ -293,8 +302,8 @@ def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
         raise IllumeError(f"image {name} is too large to decode safely ({exc})",
                           "Downscale the image, or raise the pixel limit (--max-pixels).") from exc
     except Exception as exc:  # PIL raises several types for corrupt files
-        raise IllumeError(f"image {name} is not a readable image in an accepted format ({', '.join(IMAGE_FORMATS)}) "
-                          f"({type(exc).__name__}: {exc})",
+        raise IllumeError(f"image {name} is not a readable image in an accepted format "
+                          f"({', '.join(_registered_formats())}) ({type(exc).__name__}: {exc})",
                           "Check that the file is a complete PNG/JPEG/WebP image.") from exc
     return image.convert("RGB")
 

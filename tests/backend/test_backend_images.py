@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
 import json
 import threading
 
 import pytest
+from PIL import Image
 
 from backend_helpers import data_uri, png_bytes
 from illume.errors import IllumeError
@@ -66,6 +68,22 @@ def test_pixel_limit_checked_before_decoding(image_root):
     (image_root / "wide.png").write_bytes(png_bytes(size=(400, 300)))
     with pytest.raises(IllumeError, match="120000 pixels, over the limit of 10000"):
         load_image(str(image_root / "wide.png"), ImagePolicy(allowed_roots=[image_root], max_pixels=10_000))
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_every_accepted_format_decodes(kind):
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 10), "red").save(buffer, kind)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    image = load_image(f"data:image/{kind.lower()};base64,{encoded}", ImagePolicy())
+    assert image.size == (12, 10) and image.mode == "RGB"
+
+
+def test_a_format_outside_the_list_is_refused_with_the_list():
+    svg = base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg"/>').decode()
+    with pytest.raises(IllumeError, match=r"not a readable image in an accepted format \(PNG, JPEG, WEBP, GIF, BMP, "
+                                          r"TIFF\) \(UnidentifiedImageError"):
+        load_image(f"data:image/svg+xml;base64,{svg}", ImagePolicy())
 
 
 def test_data_uri(image_root):
