@@ -51,20 +51,25 @@ if str(ROOT) not in sys.path:
 
 from connector.judging import preference_pairs  # noqa: E402
 from illume import demo_model  # noqa: E402
-from illume.critic import RougeCritic  # noqa: E402
+from illume.critic import RougeCritic, rouge_l  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
 from illume.demo_model import DEMO_TRAINING  # noqa: E402
+from illume.errors import IllumeError  # noqa: E402
 from illume.images import load_local_image  # noqa: E402
 from illume.metrics import candidate_diversity  # noqa: E402
 from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,  # noqa: E402
-                            Item, PreferencePair, TrainingRow, atomic_write_text, rationale_weight, write_jsonl)
+                            Item, PreferencePair, TrainingRow, atomic_write_text, rationale_weight, read_jsonl,
+                            write_jsonl)
 from illume.text import normalise  # noqa: E402
 from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates  # noqa: E402
+from training.data import EXPORT_UNTICKED  # noqa: E402
 
 PREF_ROUGE_FLOOR = 3.0  # ILLUME + pref over ILLUME at the last iteration
 ACCURACY_LOSS_CEILING = 2.0  # against the model as built
 DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
 REMEDY_TEMPERATURE = 0.8  # the half sampled with the adapter disabled
+ARMS = ("demo", "illume", "pref", "sft")
+CACHE_KEY = ("seed", "feedback_items", "remedy", "critic_threshold", "lr", "epochs", "batch_size", "lora_rank")
 
 
 def log(message: str) -> None:
@@ -75,12 +80,15 @@ def absolute(items: list[Item], base: Path) -> list[Item]:
     return [dataclasses.replace(i, image=str((base / i.image).resolve())) for i in items]
 
 
-def write_export(directory: Path, rows: list[TrainingRow], pairs: list[PreferencePair] = ()) -> Path:
+def write_export(directory: Path, rows: list[TrainingRow], pairs: list[PreferencePair] = (),
+                 unticked: list[TrainingRow] = ()) -> Path:
     """An export directory as the training job reads it (image paths absolute)."""
     directory.mkdir(parents=True, exist_ok=True)
     write_jsonl(directory / EXPORT_ROWS, rows)
     if pairs:
         write_jsonl(directory / EXPORT_PAIRS, pairs)
+    if unticked:
+        write_jsonl(directory / EXPORT_UNTICKED, unticked)
     counts = {RATIONALE: sum(r.kind == RATIONALE for r in rows), ANSWER_ONLY: sum(r.kind == ANSWER_ONLY for r in rows)}
     atomic_write_text(directory / EXPORT_MANIFEST, json.dumps(
         {"rows": len(rows), "pairs": len(pairs), "counts": counts, "rationale_weight": rationale_weight(rows)},
@@ -104,26 +112,31 @@ def evaluate_adapter(base: Path, adapter: Path | None, test: list[Item]) -> dict
 
 
 def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, test: list[Item],
-                    args: argparse.Namespace, pairs: list[PreferencePair] = (), dpo_weight: float = 0.0
-                    ) -> tuple[Path, dict]:
+                    args: argparse.Namespace, pairs: list[PreferencePair] = (), dpo_weight: float = 0.0,
+                    unticked: list[TrainingRow] = ()) -> tuple[Path, dict]:
     from training import TrainConfig, run
     from training.losses import preference_diagnostics
 
-    export = write_export(work / name / "export", rows, pairs)
-    dpo_weight = dpo_weight if pairs else 0.0  # no accepted-vs-unticked pair yet: the ILLUME objective alone
+    kto = args.preference_loss == "kto"
+    pairs, unticked = ([], unticked) if kto else (pairs, [])
+    export = write_export(work / name / "export", rows, pairs, unticked)
+    dpo_weight = dpo_weight if pairs or unticked else 0.0  # no negatives yet: the ILLUME objective alone
     started = time.time()
     result = run(TrainConfig(export=str(export), base_model=str(base), out=str(work / name / "run"),
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank, seed=args.seed,
+                             lora_rank=args.lora_rank, lora_alpha=2 * args.lora_rank,
+                             seed=args.seed if args.train_seed is None else args.train_seed,
                              device="cpu", version=name, log_every=1000, dpo_weight=dpo_weight,
-                             dpo_beta=args.dpo_beta))
+                             dpo_beta=args.dpo_beta, preference_loss=args.preference_loss,
+                             dpo_label_smoothing=args.dpo_label_smoothing, dpo_length_norm=args.dpo_length_norm,
+                             pair_batch_size=args.pair_batch_size))
     scores = evaluate_adapter(base, result.adapter_dir, test)
     scores["train_seconds"] = round(time.time() - started, 1)
     scores["rows"] = {RATIONALE: sum(r.kind == RATIONALE for r in rows),
                       ANSWER_ONLY: sum(r.kind == ANSWER_ONLY for r in rows)}
     scores["rationale_weight"] = rationale_weight(rows)
-    if pairs:
-        scores["pairs"] = len(pairs)
+    if pairs or unticked:
+        scores["pairs" if pairs else "unticked"] = len(pairs or unticked)
         scores["preference"] = preference_diagnostics(work / name / "run" / "eval")
     return result.adapter_dir, scores
 
@@ -157,6 +170,53 @@ def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], criti
     return feedback, candidate_diversity(own_only)
 
 
+def cached_feedback(args: argparse.Namespace, base: Path, iteration: int) -> tuple[list[Feedback], dict] | None:
+    """Iteration's judged feedback and the newest model's own diversity from --feedback-cache, if there."""
+    if not args.feedback_cache:
+        return None
+    cache = Path(args.feedback_cache)
+    key = {name: getattr(args, name) for name in CACHE_KEY} | {"model": str(base.resolve())}
+    settings = cache / "settings.json"
+    if settings.is_file() and json.loads(settings.read_text()) != key:
+        raise IllumeError(f"{cache} holds feedback collected with other settings ({settings})",
+                          "Pass another --feedback-cache directory, or the same seed, items, remedy and critic.")
+    path = cache / f"feedback_{iteration}.jsonl"
+    if not path.is_file():
+        return None
+    return read_jsonl(path, Feedback), json.loads((cache / f"diversity_{iteration}.json").read_text())
+
+
+def cache_feedback(args: argparse.Namespace, base: Path, iteration: int, feedback: list[Feedback],
+                   own_diversity: dict) -> None:
+    if not args.feedback_cache:
+        return
+    cache = Path(args.feedback_cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = {name: getattr(args, name) for name in CACHE_KEY} | {"model": str(base.resolve())}
+    atomic_write_text(cache / "settings.json", json.dumps(key, indent=2))
+    atomic_write_text(cache / f"diversity_{iteration}.json", json.dumps(own_diversity))
+    write_jsonl(cache / f"feedback_{iteration}.jsonl", feedback)
+
+
+def select_pairs(pairs: list[PreferencePair], per_item: int) -> list[PreferencePair]:
+    """All pairs (per_item 0), or per item the per_item hardest: rejected candidates closest in
+    ROUGE-L to the pair's chosen rationale (round-robin over the chosen ones)."""
+    if not per_item:
+        return pairs
+    by_item: dict[str, list[PreferencePair]] = {}
+    for pair in pairs:
+        by_item.setdefault(pair.item_id, []).append(pair)
+    out = []
+    for item_pairs in by_item.values():
+        ranked: dict[str, list[PreferencePair]] = {}
+        for pair in sorted(item_pairs, key=lambda p: -rouge_l(p.rejected, [p.chosen])):
+            ranked.setdefault(pair.chosen, []).append(pair)
+        rounds = [pair for depth in range(max(map(len, ranked.values()))) for chosen in ranked.values()
+                  if depth < len(chosen) for pair in [chosen[depth]]]
+        out += rounds[:per_item]
+    return out
+
+
 def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: argparse.Namespace,
              weights: list[float]) -> tuple[list[dict], dict[float, list[dict]]]:
     """The feedback loop (driven by the published objective's model) and every objective trained on
@@ -166,13 +226,21 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
     kept: dict[str, dict[str, str]] = {i.item_id: {} for i in pool}  # item -> normalised text -> text
     first_seen: dict[tuple[str, str], int] = {}
     pairs: dict[tuple[str, str, str], PreferencePair] = {}
+    unticked: dict[tuple[str, str], TrainingRow] = {}  # every item's candidates nobody ticked (kto)
     adapter: Path | None = None
     judged = 0
     loop, pref = [], {w: [] for w in weights}
+    arms = set(args.arms.split(","))
+    items_by_id = {i.item_id: i for i in pool}
+    cached = {it: cached_feedback(args, base, it) for it in range(1, args.iterations + 2)}
     for iteration in range(1, args.iterations + 1):
-        current = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
-        feedback, own_diversity = collect_feedback(current, base_vlm if adapter else None, pool, critic,
-                                                   args.seed + iteration, iteration)
+        if cached[iteration]:
+            feedback, own_diversity = cached[iteration]
+        else:
+            current = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
+            feedback, own_diversity = collect_feedback(current, base_vlm if adapter else None, pool, critic,
+                                                       args.seed + iteration, iteration)
+            cache_feedback(args, base, iteration, feedback, own_diversity)
         judged += sum(len(f.candidates) for f in feedback)
         new = 0
         for record in feedback:
@@ -184,6 +252,9 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
                     new += 1
             for pair in preference_pairs(record):
                 pairs.setdefault((pair.item_id, normalise(pair.chosen), normalise(pair.rejected)), pair)
+            for text in record.rejected:
+                unticked.setdefault((record.item_id, normalise(text)),
+                                    rationale_row(items_by_id[record.item_id], text, iteration))
         rows = []
         for item in pool:
             if kept[item.item_id]:
@@ -200,17 +271,24 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
         log(f"iteration {iteration}: {record['items_with_accepted_now']}/{len(pool)} items had an accepted candidate "
             f"({new} new rationales, {len(pairs)} pairs); distinct candidates/item {diversity['candidates_per_item']} "
             f"(newest model alone {own_diversity['candidates_per_item']}), distinct-2 {diversity['distinct_2']}")
-        adapter, scores = train_and_score(f"illume-{iteration}", rows, base, work, test, args)
-        record["illume"] = scores
-        log(f"  ILLUME: {summary(scores)}")
+        chosen = args.only_iteration in (None, iteration)
+        drives_next = iteration < args.iterations and not cached[iteration + 1]  # the loop samples with it
+        if ("illume" in arms and chosen) or drives_next:
+            adapter, scores = train_and_score(f"illume-{iteration}", rows, base, work, test, args)
+            record["illume"] = scores
+            log(f"  ILLUME: {summary(scores)}")
+        loop.append(record)
+        if "pref" not in arms or not chosen:
+            continue
+        trained_pairs = select_pairs(list(pairs.values()), args.pairs_per_item)
+        record["pairs_trained"] = len(trained_pairs)
         for weight in weights:
             _, with_pref = train_and_score(f"illume-pref{weight:g}-{iteration}", rows, base, work, test, args,
-                                           list(pairs.values()), weight)
+                                           trained_pairs, weight, list(unticked.values()))
             last = (with_pref.get("preference") or [{}])[-1]
             log(f"  ILLUME + pref (w={weight:g}): {summary(with_pref)}; last epoch rewards/accuracies "
                 f"{last.get('rewards/accuracies', float('nan')):.2f} margins {last.get('rewards/margins', float('nan')):.2f}")
             pref[weight].append(with_pref)
-        loop.append(record)
     return loop, pref
 
 
@@ -331,6 +409,21 @@ def floors(report: dict, weight: float | None) -> dict:
     return result
 
 
+def write_experiment(report: dict, out: Path, weights: list[float]) -> int:
+    """Partial runs (--only-iteration, --arms): the arms' scores and diagnostics, no table or floors."""
+    found = [r for r in report["loop"] if "illume" in r]
+    for weight in weights:
+        for scores in report["pref"][weight]:
+            last = (scores.get("preference") or [{}])[-1]
+            gain = f"{scores['rouge_l'] - found[-1]['illume']['rouge_l']:+.1f} vs ILLUME" if found else ""
+            log(f"pref w={weight:g}: {summary(scores)} {gain}; rewards/accuracies "
+                f"{last.get('rewards/accuracies', float('nan')):.2f} margins {last.get('rewards/margins', float('nan')):.2f}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "experiment.json", json.dumps(report, indent=2, default=str))
+    log(f"experiment: {out / 'experiment.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path.home() / ".cache" / "illume" / "benchmarks" / "data_efficiency"),
@@ -346,6 +439,20 @@ def main(argv: list[str] | None = None) -> int:
                         "comma-separated (the first is the one the floor checks; empty: no such arm; 0.3 measured "
                         "better than 1, README)")
     parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--preference-loss", default="dpo", help="dpo, ipo or kto (training.losses)")
+    parser.add_argument("--dpo-label-smoothing", type=float, default=0.0, help="conservative DPO's label smoothing")
+    parser.add_argument("--dpo-length-norm", action="store_true", help="mean token log-probs in the preference loss")
+    parser.add_argument("--pair-batch-size", type=int, default=0, help="pairs per micro-batch (0: --batch-size)")
+    parser.add_argument("--pairs-per-item", type=int, default=0,
+                        help="train on each item's N hardest pairs only (rejected closest to the chosen); 0: all")
+    parser.add_argument("--train-seed", type=int, default=None, help="training seed (default: --seed)")
+    parser.add_argument("--feedback-cache", default=None,
+                        help="directory of each iteration's judged feedback: read when there, written when not "
+                             "(the loop then trains ILLUME only where the next iteration must be sampled)")
+    parser.add_argument("--only-iteration", type=int, default=None,
+                        help="train and score the arms at this iteration only (experiments on cached feedback); "
+                             "no table, plot or floors, the scores go to <out>/experiment.json")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--remedy", choices=("base", "none"), default="base",
                         help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
     parser.add_argument("--critic-threshold", type=float, default=None, help="ROUGE-L the critic needs (default: its own)")
@@ -374,13 +481,21 @@ def main(argv: list[str] | None = None) -> int:
     test = absolute(items["test"], data)[: args.test_items]
     pool = pool_all[: args.feedback_items]
 
-    demo_scores = evaluate_adapter(base, None, test)
-    log(f"model as built: {summary(demo_scores)}")
+    arms_chosen = set(args.arms.split(","))
+    if not arms_chosen <= set(ARMS):
+        parser.error(f"--arms: unknown {sorted(arms_chosen - set(ARMS))} (choose from {','.join(ARMS)})")
+    demo_scores = evaluate_adapter(base, None, test) if "demo" in arms_chosen else None
+    if demo_scores:
+        log(f"model as built: {summary(demo_scores)}")
     report = {"demo_model": str(base), "feedback_items": len(pool), "test_items": len(test), "demo": demo_scores,
               "settings": vars(args), "cost_model": {"judge_seconds": args.judge_seconds,
                                                      "write_seconds": args.write_seconds}}
     report["loop"], report["pref"] = run_loop(base, pool, test, out / "runs", args, weights)
-    report["sft"] = [run_sft(base, pool_all, k, len(pool), test, out / "runs", args) for k in multiples]
+    report["sft"] = [run_sft(base, pool_all, k, len(pool), test, out / "runs", args)
+                     for k in (multiples if "sft" in arms_chosen else [])]
+    if args.only_iteration or arms_chosen != set(ARMS):
+        report["seconds"] = round(time.time() - started, 1)
+        return write_experiment(report, out, weights)
     rows = arms(report)
     report["break_even"] = break_even(rows)
     report["floor"] = floors(report, weights[0] if weights else None)

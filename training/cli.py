@@ -8,6 +8,7 @@ import sys
 
 from illume.errors import IllumeError
 from training.config import TrainConfig
+from training.losses import PREFERENCE_LOSSES
 
 
 def _package_version() -> str:
@@ -45,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dpo-weight", type=float, default=d["dpo_weight"].default,
                    help="loss = ILLUME + W x DPO on (accepted, unticked) pairs of the same item; W > 0 implies --dpo")
     p.add_argument("--dpo-beta", type=float, default=d["dpo_beta"].default)
+    p.add_argument("--preference-loss", choices=PREFERENCE_LOSSES, default=d["preference_loss"].default,
+                   help="the preference part: dpo (sigmoid) or ipo (squared margin); training/losses.py")
+    p.add_argument("--dpo-label-smoothing", type=float, default=d["dpo_label_smoothing"].default,
+                   help="conservative DPO: the share of pairs assumed mislabelled (0: plain DPO)")
+    p.add_argument("--dpo-length-norm", action="store_true",
+                   help="mean token log-probabilities in the preference loss instead of sums")
+    p.add_argument("--pair-batch-size", type=int, default=d["pair_batch_size"].default,
+                   help="preference pairs per micro-batch (0: --batch-size); raise it to see more pairs per epoch")
     p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default)
     p.add_argument("--lora-alpha", type=int, default=d["lora_alpha"].default)
     p.add_argument("--train-projector", action="store_true", help="LoRA on the vision-to-text projector as well")

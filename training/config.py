@@ -30,6 +30,10 @@ class TrainConfig:
     dpo: bool = False  # add the DPO loss on preferences.jsonl (alone: dpo_weight 1)
     dpo_weight: float = 0.0  # loss = ILLUME + dpo_weight * DPO; > 0 turns dpo on
     dpo_beta: float = 0.1
+    preference_loss: str = "dpo"  # training.losses.PREFERENCE_LOSSES
+    dpo_label_smoothing: float = 0.0  # conservative DPO: the share of pairs assumed mislabelled
+    dpo_length_norm: bool = False  # mean token log-probabilities instead of sums
+    pair_batch_size: int = 0  # pairs per micro-batch (0: --batch-size)
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -47,6 +51,17 @@ class TrainConfig:
         if self.dpo_weight < 0:
             raise IllumeError(f"--dpo-weight must not be negative, got {self.dpo_weight}",
                               "Pass 0 (no preference loss) or a positive weight.")
+        from training.losses import PREFERENCE_LOSSES
+
+        if self.preference_loss not in PREFERENCE_LOSSES:
+            raise IllumeError(f"--preference-loss must be one of {', '.join(PREFERENCE_LOSSES)}, got "
+                              f"{self.preference_loss!r}", "Pass dpo, ipo or kto.")
+        if not 0 <= self.dpo_label_smoothing < 0.5:
+            raise IllumeError(f"--dpo-label-smoothing must be in [0, 0.5), got {self.dpo_label_smoothing}",
+                              "Pass 0 (plain DPO) or the share of pairs you expect to be mislabelled, e.g. 0.1.")
+        if self.dpo_beta <= 0 or self.pair_batch_size < 0:
+            raise IllumeError(f"--dpo-beta must be positive and --pair-batch-size not negative, got "
+                              f"{self.dpo_beta} and {self.pair_batch_size}", "Pass e.g. --dpo-beta 0.1.")
         if self.dpo and not self.dpo_weight:
             self.dpo_weight = 1.0
         self.dpo = self.dpo_weight > 0

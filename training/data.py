@@ -22,6 +22,7 @@ from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_R
                             PreferencePair, TrainingRow, read_jsonl, rationale_weight, sha256_file)
 
 IGNORE = -100
+EXPORT_UNTICKED = "unticked.jsonl"  # candidates nobody ticked, in rows.jsonl's layout (rationale rows)
 _EXPORT_HINT = "Write the export with `illume-sync export --out DIR` and pass that DIR as --export."
 
 
@@ -35,6 +36,12 @@ class Export:
     rationale_weight: float
     manifest_sha256: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    unticked: list[TrainingRow] = field(default_factory=list)
+
+    @property
+    def unpaired(self) -> list[tuple[TrainingRow, bool]]:
+        """Single rationales for an unpaired loss (KTO): accepted rows desirable, unticked ones not."""
+        return [(r, True) for r in self.rows if r.kind == RATIONALE] + [(r, False) for r in self.unticked]
 
 
 def _resolve(base: Path, image: str, where: str) -> str:
@@ -48,7 +55,7 @@ def _resolve(base: Path, image: str, where: str) -> str:
     return str(path)
 
 
-def load_export(directory: str | Path, need_pairs: bool = False) -> Export:
+def load_export(directory: str | Path, need_pairs: bool = False, need_unticked: bool = False) -> Export:
     """Read and check an export directory; every problem is an IllumeError before training."""
     base = Path(directory)
     if not base.is_dir():
@@ -64,6 +71,10 @@ def load_export(directory: str | Path, need_pairs: bool = False) -> Export:
             raise IllumeError(f"{manifest_path} must hold a JSON object", _EXPORT_HINT)
     rows = read_jsonl(rows_path, TrainingRow) if rows_path.is_file() else []
     pairs = read_jsonl(pairs_path, PreferencePair) if pairs_path.is_file() else []
+    unticked = read_jsonl(base / EXPORT_UNTICKED, TrainingRow) if (base / EXPORT_UNTICKED).is_file() else []
+    if need_unticked and not unticked:
+        raise IllumeError(f"--preference-loss kto needs unticked candidates, but {base / EXPORT_UNTICKED} is missing "
+                          "or empty", "Write the candidates nobody ticked there (rows.jsonl's layout), or use dpo.")
     if need_pairs and not pairs:
         raise IllumeError(f"--dpo needs preference pairs, but {pairs_path} is missing or empty",
                           "Export with rejected candidates (preferences.jsonl), or train without --dpo.")
@@ -71,6 +82,7 @@ def load_export(directory: str | Path, need_pairs: bool = False) -> Export:
         raise IllumeError(f"{base} has no training rows ({EXPORT_ROWS} is missing or empty)", _EXPORT_HINT)
     _check_hashes(base, manifest)
     rows = [replace(r, image=_resolve(base, r.image, f"{rows_path}, item {r.item_id}")) for r in rows]
+    unticked = [replace(r, image=_resolve(base, r.image, f"{EXPORT_UNTICKED}, item {r.item_id}")) for r in unticked]
     pairs = [replace(p, images=[_resolve(base, i, f"{pairs_path}, item {p.item_id}") for i in p.images])
              for p in pairs]
     for pair in pairs:
@@ -80,7 +92,7 @@ def load_export(directory: str | Path, need_pairs: bool = False) -> Export:
     weight = manifest.get("rationale_weight")
     weight = float(weight) if isinstance(weight, (int, float)) and weight > 0 else rationale_weight(rows)
     digest = sha256_file(manifest_path if manifest_path.is_file() else rows_path if rows_path.is_file() else pairs_path)
-    return Export(base, rows, pairs, weight, digest, manifest)
+    return Export(base, rows, pairs, weight, digest, manifest, unticked)
 
 
 def _check_hashes(base: Path, manifest: dict[str, Any]) -> None:
@@ -187,5 +199,5 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("labels", "loss_weight")}
 
 
-__all__ = ["ANSWER_ONLY", "RATIONALE", "BatchBuilder", "Export", "IGNORE", "load_export", "load_items",
+__all__ = ["ANSWER_ONLY", "EXPORT_UNTICKED", "RATIONALE", "BatchBuilder", "Export", "IGNORE", "load_export", "load_items",
            "model_inputs", "shard_batches", "to_device"]

@@ -26,7 +26,7 @@ from training import deepspeed_config
 from training.config import TrainConfig, TrainResult
 from training.data import BatchBuilder, Export, load_export, load_items, model_inputs, shard_batches, to_device
 from training.evaluate import evaluate
-from training.losses import dpo_loss, illume_loss, sequence_logprobs
+from training.losses import illume_loss, kto_loss, preference_loss, sequence_logprobs
 from training.model import add_lora, load_base, trainable_state, weights_sha256
 
 log = logging.getLogger("training")
@@ -54,7 +54,8 @@ def check_inputs(config: TrainConfig) -> tuple[torch.device, Export, list]:
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     deepspeed_config.read_config(config)  # bad file or stage -> error now
-    export = load_export(config.export, need_pairs=config.dpo)
+    kto = config.preference_loss == "kto"
+    export = load_export(config.export, need_pairs=config.dpo and not kto, need_unticked=config.dpo and kto)
     items = load_items(config.eval_items) if config.eval_items else []
     meta_path = config.out_dir / RUN_META
     if meta_path.is_file():
@@ -118,9 +119,10 @@ class Trainer:
         c = self.config
         rank, world = self.rank, self.world
         rows = self.export.rows
-        pairs = self.export.pairs if c.dpo else []
+        pairs = (self.export.unpaired if c.preference_loss == "kto" else self.export.pairs) if c.dpo else []
         row_batches = shard_batches(len(rows), c.batch_size, world, rank, c.seed, epoch) if rows else []
-        pair_batches = shard_batches(len(pairs), c.batch_size, world, rank, c.seed + 1, epoch) if pairs else []
+        pair_batches = (shard_batches(len(pairs), c.pair_batch_size or c.batch_size, world, rank, c.seed + 1, epoch)
+                        if pairs else [])
         return row_batches, pair_batches
 
     # ------------------------------------------------------------------ losses
@@ -134,15 +136,26 @@ class Trainer:
             sft = illume_loss(out.logits, batch["labels"], batch["loss_weight"])
             loss = loss + sft
             parts["illume_loss"] = sft.item()
-        if pair_idx:
-            batch = to_device(self.builder.pairs([self.export.pairs[i] for i in pair_idx]), self.run_device, self.dtype)
+        if pair_idx:  # preference pairs, or for kto single rationales (Export.unpaired)
+            c = self.config
+            single = [self.export.unpaired[i] for i in pair_idx] if c.preference_loss == "kto" else None
+            batch = (self.builder.rows([row for row, _ in single], 1.0) if single else
+                     self.builder.pairs([self.export.pairs[i] for i in pair_idx]))
+            batch = to_device(batch, self.run_device, self.dtype)
             inputs = model_inputs(batch)
-            policy, _ = sequence_logprobs(self.engine(**inputs).logits, batch["labels"])
+            policy, tokens = sequence_logprobs(self.engine(**inputs).logits, batch["labels"])
             with torch.no_grad(), self.engine.module.disable_adapter():
                 reference, _ = sequence_logprobs(self.engine.module(**inputs).logits, batch["labels"])
             n = len(pair_idx)
-            dpo, stats = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], self.config.dpo_beta)
-            loss = loss + self.config.dpo_weight * dpo
+            if c.dpo_length_norm:
+                policy, reference = policy / tokens.clamp(min=1), reference / tokens.clamp(min=1)
+            if single:
+                desirable = torch.tensor([good for _, good in single], device=policy.device)
+                dpo, stats = kto_loss(policy, reference, desirable, c.dpo_beta)
+            else:
+                dpo, stats = preference_loss(policy[:n], policy[n:], reference[:n], reference[n:], c.dpo_beta,
+                                             c.preference_loss, c.dpo_label_smoothing)
+            loss = loss + c.dpo_weight * dpo
             parts.update(dpo_loss=dpo.item(), **stats)
         return loss, parts
 
@@ -291,7 +304,8 @@ class Trainer:
                     "data_manifest_sha256": self.export.manifest_sha256, "metrics": _numbers(metrics),
                     "steps": steps, "epochs": c.epochs, "rationale_weight": self.export.rationale_weight,
                     "rows": len(self.export.rows), "pairs": len(self.export.pairs) if c.dpo else 0,
-                    "dpo": c.dpo, "dpo_weight": c.dpo_weight, "dpo_beta": c.dpo_beta if c.dpo else None, "world_size": self.world,
+                    "dpo": c.dpo, "dpo_weight": c.dpo_weight, "dpo_beta": c.dpo_beta if c.dpo else None,
+                    "preference_loss": c.preference_loss if c.dpo else None, "world_size": self.world,
                     "zero_stage": self.zero_stage, "trainable_sha256": fingerprint,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
                 swap_in(tmp, c.adapter_dir)
