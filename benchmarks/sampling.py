@@ -13,6 +13,16 @@ the backend's /predict, which writes the candidates back) against offline sharde
 (`illume-sync predict --offline --processes 2`: two processes under the deepspeed launcher).
 Offline figures: wall clock of the whole launcher run (process start and model loading
 included) and the sampling part alone (slowest rank).
+
+    python benchmarks/sampling.py --adapter-cost [--model DIR] [--items 32] [--max-new-tokens 20]
+
+--adapter-cost: tasks/s (items with all their candidates) with a LoRA adapter (rank 8 on the
+training job's target modules, as the training job starts it: lora_B zero, so every way
+generates the same tokens and the difference is the adapter's cost alone) merged into the
+weights, as the backend loads it without the diversity remedy, against kept unmerged
+(VLM.load keep_base, what --base-share needs) sampling all candidates through the adapter, and
+with base share 0.5 (the hot half with the adapter disabled).
+--model: a saved model (e.g. the demo model) instead of the tiny one.
 """
 from __future__ import annotations
 
@@ -25,7 +35,7 @@ import torch
 from PIL import Image
 
 from illume.tiny_models import build_tiny_model
-from illume.vlm import VLM, Query, SamplingConfig
+from illume.vlm import ADAPTER_META, VLM, Query, SamplingConfig
 
 
 def make_queries(count: int) -> list[Query]:
@@ -48,6 +58,53 @@ def naive(vlm: VLM, queries: list[Query], config: SamplingConfig) -> int:
 
 def batched(vlm: VLM, queries: list[Query], config: SamplingConfig) -> int:
     return sum(len(c) for c in vlm.sample(queries, config, dedupe=False))
+
+
+def fresh_adapter(model: str, out) -> str:
+    """A LoRA adapter as the training job saves it before its first step."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not benchmarks/training.py
+    from training.model import add_lora
+
+    add_lora(VLM.load(model, device="cpu").model).save_pretrained(str(out))
+    (out / ADAPTER_META).write_text(json.dumps({"base_model": model, "version": "fresh"}))
+    return str(out)
+
+
+def adapter_cost(model: str | None, architecture: str, items: int, max_new_tokens: int, repeats: int = 3) -> None:
+    """Best of `repeats` runs per way, the ways interleaved; wall clock and this process's CPU
+    time (on a shared machine the CPU time is the steadier figure of the two)."""
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = model or str(build_tiny_model(architecture, Path(tmp) / "model"))
+        adapter = fresh_adapter(model, Path(tmp) / "adapter")
+        queries = make_queries(items)
+        ways = {"merged": (VLM.load(model, adapter), 0.0),
+                "unmerged": (VLM.load(model, adapter, keep_base=True), 0.0),
+                "unmerged, base share 0.5": (VLM.load(model, adapter, keep_base=True), 0.5)}
+        wall = {name: float("inf") for name in ways}
+        cpu = dict(wall)
+        for name, (vlm, share) in ways.items():
+            vlm.sample(queries[:2], SamplingConfig(max_new_tokens=max_new_tokens, base_share=share))  # warm-up
+        for repeat in range(repeats):
+            for name, (vlm, share) in ways.items():
+                config = SamplingConfig(max_new_tokens=max_new_tokens, base_share=share, seed=repeat)
+                started, cpu_started = time.perf_counter(), time.process_time()
+                vlm.sample(queries, config)
+                wall[name] = min(wall[name], time.perf_counter() - started)
+                cpu[name] = min(cpu[name], time.process_time() - cpu_started)
+    count = SamplingConfig().count
+    for name in ways:
+        print(f"{name:26s} {items} tasks x {count} candidates: {wall[name]:6.2f} s wall = {items / wall[name]:6.2f} "
+              f"tasks/s; {cpu[name]:6.2f} CPU-s = {items / cpu[name]:6.2f} tasks per CPU-second")
+    for name in list(ways)[1:]:
+        print(f"ratio {name} / merged: {wall['merged'] / wall[name]:.2f} (wall), {cpu['merged'] / cpu[name]:.2f} (CPU)")
+    print(json.dumps({"model": model, "items": items, "max_new_tokens": max_new_tokens, "repeats": repeats,
+                      "threads": torch.get_num_threads(), "tasks_per_s": {n: items / wall[n] for n in ways},
+                      "tasks_per_cpu_s": {n: items / cpu[n] for n in ways}}))
 
 
 def offline_vs_backend(tasks: int, max_new_tokens: int) -> None:
@@ -119,7 +176,15 @@ def main() -> None:
     parser.add_argument("--architecture", default="llava")
     parser.add_argument("--offline", action="store_true", help="offline sharded sampling vs the backend path")
     parser.add_argument("--tasks", type=int, default=48, help="--offline: tasks per way")
+    parser.add_argument("--adapter-cost", action="store_true",
+                        help="tasks/s with a LoRA adapter merged vs kept unmerged (the diversity remedy)")
+    parser.add_argument("--model", help="--adapter-cost: a saved model directory instead of the tiny model")
+    parser.add_argument("--threads", type=int, default=1, help="--adapter-cost: torch threads (1: steadier CPU time)")
     args = parser.parse_args()
+    if args.adapter_cost:
+        torch.set_num_threads(args.threads)
+        adapter_cost(args.model, args.architecture, args.items, args.max_new_tokens)
+        return
     if args.offline:
         offline_vs_backend(args.tasks, args.max_new_tokens)
         return

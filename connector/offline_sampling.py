@@ -27,6 +27,7 @@ from pathlib import Path
 
 from connector.training_job import deepspeed_launcher
 from illume.errors import IllumeError
+from illume.vlm import DEFAULT_BASE_SHARE
 
 log = logging.getLogger("offline_sampling")
 FAULT_ENV = "ILLUME_OFFLINE_FAULT"  # "kill-after-first-write": rank 0 SIGKILLs itself (resume tests)
@@ -47,13 +48,14 @@ class OfflineJob:
     max_new_tokens: int = 100
     top_k_fraction: float = 0.1
     seed: int = 0
+    base_share: float = DEFAULT_BASE_SHARE  # the backend's diversity remedy (ILLUME_BASE_SHARE, illume.vlm)
 
 
 # The backend's sampling settings come from these variables (ml_backend/server.py); reading the
 # same ones keeps offline candidates sampled like the served ones in the same deployment.
 SAMPLING_ENV = {"ILLUME_TEMPERATURES": "temperatures", "ILLUME_PER_TEMPERATURE": "per_temperature",
                 "ILLUME_MAX_NEW_TOKENS": "max_new_tokens", "ILLUME_TOP_K_FRACTION": "top_k_fraction",
-                "ILLUME_SEED": "seed"}
+                "ILLUME_SEED": "seed", "ILLUME_BASE_SHARE": "base_share"}
 
 
 def sampling_from_env(environ=os.environ) -> dict:
@@ -92,7 +94,8 @@ def launcher_command(job: OfflineJob, processes: int, hostfile: Path | None = No
                 "--model", job.model, "--preselect", str(job.preselect), "--batch-size", str(job.batch_size),
                 "--temperatures", ",".join(str(t) for t in job.temperatures),
                 "--per-temperature", str(job.per_temperature), "--max-new-tokens", str(job.max_new_tokens),
-                "--top-k-fraction", str(job.top_k_fraction), "--seed", str(job.seed)]
+                "--top-k-fraction", str(job.top_k_fraction), "--seed", str(job.seed),
+                "--base-share", str(job.base_share)]
     if job.adapter:
         command += ["--adapter", job.adapter]
     if job.version:
@@ -118,6 +121,9 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     from illume.vlm import VLM, SamplingConfig
     from ml_backend import tasks as task_io
 
+    sampling = SamplingConfig(temperatures=job.temperatures, per_temperature=job.per_temperature,
+                              max_new_tokens=job.max_new_tokens, top_k_fraction=job.top_k_fraction, seed=job.seed,
+                              base_share=job.base_share)
     started = time.perf_counter()
     client = connect(job.url, os.environ.get(KEY_ENV, ""))
     project = find_project(client, job.project)
@@ -125,14 +131,12 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if device == "cpu":  # the processes of one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
-    vlm = VLM.load(job.model, job.adapter, device=device)
+    vlm = VLM.load(job.model, job.adapter, device=device, keep_base=job.base_share > 0)
     version = job.version or vlm.version
     served_version_check(served_model_version(client, project), version)
     mine = shard(tasks_without_prediction(client, project["id"], version), rank, world)
     log.info("rank %d/%d: %d tasks lack a prediction of %r", rank, world, len(mine), version)
     policy = ImagePolicy.from_env(label_studio_url=job.url, label_studio_api_key=os.environ.get(KEY_ENV))
-    sampling = SamplingConfig(temperatures=job.temperatures, per_temperature=job.per_temperature,
-                              max_new_tokens=job.max_new_tokens, top_k_fraction=job.top_k_fraction, seed=job.seed)
     done = failed = 0
     sampling_started = time.perf_counter()
     for start in range(0, len(mine), job.batch_size):
@@ -221,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--top-k-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-share", type=float, default=DEFAULT_BASE_SHARE)
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 

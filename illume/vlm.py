@@ -7,12 +7,20 @@ image-text-to-text auto classes, so tiny test models, the demo model and real ch
 Sampling follows the method (SPEC section 1): N candidates at each of several
 temperatures, top-k over the best fraction of the vocabulary, stop at the end of a
 sentence. One batched `generate` call per temperature covers the whole batch of items.
+
+Diversity remedy (`SamplingConfig.base_share`): trained round after round on its own accepted
+outputs, the model's candidates collapse (issue 15: distinct candidates per item fell to 0.62x
+round 1 by round 3 in benchmarks/data_efficiency.py). With an adapter loaded unmerged
+(`VLM.load(..., keep_base=True)`), that share of the candidates, hottest temperature first, is
+sampled with the adapter disabled, i.e. by the model as built (0.98x round 1 at share 0.5).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +36,9 @@ from illume.text import normalise
 log = logging.getLogger(__name__)
 
 ADAPTER_META = "illume_adapter.json"  # written next to a trained adapter (training job)
+# The product's default share of candidates sampled with the adapter disabled: the hot half of
+# 5 x T=0.3 + 5 x T=0.8, the setting measured in benchmarks/data_efficiency.py (README, Diversity).
+DEFAULT_BASE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,10 +48,28 @@ class SamplingConfig:
     top_k_fraction: float = 0.1  # top-k over the best 10% of the vocabulary
     max_new_tokens: int = 100
     seed: int = 0
+    # Share of the candidates sampled with the adapter disabled (hottest temperatures first), when
+    # an adapter is loaded unmerged. 0 here (the published method); the backend, offline sampling
+    # and the loop default to DEFAULT_BASE_SHARE.
+    base_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.base_share <= 1.0:
+            raise IllumeError(f"base share {self.base_share} is not between 0 and 1",
+                              "Pass the share of candidates to sample with the adapter disabled, e.g. 0.5 (0: none).")
 
     @property
     def count(self) -> int:
         return self.per_temperature * len(self.temperatures)
+
+    def base_counts(self) -> list[int]:
+        """Per temperature (in config order): how many of its candidates the base model samples."""
+        left = int(self.base_share * self.count + 0.5)
+        counts = [0] * len(self.temperatures)
+        for index in sorted(range(len(self.temperatures)), key=lambda i: -self.temperatures[i]):
+            counts[index] = min(self.per_temperature, left)
+            left -= counts[index]
+        return counts
 
 
 @dataclass
@@ -94,6 +123,7 @@ class VLM:
         self.adapter = adapter
         self.device = device
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        self._toggle = threading.Lock()  # disable_adapter flips the whole model: one sample() at a time
         self.tokenizer.padding_side = "left"  # generation continues the prompt's last token
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -101,8 +131,12 @@ class VLM:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, model: str, adapter: str | None = None, device: str | None = None,
-             dtype: str | None = None) -> "VLM":
-        """Load base model + processor (and a peft LoRA adapter directory, if given)."""
+             dtype: str | None = None, keep_base: bool = False) -> "VLM":
+        """Load base model + processor (and a peft LoRA adapter directory, if given).
+
+        The adapter is merged into the weights unless keep_base: then it stays a peft layer that
+        sample() can switch off for SamplingConfig.base_share of the candidates (slower per
+        token; ml_backend/README.md has the measured cost)."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         model = str(model)
@@ -118,7 +152,7 @@ class VLM:
                               "Check that the directory is a complete save_pretrained checkpoint "
                               "(config, weights, processor files) of an image-text-to-text model.") from exc
         if adapter:
-            net = apply_adapter(net, adapter, model)
+            net = apply_adapter(net, adapter, model, merge=not keep_base)
         net.to(torch_device).eval()
         return cls(net, processor, name=model, adapter=adapter, device=torch_device)
 
@@ -180,21 +214,40 @@ class VLM:
         after_stop = (stop.cumsum(1) - stop.long()) > 0
         return (~after_stop).float()
 
+    @property
+    def base_available(self) -> bool:
+        """An adapter is loaded unmerged, so the model as built can be sampled too."""
+        return bool(self.adapter) and hasattr(self.model, "disable_adapter")
+
     def sample(self, queries: Sequence[Query], config: SamplingConfig = SamplingConfig(),
                dedupe: bool = True) -> list[list[Candidate]]:
-        """Candidate rationales per query: config.count of them before deduplication."""
+        """Candidate rationales per query: config.count of them before deduplication, in
+        temperature order; within a temperature, the adapter's first, then the base model's."""
         if not queries:
             return []
+        base_counts = config.base_counts() if self.adapter else [0] * len(config.temperatures)
+        if any(base_counts) and not self.base_available:
+            raise IllumeError(f"base share {config.base_share} asks for candidates with the adapter disabled, but "
+                              f"adapter {self.adapter} was merged into the weights",
+                              "Load the model with VLM.load(..., keep_base=True), or sample with base_share 0.")
         inputs = self.encode([q.image for q in queries], self.rationale_texts(queries))
         per_item: list[list[Candidate]] = [[] for _ in queries]
         top_k = self._top_k(config.top_k_fraction)
-        for index, temperature in enumerate(config.temperatures):
-            torch.manual_seed(config.seed * 1000 + index)
-            texts, scores = self._generate(inputs, do_sample=True, temperature=temperature, top_k=top_k,
-                                           num_return_sequences=config.per_temperature,
-                                           max_new_tokens=config.max_new_tokens)
-            for row, (text, score) in enumerate(zip(texts, scores)):  # grouped per query
-                per_item[row // config.per_temperature].append(Candidate(text.strip(), float(score), temperature))
+        with self._toggle:
+            for index, (temperature, from_base) in enumerate(zip(config.temperatures, base_counts)):
+                # The base part draws from the same seed as the model as built would: its
+                # candidates are the ones that model samples at this temperature.
+                parts = ((config.per_temperature - from_base, nullcontext),
+                         (from_base, getattr(self.model, "disable_adapter", nullcontext)))
+                for count, context in parts:
+                    if not count:
+                        continue
+                    torch.manual_seed(config.seed * 1000 + index)
+                    with context():
+                        texts, scores = self._generate(inputs, do_sample=True, temperature=temperature, top_k=top_k,
+                                                       num_return_sequences=count, max_new_tokens=config.max_new_tokens)
+                    for row, (text, score) in enumerate(zip(texts, scores)):  # grouped per query
+                        per_item[row // count].append(Candidate(text.strip(), float(score), temperature))
         return [dedupe_candidates(c) for c in per_item] if dedupe else per_item
 
     def explain(self, queries: Sequence[Query], temperature: float = 0.1, max_new_tokens: int = 100,
@@ -242,8 +295,9 @@ def dedupe_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     return sorted(best.values(), key=lambda c: -c.score)
 
 
-def apply_adapter(net: Any, adapter: str, base: str) -> Any:
-    """Wrap a base model with a saved peft LoRA adapter, refusing one made for another base."""
+def apply_adapter(net: Any, adapter: str, base: str, merge: bool = True) -> Any:
+    """Wrap a base model with a saved peft LoRA adapter, refusing one made for another base;
+    merged into the weights (no peft layers left) unless merge is False."""
     from peft import PeftModel
 
     path = Path(adapter)
@@ -257,7 +311,8 @@ def apply_adapter(net: Any, adapter: str, base: str) -> Any:
             raise IllumeError(f"adapter {adapter} was trained on {trained_on}, not on {base}",
                               "Load it with the base model it was trained on.")
     try:
-        return PeftModel.from_pretrained(net, str(path)).merge_and_unload()
+        wrapped = PeftModel.from_pretrained(net, str(path))
+        return wrapped.merge_and_unload() if merge else wrapped
     except Exception as exc:
         raise IllumeError(f"could not apply adapter {adapter} to {base}: {type(exc).__name__}: {exc}",
                           "Check that the adapter was trained on this base model.") from exc

@@ -97,9 +97,11 @@ class HealthResponse(BaseModel):
 
 def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI:
     """The app, with one model loaded now (not per request)."""
+    keep_base = settings.sampling.base_share > 0  # the diversity remedy samples with the adapter disabled
     holder = holder or ModelHolder.load(settings.model, settings.adapter, settings.version,
-                                        settings.device, settings.dtype)
+                                        settings.device, settings.dtype, keep_base=keep_base)
     holder.allow_hub_models = settings.allow_hub_models
+    holder.keep_base = keep_base
 
     batches_served = itertools.count()
 

@@ -4,6 +4,10 @@ A reload loads the new checkpoint in a background thread, checks it with one gen
 and only then swaps it in under a lock. Batches already running keep their reference to the
 old model and finish on it. A checkpoint that fails to load or to generate is refused, the
 reason is kept for GET /reload, and the old model keeps serving.
+
+With the diversity remedy on (settings.sampling.base_share > 0), adapters stay unmerged
+(VLM.load keep_base) so that part of the candidates can be sampled with the adapter disabled;
+reloads load the same way.
 """
 from __future__ import annotations
 
@@ -43,18 +47,27 @@ class ReloadStatus:
 
 
 def smoke_test(vlm: VLM) -> None:
-    """One short generation on a blank image: a checkpoint that cannot do this is refused."""
+    """One short generation on a blank image (one with the adapter disabled too, when it can be):
+    a checkpoint that cannot do this is refused."""
     query = Query(Image.new("RGB", (32, 32), "gray"), "what is shown", "nothing")
-    vlm.sample([query], SamplingConfig(temperatures=(0.7,), per_temperature=1, max_new_tokens=4), dedupe=False)
+    vlm.sample([query], SamplingConfig(temperatures=(0.7,), per_temperature=2, max_new_tokens=4,
+                                       base_share=0.5 if vlm.base_available else 0.0), dedupe=False)
+
+
+def _sampling_note(vlm: VLM) -> str:
+    return " (adapter kept unmerged: the base share of candidates comes from the model as built)" \
+        if vlm.base_available else ""
 
 
 class ModelHolder:
     def __init__(self, loaded: Loaded, loader: Loader | None = None, device: str | None = None,
-                 dtype: str | None = None) -> None:
+                 dtype: str | None = None, keep_base: bool = False) -> None:
         self._current = loaded
         self._swap_lock = threading.Lock()
         self._reload_lock = threading.Lock()  # one reload at a time
-        self._loader = loader or (lambda model, adapter: VLM.load(model, adapter, device=device, dtype=dtype))
+        self.keep_base = keep_base  # reloads keep adapters unmerged (the base-share remedy needs it)
+        self._loader = loader or (lambda model, adapter: VLM.load(model, adapter, device=device, dtype=dtype,
+                                                                  keep_base=self.keep_base))
         self.status = ReloadStatus(version=loaded.version)
         self.allow_hub_models = False  # /reload names local directories only, unless the operator allows hub ids
 
@@ -71,9 +84,11 @@ class ModelHolder:
 
     @classmethod
     def load(cls, model: str, adapter: str | None = None, version: str | None = None,
-             device: str | None = None, dtype: str | None = None) -> "ModelHolder":
-        vlm = VLM.load(model, adapter, device=device, dtype=dtype)
-        return cls(Loaded(vlm, version or vlm.version), device=device, dtype=dtype)
+             device: str | None = None, dtype: str | None = None, keep_base: bool = False) -> "ModelHolder":
+        vlm = VLM.load(model, adapter, device=device, dtype=dtype, keep_base=keep_base)
+        loaded = Loaded(vlm, version or vlm.version)
+        log.info("serving %s%s", loaded.version, _sampling_note(vlm))
+        return cls(loaded, device=device, dtype=dtype, keep_base=keep_base)
 
     @property
     def current(self) -> Loaded:
@@ -104,7 +119,7 @@ class ModelHolder:
             with self._swap_lock:
                 old, self._current = self._current, loaded
             status.state, status.version = "ready", loaded.version
-            log.info("reloaded: %s -> %s", old.version, loaded.version)
+            log.info("reloaded: %s -> %s%s", old.version, loaded.version, _sampling_note(vlm))
         except Exception as exc:  # any failure keeps the old model serving
             reason = exc.what if isinstance(exc, IllumeError) else f"{type(exc).__name__}: {exc}"
             status.state, status.error = "failed", f"checkpoint refused: {reason}"

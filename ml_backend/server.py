@@ -17,7 +17,7 @@ from illume.errors import IllumeError
 from illume.text import MAX_TEXT_CHARS
 from illume.images import (DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES,
                            DEFAULT_MAX_PIXELS, ImagePolicy, split_list)
-from illume.vlm import SamplingConfig
+from illume.vlm import DEFAULT_BASE_SHARE, SamplingConfig
 from ml_backend.settings import Settings
 
 log = logging.getLogger("ml_backend")
@@ -96,6 +96,11 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.option("--max-new-tokens", envvar="ILLUME_MAX_NEW_TOKENS", default=100, type=click.IntRange(1))
 @click.option("--top-k-fraction", envvar="ILLUME_TOP_K_FRACTION", default=0.1, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", envvar="ILLUME_SEED", default=0, type=int)
+@click.option("--base-share", envvar="ILLUME_BASE_SHARE", default=DEFAULT_BASE_SHARE, type=click.FloatRange(0, 1),
+              show_default=True,
+              help="Diversity remedy: with an adapter loaded, this share of each task's candidates (hottest "
+                   "temperature first) is sampled with the adapter disabled, i.e. by the model as built; the "
+                   "adapter stays unmerged (slower per token, ml_backend/README.md). 0: all from the adapter.")
 @click.option("--preselect", envvar="ILLUME_PRESELECT", default=0, type=click.IntRange(0),
               help="Pre-annotation policy: how many best-scored candidates each prediction pre-ticks. "
                    "0 (no pre-ticks) asks annotators to select, as the method does; pre-ticks left "
@@ -107,7 +112,8 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
 @click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
 def main(model, adapter, model_version, host, port, device, dtype, basic_auth, admin_token, label_studio_url,
          label_studio_api_key, allowed_roots, allowed_hosts, max_bytes, max_pixels, batch_size, queue_size,
-         temperatures, per_temperature, max_new_tokens, top_k_fraction, seed, preselect, train_command, log_level,
+         temperatures, per_temperature, max_new_tokens, top_k_fraction, seed, base_share, preselect, train_command,
+         log_level,
          max_aspect_ratio, download_deadline, **limits):
     """Serve Label Studio's ML backend protocol: /health, /setup, /predict, /webhook, plus /reload."""
     import uvicorn
@@ -128,7 +134,8 @@ def main(model, adapter, model_version, host, port, device, dtype, basic_auth, a
         basic_auth=parse_basic_auth(basic_auth), admin_token=admin_token,
         images=images,
         sampling=SamplingConfig(temperatures=parse_temperatures(temperatures), per_temperature=per_temperature,
-                                top_k_fraction=top_k_fraction, max_new_tokens=max_new_tokens, seed=seed),
+                                top_k_fraction=top_k_fraction, max_new_tokens=max_new_tokens, seed=seed,
+                                base_share=base_share),
         batch_size=batch_size, queue_size=queue_size, preselect=preselect, train_command=train_command, **limits)
     if settings.images.label_studio is None:
         log.warning("LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set: candidates cannot be written into "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from illume.images import ImagePolicy
-from illume.vlm import SamplingConfig
+from illume.vlm import DEFAULT_BASE_SHARE, SamplingConfig
 
 
 @dataclass
@@ -17,7 +17,9 @@ class Settings:
     basic_auth: tuple[str, str] | None = None  # (user, password) Label Studio must send
     admin_token: str | None = None  # needed by the reload route; reload is off without it
     images: ImagePolicy = field(default_factory=ImagePolicy)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # base_share > 0 (the default, as --base-share): adapters stay unmerged so that share of the
+    # candidates comes from the model as built (illume.vlm, the diversity remedy)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(base_share=DEFAULT_BASE_SHARE))
     batch_size: int = 8  # tasks per model batch
     queue_size: int = 2000  # tasks waiting or running (across requests) before /predict answers 503
     max_tasks_per_request: int = 1000
