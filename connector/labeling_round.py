@@ -6,9 +6,11 @@ trains an adapter on them, and hands it to the one promotion step (connector.pro
 atomic promotion.json, backend reload). Unlike `loop`, it imports nothing: the tasks are the
 ones people annotated in Label Studio.
 
-State lives in `<run-dir>/rounds.json` (written atomically after each round): the rounds done,
-the task ids trained on, and the adapter served. A lock file keeps two presses of the button
-from running two rounds in the same run directory at once.
+State lives in `<run-dir>/rounds.json` (written atomically after each round): the rounds done
+(with the annotation effort: Label Studio's lead_time summed per round and per accepted
+rationale, as `loop` and `status` report it), the task ids trained on, and the adapter served.
+A lock file keeps two presses of the button from running two rounds in the same run directory
+at once.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from connector.promotion import Backend, GateSettings, promote
 from connector.training_job import read_eval_items, run_training, training_command
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
-from illume.records import atomic_write_text
+from illume.metrics import annotation_effort
+from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
 
 STATE_FILE = "rounds.json"
 LOCK_FILE = ".round.lock"
@@ -83,8 +86,11 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
                                   previous if previous and previous.is_dir() else None, progress,
                                   policy=config.policy, method=config.method, exclude_tasks=trained)
         tasks = manifest["task_ids"]
+        effort = annotation_effort(list(iter_jsonl(round_dir / "export" / EXPORT_FEEDBACK, Feedback)))
         say(f"  {len(tasks)} tasks, {manifest['counts']['rationale_rows']} rationale rows, "
-            f"{manifest['counts']['pairs']} preference pairs")
+            f"{manifest['counts']['pairs']} preference pairs; {effort['annotator_seconds']} annotator-seconds "
+            f"({effort['annotations_timed']} annotations timed), {effort['seconds_per_accepted_rationale']} "
+            f"per accepted rationale")
         version = f"{config.version_prefix}-{number}"
         eval_items = read_eval_items(config.eval_items) if config.eval_items else []
         command = training_command(round_dir / "export", config.base_model, round_dir / "train", config.eval_items,
@@ -94,7 +100,7 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
         serving = state["serving"].get("adapter", config.serving_adapter)
         result = promote(adapter, version, config.base_model, round_dir, eval_items=eval_items,
                          serving_adapter=serving, settings=config.gate, backend=config.backend, say=say)
-        record = {"round": number, "export": str(round_dir / "export"), "tasks": tasks,
+        record = {"round": number, "export": str(round_dir / "export"), "tasks": tasks, "effort": effort,
                   "adapter": str(adapter), "version": version, "promoted": result.promoted,
                   "reason": result.reason, "serving_version": result.serving_version}
         state["rounds"].append(record)

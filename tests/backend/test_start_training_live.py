@@ -103,9 +103,9 @@ def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llav
         project = new_project(client, label_studio, "start-training", read_label_config(), items, server.url)
         tasks = [t["id"] for t in client.pages("/api/tasks", {"project": project["id"]})]
         annotated = sorted(tasks[:2])
-        for task in annotated:  # two of three tasks finished by annotators; the third stays open
+        for task, seconds in zip(annotated, (12.5, 7.5)):  # two of three tasks finished; the third stays open
             candidates = client.get(f"/api/tasks/{task}")["data"]["candidates"]
-            client.sdk.annotations.create(id=task, result=[{
+            client.sdk.annotations.create(id=task, lead_time=seconds, result=[{
                 "from_name": "rationales", "to_name": "image", "type": "choices",
                 "value": {"choices": [candidates[0]["alias"]]}}])
         before = requests.get(f"{server.url}/health", timeout=10).json()["model_version"]
@@ -122,3 +122,5 @@ def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llav
     manifest = json.loads((run_dir / "round-1" / "export" / "manifest.json").read_text())
     assert manifest["task_ids"] == annotated and manifest["counts"]["completed"] == 2
     assert state["rounds"][0]["promoted"] and state["serving"]["version"] == "illume-round-1"
+    assert state["rounds"][0]["effort"] == {"annotator_seconds": 20.0, "annotations_timed": 2, "accepted_rationales": 2,
+                                            "seconds_per_accepted_rationale": 10.0}  # Label Studio's lead_time
