@@ -28,6 +28,10 @@ def test_two_rounds_reload_the_backend_and_new_predictions_carry_the_new_version
     assert second["sampled_by"] == "illume-round1"
     assert second["predictions_by_version"] == {"illume-round1": 6}
     assert second["counts"]["completed"] == 6
+    # Diversity per round, and round 2 sampled with the remedy on (the backend's default base share):
+    # the reloaded adapter stayed unmerged, so part of its candidates came from the model as built.
+    assert all(0 < result["rounds"][k]["diversity"]["candidates_per_item"] <= 10 for k in ("1", "2"))
+    assert "-> illume-round1 (adapter kept unmerged" in (run_dir / "backend.log").read_text()
 
     # Metrics per round (0 = as built) and the report.
     assert {"0", "1", "2"} <= set(result["rounds"])
