@@ -23,6 +23,13 @@ weights, as the backend loads it without the diversity remedy, against kept unme
 (VLM.load keep_base, what --base-share needs) sampling all candidates through the adapter, and
 with base share 0.5 (the hot half with the adapter disabled).
 --model: a saved model (e.g. the demo model) instead of the tiny one.
+
+    python benchmarks/sampling.py --base-share-diversity [--run DIR] [--shares 0,0.3,0.5,0.7]
+
+--base-share-diversity: distinct candidates per item, round by round, as the product samples
+them (VLM.sample, 5 x T=0.3 + 5 x T=0.8, per base share) with the ILLUME adapters a
+benchmarks/data_efficiency.py run left in DIR (default its cache): round 1 samples with the
+model as built, round k with iteration k-1's adapter, on the run's 100 feedback items.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -63,7 +71,6 @@ def batched(vlm: VLM, queries: list[Query], config: SamplingConfig) -> int:
 def fresh_adapter(model: str, out) -> str:
     """A LoRA adapter as the training job saves it before its first step."""
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, not benchmarks/training.py
     from training.model import add_lora
@@ -76,8 +83,6 @@ def fresh_adapter(model: str, out) -> str:
 def adapter_cost(model: str | None, architecture: str, items: int, max_new_tokens: int, repeats: int = 3) -> None:
     """Best of `repeats` runs per way, the ways interleaved; wall clock and this process's CPU
     time (on a shared machine the CPU time is the steadier figure of the two)."""
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         model = model or str(build_tiny_model(architecture, Path(tmp) / "model"))
         adapter = fresh_adapter(model, Path(tmp) / "adapter")
@@ -107,11 +112,38 @@ def adapter_cost(model: str | None, architecture: str, items: int, max_new_token
                       "tasks_per_cpu_s": {n: items / cpu[n] for n in ways}}))
 
 
+def base_share_diversity(run: Path, shares: list[float], items: int = 100) -> None:
+    from illume.images import load_local_image
+    from illume.metrics import candidate_diversity
+    from illume.records import Feedback, Item, read_jsonl
+
+    report = json.loads((run / "data_efficiency.json").read_text())
+    pool = list(read_jsonl(run / "data" / "val.jsonl", Item))[:items]  # the run's feedback items
+    queries = [Query(load_local_image(run / "data" / i.image), i.question, i.answer) for i in pool]
+    adapters = sorted(run.glob("runs/illume-[0-9]*/run/adapter"), key=lambda p: int(p.parts[-3].split("-")[1]))
+    per_round: dict[float, list[float]] = {share: [] for share in shares}
+    for number, adapter in enumerate([None, *adapters[:2]], start=1):
+        for share in shares if adapter else [0.0]:
+            vlm = VLM.load(report["demo_model"], str(adapter) if adapter else None, device="cpu", keep_base=share > 0)
+            candidates = [c for start in range(0, len(queries), 40)
+                          for c in vlm.sample(queries[start:start + 40], SamplingConfig(seed=number, base_share=share))]
+            feedback = [Feedback(i.item_id, i.image, i.question, i.answer, [c.text for c in cands], [], [])
+                        for i, cands in zip(pool, candidates)]
+            diversity = candidate_diversity(feedback)["candidates_per_item"]
+            for target in (shares if adapter is None else [share]):
+                per_round[target].append(diversity)
+            print(f"round {number} ({adapter.parts[-3] if adapter else 'model as built'}), base share {share}: "
+                  f"{diversity:.2f} distinct candidates per item", flush=True)
+    for share, values in per_round.items():
+        print(f"base share {share}: " + " -> ".join(f"{v:.2f}" for v in values) + "; "
+              + ", ".join(f"round {n} / round 1 = {v / values[0]:.2f}" for n, v in enumerate(values[1:], start=2)))
+    print(json.dumps({"run": str(run), "items": len(pool), "candidates_per_item": {str(k): v for k, v in per_round.items()}}))
+
+
 def offline_vs_backend(tasks: int, max_new_tokens: int) -> None:
     import base64
     import io
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from backend import Server  # benchmarks/backend.py: uvicorn in a thread
@@ -180,7 +212,16 @@ def main() -> None:
                         help="tasks/s with a LoRA adapter merged vs kept unmerged (the diversity remedy)")
     parser.add_argument("--model", help="--adapter-cost: a saved model directory instead of the tiny model")
     parser.add_argument("--threads", type=int, default=1, help="--adapter-cost: torch threads (1: steadier CPU time)")
+    parser.add_argument("--base-share-diversity", action="store_true",
+                        help="distinct candidates per item per round and base share, with a data_efficiency run's adapters")
+    parser.add_argument("--run", type=Path, default=Path.home() / ".cache/illume/benchmarks/data_efficiency",
+                        help="--base-share-diversity: the benchmarks/data_efficiency.py --out directory")
+    parser.add_argument("--shares", default="0,0.3,0.5,0.7", help="--base-share-diversity: base shares to compare")
     args = parser.parse_args()
+    if args.base_share_diversity:
+        torch.set_num_threads(args.threads)
+        base_share_diversity(args.run, [float(s) for s in args.shares.split(",")])
+        return
     if args.adapter_cost:
         torch.set_num_threads(args.threads)
         adapter_cost(args.model, args.architecture, args.items, args.max_new_tokens)

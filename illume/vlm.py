@@ -12,7 +12,8 @@ Diversity remedy (`SamplingConfig.base_share`): trained round after round on its
 outputs, the model's candidates collapse (issue 15: distinct candidates per item fell to 0.62x
 round 1 by round 3 in benchmarks/data_efficiency.py). With an adapter loaded unmerged
 (`VLM.load(..., keep_base=True)`), that share of the candidates, hottest temperature first, is
-sampled with the adapter disabled, i.e. by the model as built (0.98x round 1 at share 0.5).
+sampled with the adapter disabled, i.e. by the model as built (0.97x round 1 at share 0.5,
+ml_backend/README.md).
 """
 from __future__ import annotations
 
