@@ -124,7 +124,7 @@ class VLM:
         self.adapter = adapter
         self.device = device
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self._toggle = threading.Lock()  # disable_adapter flips the whole model: one sample() at a time
+        self._toggle = threading.Lock()  # disable_adapter flips the whole model: one generation at a time
         self.tokenizer.padding_side = "left"  # generation continues the prompt's last token
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -257,9 +257,10 @@ class VLM:
         if not queries:
             return []
         inputs = self.encode([q.image for q in queries], self.rationale_texts(queries))
-        torch.manual_seed(seed)
-        texts, _ = self._generate(inputs, do_sample=True, temperature=temperature,
-                                  top_k=self._top_k(SamplingConfig.top_k_fraction), max_new_tokens=max_new_tokens)
+        with self._toggle:  # never while sample() has the adapter switched off
+            torch.manual_seed(seed)
+            texts, _ = self._generate(inputs, do_sample=True, temperature=temperature,
+                                      top_k=self._top_k(SamplingConfig.top_k_fraction), max_new_tokens=max_new_tokens)
         return [t.strip() for t in texts]
 
     def answer(self, queries: Sequence[Query], max_new_tokens: int = 10) -> list[str]:
@@ -267,7 +268,8 @@ class VLM:
         if not queries:
             return []
         inputs = self.encode([q.image for q in queries], self.answer_texts(queries))
-        texts, _ = self._generate(inputs, do_sample=False, max_new_tokens=max_new_tokens)
+        with self._toggle:
+            texts, _ = self._generate(inputs, do_sample=False, max_new_tokens=max_new_tokens)
         return [t.strip().rstrip(".").strip() for t in texts]
 
     @property
