@@ -192,10 +192,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
                         len(refused) - LOGGED_REFUSALS)
         return PredictResponse(results=[Prediction(**r) for r in results])
 
-    @app.post("/webhook", response_model=WebhookResponse)
-    def webhook(body: WebhookRequest) -> WebhookResponse:
     training_runs = TrainingRuns()
 
+    @app.post("/webhook", response_model=WebhookResponse)
+    def webhook(body: WebhookRequest) -> WebhookResponse:
         if body.action != "START_TRAINING":
             return WebhookResponse(status="ignored", detail=f"action {body.action} needs nothing from the backend")
         try:
