@@ -195,14 +195,14 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
 
 
 def check_texts(feedback: Feedback, task: str, max_chars: int) -> None:
-    """Every text of a judged task that would reach the tokenizer, checked (illume.text.check_text)."""
-    check_text(feedback.item_id, f"{task}: its item_id", max_chars)
-    for name, value in (("question", feedback.question), ("answer", feedback.answer)):
-        check_text(value, f"{task}: its {name}", max_chars)
-    for number, value in enumerate(feedback.candidates, 1):
-        check_text(value, f"{task}: candidate {number}", max_chars)
-    for number, value in enumerate(feedback.written, 1):
-        check_text(value, f"{task}: written rationale {number}", max_chars)
+    """Every text of a judged task that would reach the tokenizer: bounded in length (training never
+    truncates) and valid Unicode (the files are UTF-8). Control characters pass: a model's own
+    candidates may hold them, and JSON escapes them."""
+    texts = [("its item_id", feedback.item_id), ("its question", feedback.question), ("its answer", feedback.answer)]
+    texts += [(f"candidate {n}", value) for n, value in enumerate(feedback.candidates, 1)]
+    texts += [(f"written rationale {n}", value) for n, value in enumerate(feedback.written, 1)]
+    for name, value in texts:
+        check_text(value, f"{task}: {name}", max_chars, control_characters=True)
 
 
 def _tally(tally: Tally, judged: Judged) -> None:

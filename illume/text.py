@@ -8,6 +8,7 @@ from illume.errors import IllumeError
 
 MAX_TEXT_CHARS = 2000  # a question, answer or rationale; the tokenizer never truncates (training/data.py)
 # lone surrogates (undecodable), control characters other than tab and newlines, non-characters
+_UNDECODABLE_TEXT = re.compile("[\ud800-\udfff]")  # cannot be written as UTF-8
 _UNUSABLE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -27,13 +28,15 @@ def max_text_chars() -> int:
     return int(value)
 
 
-def check_text(value: str, where: str, max_chars: int = MAX_TEXT_CHARS) -> str:
-    """`value` if the tokenizer can take it: bounded in length, valid Unicode, no control characters.
-    `where` names it in the error ("task 3: field 'question'")."""
+def check_text(value: str, where: str, max_chars: int = MAX_TEXT_CHARS, control_characters: bool = False) -> str:
+    """`value` if the tokenizer can take it: bounded in length, valid Unicode and, unless
+    `control_characters`, without control characters. `where` names it in the error
+    ("task 3: field 'question'"). Model output may hold control characters (the export allows them)."""
     if len(value) > max_chars:
         raise IllumeError(f"{where} is {len(value)} characters long, over the limit of {max_chars}",
                           "Shorten the text, or raise the limit (--max-text-chars / ILLUME_MAX_TEXT_CHARS).")
-    if bad := _UNUSABLE_TEXT.search(value):
+    unusable = _UNDECODABLE_TEXT if control_characters else _UNUSABLE_TEXT
+    if bad := unusable.search(value):
         code = ord(bad.group())
         if 0xD800 <= code <= 0xDFFF:
             raise IllumeError(f"{where} is not valid Unicode (a lone surrogate U+{code:04X} at character "

@@ -127,14 +127,14 @@ def test_a_task_with_text_the_tokenizer_cannot_take_is_left_out_and_the_rest_exp
         {"from_name": "written_rationale", "type": "textarea", "value": {"text": ["why " * 600]}})
     broken_question = task("broken", ["r"], (["c0"], False))
     broken_question["data"]["question"] = "what colour \ud800 is it?"  # a lone surrogate, as JSON "\ud800" gives
-    good = task("good", ["fine"], (["c0"], False))
+    good = task("good", ["fine \x07"], (["c0"], False))  # a control character in model output passes
     manifest = convert([long_rationale, broken_question, good], tmp_path / "e")
     assert manifest["counts"]["completed"] == 1 and manifest["counts"]["refused_texts"] == 2
     reasons = {r["item_id"]: r["reason"] for r in manifest["refused_texts"]}
     assert "written rationale 1 is 2399 characters long, over the limit of 2000" in reasons["long"]
     assert "its question is not valid Unicode (a lone surrogate U+D800" in reasons["broken"]
     rows = read_jsonl(tmp_path / "e" / "rows.jsonl", TrainingRow)
-    assert [(r.item_id, r.rationale) for r in rows] == [("good", "fine")]
+    assert [(r.item_id, r.rationale) for r in rows] == [("good", "fine \x07")]
     for name in ("rows.jsonl", "preferences.jsonl", "feedback.jsonl"):
         (tmp_path / "e" / name).read_bytes().decode("utf-8")  # nothing half-written or undecodable
 
