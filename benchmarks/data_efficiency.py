@@ -16,7 +16,10 @@ All arms in one run, on the same feedback items and the same test items, on the 
                   w = #answer rows / #rationale rows, LoRA trained on the base model.
   ILLUME + pref   the same rows and, on the same feedback, dpo_weight x DPO on (accepted,
                   unticked) pairs of the same item (connector.judging.preference_pairs),
-                  reference = the model as built; TRL's diagnostics per epoch are recorded.
+                  reference = the model as built; by default length-normalised (mean token
+                  log-probs, beta 0.5), which measured best (README); --preference-loss ipo|kto,
+                  --dpo-label-smoothing, --pairs-per-item, --pair-batch-size are the other
+                  recipes tried. TRL's diagnostics per epoch are recorded.
   SFT kx          LoRA on the reference explanations (all three) of k x as many items as
                   received feedback (k = 1, 2, 5), plus one answer-only row per item.
 
@@ -30,6 +33,11 @@ Each model is scored on the Shapes-X test split (or its first --test-items): ROU
 of one rationale at T=0.1, and answer accuracy (illume.metrics, 0-100).
 
     python benchmarks/data_efficiency.py [--feedback-items 100] [--dpo-weight 0.3] [--out DIR]
+
+Experiments: --feedback-cache DIR keeps each iteration's judged feedback (written when missing,
+read when there: the loop is deterministic, so the arms are trained on the same feedback);
+with --only-iteration 3 --arms pref [recipe options] one recipe costs one training + one
+evaluation, its scores in <out>/experiment.json; --train-seed varies the training seed alone.
 
 Floors (issue 15): ILLUME + pref beats ILLUME by >= 3 ROUGE-L at the last iteration with <= 2
 points of answer accuracy lost against the model as built; the last iteration's distinct
@@ -438,10 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpo-weight", default="0.3", help="preference-loss weight(s) of the ILLUME + pref arm(s), "
                         "comma-separated (the first is the one the floor checks; empty: no such arm; 0.3 measured "
                         "better than 1, README)")
-    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-beta", type=float, default=0.5, help="with --dpo-length-norm: per-token scale")
     parser.add_argument("--preference-loss", default="dpo", help="dpo, ipo or kto (training.losses)")
     parser.add_argument("--dpo-label-smoothing", type=float, default=0.0, help="conservative DPO's label smoothing")
-    parser.add_argument("--dpo-length-norm", action="store_true", help="mean token log-probs in the preference loss")
+    parser.add_argument("--dpo-length-norm", action=argparse.BooleanOptionalAction, default=True,
+                        help="mean token log-probs in the preference loss (measured better than sums, README)")
     parser.add_argument("--pair-batch-size", type=int, default=0, help="pairs per micro-batch (0: --batch-size)")
     parser.add_argument("--pairs-per-item", type=int, default=0,
                         help="train on each item's N hardest pairs only (rejected closest to the chosen); 0: all")

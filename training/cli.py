@@ -50,8 +50,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the preference part: dpo (sigmoid) or ipo (squared margin); training/losses.py")
     p.add_argument("--dpo-label-smoothing", type=float, default=d["dpo_label_smoothing"].default,
                    help="conservative DPO: the share of pairs assumed mislabelled (0: plain DPO)")
-    p.add_argument("--dpo-length-norm", action="store_true",
-                   help="mean token log-probabilities in the preference loss instead of sums")
+    p.add_argument("--dpo-length-norm", action=argparse.BooleanOptionalAction, default=d["dpo_length_norm"].default,
+                   help="mean token log-probabilities in the preference loss instead of sums (measured better)")
     p.add_argument("--pair-batch-size", type=int, default=d["pair_batch_size"].default,
                    help="preference pairs per micro-batch (0: --batch-size); raise it to see more pairs per epoch")
     p.add_argument("--lora-rank", type=int, default=d["lora_rank"].default)

@@ -305,7 +305,8 @@ class Trainer:
                     "steps": steps, "epochs": c.epochs, "rationale_weight": self.export.rationale_weight,
                     "rows": len(self.export.rows), "pairs": len(self.export.pairs) if c.dpo else 0,
                     "dpo": c.dpo, "dpo_weight": c.dpo_weight, "dpo_beta": c.dpo_beta if c.dpo else None,
-                    "preference_loss": c.preference_loss if c.dpo else None, "world_size": self.world,
+                    "preference_loss": c.preference_loss if c.dpo else None,
+                    "dpo_length_norm": c.dpo_length_norm if c.dpo else None, "world_size": self.world,
                     "zero_stage": self.zero_stage, "trainable_sha256": fingerprint,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
                 swap_in(tmp, c.adapter_dir)
