@@ -63,7 +63,7 @@ def test_dpo_raises_the_chosen_minus_rejected_margin(tmp_path, tiny_model_dir, m
     export = make_export(tmp_path / "export", items=4, with_manifest=False)
     (export / EXPORT_ROWS).unlink()  # DPO alone, so only the preference loss moves the weights
     result = run(TrainConfig(export=str(export), base_model=base, out=str(tmp_path / "out"), epochs=4,
-                             batch_size=4, lr=1e-2, dpo=True, dpo_beta=0.1))
+                             batch_size=4, lr=1e-2, dpo=True, dpo_beta=0.1, dpo_length_norm=False))  # summed, as measured
     before = _margin(VLM.load(base), export)
     after = _margin(VLM.load(base, adapter=str(result.adapter_dir)), export)
     assert after > before + 1.0, (before, after)
