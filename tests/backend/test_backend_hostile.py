@@ -129,7 +129,7 @@ def test_images_small_on_disk_but_huge_when_decoded_fail_their_task_only(make_cl
     _check(_predict(client, tasks).json()["results"], [
         "is 1x100000, an aspect ratio over the limit of 20:1",
         "has 2000x150 = 300000 pixels, over the limit of 250000", None,
-        "is not a readable image in an accepted format (PNG, JPEG, MPO, WEBP, GIF, BMP, TIFF)"])
+        "is not a readable image in an accepted format (PNG, JPEG, WEBP, GIF, BMP, TIFF)"])
 
 
 def test_auth_comes_before_the_body_and_the_api_docs_are_behind_it(make_client):
