@@ -111,6 +111,9 @@ SERVING_ADAPTER = click.option("--serving-adapter", type=click.Path(exists=True,
                                help="Adapter the backend serves now (default: the base model alone).")
 MIN_AGREEMENT = click.option("--min-agreement", type=click.IntRange(min=1),
                              help="Accept a candidate when at least K annotators ticked it (default: strict majority).")
+MIN_ANNOTATIONS = click.option("--min-annotations", type=click.IntRange(min=1),
+                               help="A task is complete (for status, export and rounds) with this many annotations, "
+                                    "one per person (default: the project's overlap); tasks with fewer wait.")
 LOCAL_FILES_ROOT = click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
                                 envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
                                 help="Label Studio's local-files root as this machine sees it (for local images).")
@@ -356,12 +359,13 @@ def _policy(client, allow_hosts, allow_roots):
 @click.option("--previous", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="An earlier export to merge: its rows and pairs carry over, without duplicates.")
 @MIN_AGREEMENT
+@MIN_ANNOTATIONS
 @click.option("--round", "round_", type=click.IntRange(min=1),
               help="Export only this labeling round's tasks (also the rows' iteration; default: previous + 1).")
 @EXPORT_IMAGES
 @JSON
 @pass_session
-def export(session, out, previous, min_agreement, round_, allow_hosts, allow_roots, method):
+def export(session, out, previous, min_agreement, min_annotations, round_, allow_hosts, allow_roots, method):
     """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, feedback.jsonl,
     manifest.json and images/.
 
@@ -375,7 +379,8 @@ def export(session, out, previous, min_agreement, round_, allow_hosts, allow_roo
 
     progress = Progress("tasks", every=200)
     manifest = export_project(session.client, session.project, out, min_agreement, previous, progress, round_,
-                              policy=_policy(session.client, allow_hosts, allow_roots), method=method)
+                              policy=_policy(session.client, allow_hosts, allow_roots), method=method,
+                              min_annotations=min_annotations)
     progress.end()
     session.emit(_export_summary(manifest, out), manifest)
 
@@ -434,6 +439,7 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
 @EVAL_ITEMS
 @SERVING_ADAPTER
 @MIN_AGREEMENT
+@MIN_ANNOTATIONS
 @GATE
 @PROCESSES
 @BACKEND_URL
@@ -443,7 +449,8 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
 @JSON
 @pass_session
 @click.pass_context
-def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_agreement, gate_metric, tolerance,
+def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_agreement, min_annotations,
+           gate_metric, tolerance,
            max_accuracy_drop, eval_batch_size, processes, backend_url, admin_token, train_args, allow_hosts,
            allow_roots, method):
     """One training round on what annotators finished: what Label Studio's "Start training" runs.
@@ -456,7 +463,7 @@ def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_a
     from connector.promotion import Backend
 
     config = RoundConfig(project=session.project, run_dir=run_dir, base_model=base_model, eval_items=eval_items,
-                         min_agreement=min_agreement, serving_adapter=serving_adapter,
+                         min_agreement=min_agreement, min_annotations=min_annotations, serving_adapter=serving_adapter,
                          backend=Backend.from_options(backend_url, admin_token),
                          gate=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size), processes=processes,
                          train_args=train_args, policy=_policy(session.client, allow_hosts, allow_roots),
@@ -490,13 +497,18 @@ def reload(session, backend_url, admin_token, model, adapter, version):
 @IN_PROJECT
 @click.option("--backend-url", envvar="ILLUME_BACKEND_URL", show_envvar=True,
               help="Also report this ML backend's health.")
+@MIN_ANNOTATIONS
 @JSON
 @pass_session
-def status(session, backend_url):
-    """Project counts (tasks, completed, by model version), acceptance rate and backend health."""
+def status(session, backend_url, min_annotations):
+    """Project counts (tasks, completed, by model version), acceptance rate and backend health.
+
+    A task is completed once it has as many annotations as the project's overlap (or
+    --min-annotations); annotated tasks below that are counted apart, as skips are.
+    """
     from connector.status import project_status
 
-    report = project_status(session.client, session.project, backend_url)
+    report = project_status(session.client, session.project, backend_url, min_annotations)
     session.emit("\n".join(f"{key}: {value}" for key, value in report.items()), report)
 
 
@@ -510,9 +522,14 @@ def status(session, backend_url):
               help="Where exports, training runs and the loop's state go (resumes from it).")
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--simulate/--wait-for-people", default=True, show_default=True,
-              help="Simulated critic annotates, or wait until people completed each round in Label Studio.")
+              help="Simulated critic annotates, or wait until people finished each round in Label Studio "
+                   "(each task annotated, or skipped by the people it was offered to).")
+@click.option("--wait-hours", type=click.FloatRange(min=0),
+              help="--wait-for-people: after this long a round goes on with the tasks that are complete "
+                   "(default: a day).")
 @CROWD
 @MIN_AGREEMENT
+@MIN_ANNOTATIONS
 @LOCAL_FILES_ROOT
 @BACKEND_URL
 @ADMIN_TOKEN
@@ -525,8 +542,8 @@ def status(session, backend_url):
                    "benchmarks/data_efficiency.py measured 0.3 best: +3.4/+4.1 ROUGE-L over ILLUME at round 3).")
 @JSON
 @pass_session
-def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, annotators, error_rate, critic, threshold,
-         min_agreement, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
+def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait_hours, annotators, error_rate, critic,
+         threshold, min_agreement, min_annotations, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
          max_accuracy_drop, eval_batch_size, train_args, dpo_weight, seed):
     """Run N rounds of import -> predict -> annotate -> export -> train -> reload; resumable.
 
@@ -540,10 +557,11 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, anno
     config = LoopConfig(project=session.project, items=items, run_dir=run_dir, base_model=base_model,
                         rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
                         annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
-                        min_agreement=min_agreement, backend_url=backend_url, admin_token=admin_token,
+                        min_agreement=min_agreement, min_annotations=min_annotations,
+                        backend_url=backend_url, admin_token=admin_token,
                         processes=processes, gate_metric=gate_metric, tolerance=tolerance,
                         max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args,
-                        dpo_weight=dpo_weight)
+                        dpo_weight=dpo_weight, **({"wait_hours": wait_hours} if wait_hours is not None else {}))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}", every=10)).run()
     session.emit(summary_table(state.rounds), {"rounds": state.rounds})

@@ -32,6 +32,7 @@ from illume.text import max_text_chars
 @dataclass
 class ExportOptions:
     min_agreement: int | None = None  # None: strict majority of the task's annotators
+    min_annotations: int = 1  # a task with fewer (one per person) is not complete yet: left for a later export
     iteration: int = 0
     round: int | None = None  # export only the tasks of this labeling round (None: all tasks)
     previous: Path | None = None  # an earlier export directory to merge

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from connector.client import LabelStudioClient
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
-from connector.project import require_schema
+from connector.project import require_schema, required_annotations
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.records import EXPORT_MANIFEST
@@ -49,18 +49,21 @@ def export_policy(client: LabelStudioClient, allow_hosts: tuple[str, ...] = (),
 def export_project(client: LabelStudioClient, project: dict, out: Path, min_agreement: int | None = None,
                    previous: Path | None = None, progress: Callable[[int], None] | None = None,
                    round_: int | None = None, *, policy: ImagePolicy | None = None, method: str = "snapshot",
-                   exclude_tasks: frozenset[int] = frozenset()) -> dict[str, Any]:
+                   exclude_tasks: frozenset[int] = frozenset(), min_annotations: int | None = None) -> dict[str, Any]:
     """Export the project's completed tasks into `out` (atomically); the manifest.
 
     `round_`: only that labeling round's tasks, and the rows' iteration number (without it:
     the previous export's iteration + 1, or 0). `exclude_tasks`: task ids left out (a round
-    started from Label Studio exports what was not trained on yet).
+    started from Label Studio exports what was not trained on yet). `min_annotations`: a task
+    is complete with this many annotations (None: the project's overlap); those with fewer stay
+    for a later export and are counted in the manifest.
     """
     schema = require_schema(project)
     if method not in METHODS:
         raise IllumeError(f"export method {method!r} is not one of {', '.join(METHODS)}", "Pass --method snapshot.")
     iteration = round_ if round_ is not None else next_iteration(previous)
     options = ExportOptions(min_agreement=min_agreement, previous=previous, iteration=iteration,
+                            min_annotations=required_annotations(project, min_annotations),
                             round=round_, project={"id": project["id"], "title": project.get("title")},
                             source=client.url, schema=schema)
     policy = policy or export_policy(client)

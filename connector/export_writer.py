@@ -127,6 +127,7 @@ class Tally:
 
     seen: int = 0
     cancelled: int = 0
+    below_min_annotations: int = 0  # annotated, not yet by enough people: left for a later export
     candidates_shown: int = 0
     accepted: int = 0
     annotation_ids: list[int] = field(default_factory=list)
@@ -167,6 +168,9 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
     tally.cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
     judged = judge_task(task, schema, options.min_agreement, options.iteration)
     if judged is None:
+        return
+    if judged.feedback.annotators < options.min_annotations:
+        tally.below_min_annotations += 1
         return
     feedback = judged.feedback
     try:  # this task only: a text the tokenizer cannot take (too long, not Unicode) leaves it out
@@ -217,8 +221,10 @@ def _nothing_to_export(options: Any, tally: Tally) -> IllumeError:
     project = options.project.get("title") or options.project.get("id") or "the project"
     refused = (f", {len(tally.refused_images)} left out because their image was refused (first: "
                f"{tally.refused_images[0]['reason']})" if tally.refused_images else "")
+    waiting = (f", {tally.below_min_annotations} annotated by fewer than {options.min_annotations} people"
+               if tally.below_min_annotations else "")
     return IllumeError(f"Nothing to export: {project!s} has no completed task ({tally.seen} tasks exported, "
-                       f"{tally.cancelled} cancelled annotations{refused})",
+                       f"{tally.cancelled} cancelled annotations{waiting}{refused})",
                        tally.refused_images[0]["todo"] if tally.refused_images else
                        "Annotate tasks in Label Studio (or run `illume-sync annotate --simulate`), then export.")
 
@@ -244,6 +250,7 @@ def _manifest(work: Path, writer: ExportWriter, tally: Tally, options: Any, prev
         "preticks": pretick_summary(tally.notes, accepted),
         "counts": {"tasks": tally.seen, "completed": counts.get("completed", 0),
                    "cancelled_annotations": tally.cancelled, "annotations": len(tally.annotation_ids),
+                   "below_min_annotations": tally.below_min_annotations, "min_annotations": options.min_annotations,
                    "rationale_rows": rationale, "new_rationale_rows": counts.get("new_rationale_rows", 0),
                    "answer_rows": answer, "pairs": counts.get("pairs", 0), "images": len(images),
                    "refused_images": len(tally.refused_images), "refused_texts": len(tally.refused_texts)},

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from connector.client import LabelStudioClient
 from connector.export_project import export_project
+from connector.predicting import predict_missing
+from connector.project import project_backends
 from connector.promotion import Backend, GateSettings, promote
 from connector.training_job import read_eval_items, run_training, training_command
 from illume.errors import IllumeError
@@ -41,6 +43,7 @@ class RoundConfig:
     base_model: str
     eval_items: Path | None = None
     min_agreement: int | None = None
+    min_annotations: int | None = None  # a task is complete with this many annotations (None: the project's overlap)
     serving_adapter: str | None = None  # what the backend serves before the first round (None: the base model)
     backend: Backend | None = None
     gate: GateSettings = field(default_factory=GateSettings)
@@ -49,6 +52,7 @@ class RoundConfig:
     policy: ImagePolicy | None = None  # export's image policy (None: this Label Studio and data: URIs)
     method: str = "snapshot"  # how export reads the tasks (connector.export_project)
     version_prefix: str = "illume-round"
+    predict_batch: int = 16  # open tasks per prediction request when refreshing them after a promotion
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
@@ -70,6 +74,20 @@ def _exclusive(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def refresh_open_tasks(client: LabelStudioClient, project: dict, batch_size: int,
+                       say: Callable[[str], None]) -> dict[str, Any]:
+    """After a promotion: the project follows the version the backend serves now, and the open
+    (unannotated) tasks get its candidates, so the label stream, pre-ticks and Label Studio's own
+    "Retrieve predictions" all use the new model. Annotated tasks keep what they judged."""
+    if not project_backends(client, project["id"]):
+        say("  the project has no ML backend connected: its open tasks keep their candidates")
+        return {"version": None, "tasks": 0}
+    result = predict_missing(client, project, batch_size)
+    say(f"  project {project['id']} now uses {result.version!r}: {result.predicted} of {result.requested} open "
+        f"tasks got its candidates")
+    return {"version": result.version, "tasks": result.predicted, "requested": result.requested}
+
+
 def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str], None] = lambda _: None,
               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Export what is new, train, promote; the round's record (also appended to rounds.json)."""
@@ -84,10 +102,12 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
             f"({len(trained)} already trained on)")
         manifest = export_project(client, config.project, round_dir / "export", config.min_agreement,
                                   previous if previous and previous.is_dir() else None, progress,
-                                  policy=config.policy, method=config.method, exclude_tasks=trained)
+                                  policy=config.policy, method=config.method, exclude_tasks=trained,
+                                  min_annotations=config.min_annotations)
         tasks = manifest["task_ids"]
         effort = annotation_effort(list(iter_jsonl(round_dir / "export" / EXPORT_FEEDBACK, Feedback)))
-        say(f"  {len(tasks)} tasks, {manifest['counts']['rationale_rows']} rationale rows, "
+        say(f"  {len(tasks)} tasks ({manifest['counts']['below_min_annotations']} more wait for "
+            f"{manifest['counts']['min_annotations']} annotations), {manifest['counts']['rationale_rows']} rationale rows, "
             f"{manifest['counts']['pairs']} preference pairs; {effort['annotator_seconds']} annotator-seconds "
             f"({effort['annotations_timed']} annotations timed), {effort['seconds_per_accepted_rationale']} "
             f"per accepted rationale")
@@ -101,6 +121,7 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
         result = promote(adapter, version, config.base_model, round_dir, eval_items=eval_items,
                          serving_adapter=serving, settings=config.gate, backend=config.backend, say=say)
         record = {"round": number, "export": str(round_dir / "export"), "tasks": tasks, "effort": effort,
+                  "waiting_for_annotations": manifest["counts"]["below_min_annotations"],
                   "adapter": str(adapter), "version": version, "promoted": result.promoted,
                   "reason": result.reason, "serving_version": result.serving_version}
         state["rounds"].append(record)
@@ -108,4 +129,11 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
         if result.promoted:
             state["serving"] = {"adapter": str(adapter), "version": version}
         atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+        if result.promoted and result.serving_version:  # recorded first: the round stands if this fails
+            try:
+                record["refreshed"] = refresh_open_tasks(client, config.project, config.predict_batch, say)
+            except IllumeError as exc:
+                say(f"  the open tasks keep their candidates: {exc.what} -> run `illume-sync predict`")
+                record["refreshed"] = {"error": exc.what}
+            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
         return record

@@ -12,12 +12,14 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections import Counter
+from typing import Any, Callable, Iterable, Sequence
 
 from connector.client import LabelStudioClient
 from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items, read_items, task_round
 from connector.predicting import predict_missing
+from connector.project import REQUEUE_FOR_ME, get_project, overlap, required_annotations
 from connector.simulate import simulate
 from connector.promotion import Backend, GateSettings, promote
 from connector.training_job import (evaluate_model, read_eval_items, run_training,
@@ -48,6 +50,7 @@ class LoopConfig:
     error_rate: float = 0.0
     seed: int = 0
     min_agreement: int | None = None
+    min_annotations: int | None = None  # a task is complete with this many annotations (None: the project's overlap)
     backend_url: str | None = None
     admin_token: str | None = None
     gate_metric: str = "rouge_l"
@@ -59,6 +62,8 @@ class LoopConfig:
     dpo_weight: float = 0.0  # > 0: ILLUME + dpo_weight x DPO on (accepted, unticked) pairs of the same item
     predict_batch: int = 16
     poll_seconds: float = 5.0
+    wait_hours: float = 24.0  # --wait-for-people: a round goes on with what is complete after this long
+    annotate_hint: str = ""  # said with the labeling address once a round's tasks can be labelled (e.g. a login)
     version_prefix: str = "illume"
 
 
@@ -92,6 +97,9 @@ class Loop:
                  progress: Callable[[str], Callable[[int], None]] | None = None) -> None:
         self.client, self.config, self.say = client, config, say
         self.progress = progress or (lambda label: (lambda amount=1: None))
+        # adapters are recorded (and handed to the backend) under an absolute run directory
+        config.run_dir = Path(config.run_dir).resolve()
+        required_annotations(config.project, config.min_annotations)  # bad options fail now
         config.run_dir.mkdir(parents=True, exist_ok=True)
         self.state = LoopState.load(config.run_dir)
         # bad options fail now, not after the first round's work
@@ -174,30 +182,41 @@ class Loop:
                               self.critic, self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"))
             self.say(f"  simulated annotators ticked {result.ticked} of {result.shown} candidates")
             return
-        self._wait_for_people(number)
+        record["waiting"] = self._wait_for_people(number)
+        record["skipped_tasks"] = record["waiting"]["skipped"]
 
-    def _wait_for_people(self, number: int) -> None:
-        overlap = int(self.config.project.get("maximum_annotations") or 1)
-        self.say(f"  waiting for annotators: open {self.client.url}/projects/{self.config.project['id']} "
-                 f"(each round-{number} task needs {overlap} annotation(s); Ctrl-C stops, the loop resumes here)")
-        shown = -1
+    def _wait_for_people(self, number: int) -> dict[str, Any]:
+        """Until every round-`number` task is finished as Label Studio sees it (RoundProgress), or the
+        wait runs out; what was finished then."""
+        project = get_project(self.client, self.config.project["id"])  # its skip setting as it is now
+        required = required_annotations(project, self.config.min_annotations)
+        self.say(f"  round {number}'s tasks can be labelled: open {self.client.url}/projects/{project['id']}/data "
+                 f"and press \"Label All Tasks\" (lowest model score first){self.config.annotate_hint}\n"
+                 f"  each task needs {required} annotation(s) (overlap {overlap(project)}); a skipped task is "
+                 f"finished once the people it was offered to skipped it; Ctrl-C stops, the loop resumes here")
+        hours = self.config.wait_hours
+        deadline = time.monotonic() + hours * 3600
+        shown = None
         while True:
-            total = done = 0
-            for task in self._round_tasks(number):
-                total += 1
-                done += (task.get("total_annotations") or 0) >= overlap
-            if done != shown:
-                self.say(f"  round {number}: {done}/{total} tasks completed")
-                shown = done
-            if total and done >= total:
-                return
+            progress = RoundProgress.of(self._round_tasks(number), overlap(project), required,
+                                        project.get("skip_queue") != REQUEUE_FOR_ME)
+            if progress != shown:
+                self.say(f"  round {number}: {progress.finished}/{progress.tasks} tasks finished "
+                         f"({progress.complete} complete, {progress.skipped} skipped)")
+                shown = progress
+            timed_out = time.monotonic() > deadline
+            if (progress.tasks and progress.finished >= progress.tasks) or timed_out:
+                if timed_out:
+                    self.say(f"  round {number}: stopped waiting after {hours} h; going on with the "
+                             f"{progress.complete} complete tasks")
+                return {**asdict(progress), "required_annotations": required, "timed_out": timed_out}
             time.sleep(self.config.poll_seconds)  # waiting on people, not on a race
 
     def _export(self, number: int, record: dict) -> None:
         previous = self._dir(number - 1, "export") if number > 1 else None
         manifest = export_project(self.client, self.config.project, self._dir(number, "export"),
                                   self.config.min_agreement, previous if previous and previous.is_dir() else None,
-                                  self.progress("exported"), round_=number)
+                                  self.progress("exported"), round_=number, min_annotations=self.config.min_annotations)
         feedback = list(iter_jsonl(self._dir(number, "export") / EXPORT_FEEDBACK, Feedback))
         record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
                       preticks=manifest["preticks"], reconciliation=manifest["reconciliation"],
@@ -233,6 +252,33 @@ class Loop:
             record["metrics"] = result.metrics
         if result.promoted:
             serving.update(adapter=result.adapter, version=version, metrics=result.metrics)
+
+
+@dataclass(frozen=True)
+class RoundProgress:
+    """Where a round's tasks stand, as Label Studio sees them.
+
+    A task is finished when it is complete (at least `required` annotations, skips not counted)
+    or when it will not be offered again: each of the `overlap` people Label Studio offers it to
+    annotated or skipped it (the default skip setting requeues a skipped task for others only,
+    so a lone annotator's skip is final; under "Requeue for me" a skip settles nothing).
+    """
+
+    tasks: int = 0
+    finished: int = 0
+    complete: int = 0
+    skipped: int = 0  # tasks somebody skipped (never training data; export leaves skips out)
+
+    @classmethod
+    def of(cls, tasks: Iterable[dict], overlap: int, required: int, skips_settle: bool) -> "RoundProgress":
+        counts = Counter()
+        for task in tasks:
+            annotated = int(task.get("total_annotations") or 0)  # Label Studio's count leaves skips out
+            skips = int(task.get("cancelled_annotations") or 0)
+            complete = annotated >= required
+            counts.update(tasks=1, complete=int(complete), skipped=int(skips > 0),
+                          finished=int(complete or (skips_settle and skips > 0 and annotated + skips >= overlap)))
+        return cls(**counts)
 
 
 def summary_table(rounds: dict) -> str:

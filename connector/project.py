@@ -12,6 +12,8 @@ from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema,
 LABEL_CONFIG = SHIPPED_CONFIG
 # Label Studio's "Uncertainty sampling" offers tasks with the lowest prediction score first.
 LOWEST_SCORE_FIRST = "Uncertainty sampling"
+# The skip setting under which a skipped task returns to the same person's stream (a skip settles nothing).
+REQUEUE_FOR_ME = "REQUEUE_FOR_ME"
 
 
 def all_projects(client: LabelStudioClient) -> list[dict]:
@@ -41,6 +43,22 @@ def find_project(client: LabelStudioClient, ref: str | int) -> dict:
 def require_schema(project: dict) -> LabelingSchema:
     """The project's labeling schema; an IllumeError saying what its config lacks for the method."""
     return project_schema(project)
+
+
+def overlap(project: dict) -> int:
+    """Annotators per task the project asks for (Label Studio's maximum_annotations)."""
+    return max(1, int(project.get("maximum_annotations") or 1))
+
+
+def required_annotations(project: dict, min_annotations: int | None = None) -> int:
+    """Annotations (one per person) that make a task complete for status, export and rounds:
+    `min_annotations` when given (--min-annotations), else the project's overlap."""
+    if min_annotations is None:
+        return overlap(project)
+    if min_annotations < 1:
+        raise IllumeError(f"--min-annotations must be at least 1, got {min_annotations}",
+                          "Pass how many annotators must have judged a task, e.g. 1, or leave it out (the overlap).")
+    return int(min_annotations)
 
 
 def read_label_config(path: Path | None = None) -> str:

@@ -1,6 +1,10 @@
 """Where a project stands: tasks, completed, predictions by model version, acceptance, pre-ticks
 left standing, "None" conflicts, per labeling round the candidates' diversity and (where people
-annotated) annotator-seconds, backend."""
+annotated) annotator-seconds, backend.
+
+"Completed" means what export and rounds train on: at least the project's overlap in
+annotations, one per person (or --min-annotations); annotated tasks below that, and tasks
+only skipped, are counted apart."""
 from __future__ import annotations
 
 from collections import Counter
@@ -12,7 +16,7 @@ from connector.export import iter_tasks
 from connector.judging import NOTE_KEYS, judge_task, pretick_summary
 from connector.importing import task_round
 from connector.predicting import project_predictions
-from connector.project import project_backends, require_schema
+from connector.project import project_backends, require_schema, required_annotations
 from illume.metrics import annotation_effort, candidate_diversity
 
 
@@ -32,8 +36,10 @@ def _round_summary(feedback: list) -> dict[str, Any]:
     return summary
 
 
-def project_status(client: LabelStudioClient, project: dict, backend_url: str | None = None) -> dict[str, Any]:
-    tasks = completed = cancelled = shown = accepted = 0
+def project_status(client: LabelStudioClient, project: dict, backend_url: str | None = None,
+                   min_annotations: int | None = None) -> dict[str, Any]:
+    required = required_annotations(project, min_annotations)
+    tasks = completed = below_min = skipped_only = cancelled = shown = accepted = 0
     by_version: Counter[str] = Counter()
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
     by_round: dict[int, list] = {}  # round -> Feedback of its completed tasks
@@ -45,9 +51,14 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
             tasks += 1
             for version in {prediction_version(p, predictions) for p in task.get("predictions") or []}:
                 by_version[version] += 1
-            cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
+            skips = sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
+            cancelled += skips
             judged = judge_task(task, schema)
-            if judged is not None:
+            if judged is None:
+                skipped_only += skips > 0
+            elif judged.feedback.annotators < required:
+                below_min += 1
+            else:
                 completed += 1
                 shown += len(judged.feedback.candidates)
                 accepted += len(judged.feedback.accepted)
@@ -56,7 +67,8 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
     backends = project_backends(client, project["id"])
     report: dict[str, Any] = {
         "project": f"{project['id']} {project.get('title')!r}",
-        "tasks": tasks, "completed": completed, "open": tasks - completed, "cancelled_annotations": cancelled,
+        "tasks": tasks, "completed": completed, "open": tasks - completed, "min_annotations": required,
+        "below_min_annotations": below_min, "skipped_only": skipped_only, "cancelled_annotations": cancelled,
         "tasks_by_model_version": dict(sorted(by_version.items())),
         "acceptance_rate": round(accepted / shown, 4) if shown else None,
         "preticks": pretick_summary(notes, accepted),
