@@ -5,8 +5,9 @@
 model + adapter the backend serves, takes its shard of the project's open tasks that lack a
 prediction of that version (task id modulo the number of processes, so shards never overlap
 even when processes list the tasks at different moments), samples candidates and writes them
-through the backend's own code (ml_backend.tasks: stored_task_data -> write_candidates ->
-prediction, with the same model version and pre-tick policy), then stores the prediction.
+through the task contract the backend uses (illume.task_candidates: stored_tasks ->
+write_candidates, append-only once a task is judged; then ml_backend.tasks.prediction with the
+same model version and pre-tick policy), then stores the prediction.
 
 Resumable: a task is done once its prediction exists, and a restarted run only lists tasks
 without one. Candidates are written before the prediction, so a process killed in between
@@ -118,6 +119,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     from connector.predicting import tasks_without_prediction
     from connector.project import find_project, served_model_version
     from illume.images import ImagePolicy
+    from illume.task_candidates import stored_tasks, write_candidates
     from illume.vlm import VLM, SamplingConfig
     from ml_backend import tasks as task_io
 
@@ -141,13 +143,13 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     sampling_started = time.perf_counter()
     for start in range(0, len(mine), job.batch_size):
         ids = mine[start:start + job.batch_size]
-        stored = task_io.stored_task_data(client, project["id"], ids)
+        stored = stored_tasks(client, project["id"], ids)
         queries, ready = [], []
         for task_id in ids:
             if task_id not in stored:
                 continue  # deleted since the listing
             try:
-                pending = task_io.task_query({"id": task_id, "data": stored[task_id]}, fields, policy)
+                pending = task_io.task_query({"id": task_id, "data": stored[task_id].data}, fields, policy)
                 queries.append(pending.build(pending.fetch()))
                 ready.append(task_id)
             except IllumeError as exc:
@@ -156,7 +158,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
         # A seed per batch, fixed by its first task: a restarted run samples a task as before.
         candidates = vlm.sample(queries, dataclasses.replace(sampling, seed=job.seed + ids[0])) if queries else []
         for task_id, found in zip(ready, candidates):
-            options = task_io.write_candidates(client, task_id, stored[task_id], fields, found)
+            options = write_candidates(client, task_id, stored[task_id], fields, found)
             result = task_io.prediction(options, found, fields, version, job.preselect)
             client.post("/api/predictions", {"task": task_id, **result})
             done += 1

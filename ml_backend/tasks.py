@@ -1,23 +1,23 @@
 """Label Studio tasks <-> model queries: which data fields to read (named by the labeling
-config's schema, illume.labeling_schema), candidate aliases, prediction results, and writing
-candidates back into tasks (through the one Label Studio client, connector.client)."""
+config's schema, illume.labeling_schema) and prediction results. Reading tasks and writing
+candidates back (aliases, append-only once judged) is the task contract of
+illume.task_candidates, shared with offline sampling; its names are re-exported here."""
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from illume.errors import IllumeError
 from illume.images import ImagePolicy, ImageSource, check_image, storage_ref
 from illume.labeling_schema import LabelingSchema, parse_schema, shipped_schema
 from illume.records import Candidate
-from illume.text import MAX_TEXT_CHARS, normalise
+from illume.task_candidates import StoredTask, assign_aliases, write_candidates  # noqa: F401 (the contract)
+from illume.task_candidates import stored_tasks as stored_task_data  # noqa: F401 (the backend's name)
+from illume.text import MAX_TEXT_CHARS
 from illume.text import check_text as check_text_value
 from illume.vlm import Query
-
-if TYPE_CHECKING:
-    from connector.client import LabelStudioClient
 
 
 def parse_label_config(xml: str | None) -> LabelingSchema:
@@ -69,32 +69,6 @@ def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy
     return PendingQuery(image=image, question=question, answer=answer)
 
 
-_ALIAS = re.compile(r"^c(\d+)$")
-
-
-def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
-    """Candidate options with stable aliases.
-
-    A text already offered in this task keeps its alias; a new text gets an index never used
-    in this task before, so an alias in an earlier annotation always means one text.
-    """
-    known: dict[str, str] = {}
-    used = -1
-    for option in existing if isinstance(existing, list) else []:
-        if isinstance(option, dict) and isinstance(option.get("alias"), str):
-            known.setdefault(normalise(str(option.get("value", ""))), option["alias"])
-            if match := _ALIAS.match(option["alias"]):
-                used = max(used, int(match.group(1)))
-    options = []
-    for text in texts:
-        alias = known.get(normalise(text))
-        if alias is None:
-            used += 1
-            alias = f"c{used}"
-        options.append({"value": text, "alias": alias})
-    return options
-
-
 def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], fields: LabelingSchema,
                version: str, preselect: int) -> dict[str, Any]:
     """The prediction for one task: pre-ticks the `preselect` best-scored candidates (options are
@@ -123,41 +97,3 @@ def task_id(task: dict[str, Any]) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return value
     return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19 else None
-
-
-def stored_task_data(client: "LabelStudioClient", project: int, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The data Label Studio holds for those tasks of `project` (tasks of other projects are absent).
-
-    Read through the project's export (one call, filtered by project and ids): reading a task
-    through GET /api/tasks/<id> would make Label Studio call /predict again for a task without
-    predictions (recursion).
-    """
-    stored: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(task_ids), 100):  # keeps the query string short
-        response = client.request("GET", f"/api/projects/{project}/export", expect=(200, 400, 403, 404),
-                                  params={"exportType": "JSON", "download_all_tasks": "true",
-                                          "ids[]": [str(i) for i in task_ids[start:start + 100]]})
-        if response.status_code != 200:
-            raise IllumeError(f"Label Studio refused to list the tasks of project {project} "
-                              f"(HTTP {response.status_code}: {response.text[:200]})",
-                              "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
-        stored.update({int(t["id"]): t.get("data") or {} for t in response.json() if isinstance(t, dict) and "id" in t})
-    return stored
-
-
-def write_candidates(client: "LabelStudioClient", task_id: int, stored_data: dict[str, Any], fields: LabelingSchema,
-                     candidates: Sequence[Candidate]) -> list[dict[str, str]]:
-    """Store the candidates in the task's data (only that field changes) and return them as options.
-
-    `stored_data` is the task's data as Label Studio holds it (stored_task_data), never the
-    /predict payload's, so a payload cannot change any other field.
-    """
-    data = dict(stored_data)
-    options = assign_aliases([c.text for c in candidates], data.get(fields.candidates))
-    data[fields.candidates] = options
-    response = client.request("PATCH", f"/api/tasks/{task_id}/", json={"data": data}, expect=(200, 400, 403, 404))
-    if response.status_code != 200:
-        raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
-                          f"{response.text[:200]})",
-                          "Check that LABEL_STUDIO_API_KEY belongs to a user who may edit the project's tasks.")
-    return options

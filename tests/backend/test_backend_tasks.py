@@ -7,6 +7,7 @@ from backend_helpers import LABEL_CONFIG
 from illume.errors import IllumeError
 from illume.records import Candidate
 from ml_backend.batcher import Batcher, QueueFull
+from illume.task_candidates import merge_options
 from ml_backend.tasks import assign_aliases, parse_label_config, prediction
 
 
@@ -31,6 +32,17 @@ def test_aliases_are_stable_and_never_reused():
     assert first == [{"value": "the sky is blue.", "alias": "c0"}, {"value": "it is red.", "alias": "c1"}]
     again = assign_aliases(["It is red", "a new one."], first)
     assert again == [{"value": "It is red", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
+
+
+def test_a_judged_task_keeps_every_option_and_shows_the_current_ones_first():
+    first = assign_aliases(["the square is red.", "it is round."], None)
+    stored, current = merge_options(["It is round", "a new one."], first, judged=True)
+    assert current == [{"value": "it is round.", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
+    assert stored == current + [{"value": "the square is red.", "alias": "c0"}]
+    again, _ = merge_options(["third."], stored, judged=True)  # aliases are never reused
+    assert [o["alias"] for o in again] == ["c3", "c1", "c2", "c0"]
+    replaced, current = merge_options(["It is round", "a new one."], first, judged=False)
+    assert replaced == current == [{"value": "It is round", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
 
 
 def test_prediction_preticks_the_best_candidates():
@@ -93,3 +105,59 @@ def test_a_failing_batch_is_retried_in_halves_so_only_the_bad_task_fails():
         assert batcher.jobs_in_flight == 0 and batcher.tasks_in_flight == 0
     finally:
         batcher.stop()
+
+
+@pytest.mark.label_studio
+def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label_studio, ls_client, llava, make_settings,
+                                                                          tmp_path):
+    """Annotate, reload another model version, let Label Studio retrieve predictions for the
+    annotated task (its own action), export: the ticked text is still an accepted row."""
+    from backend_helpers import ServerThread, data_uri
+    from connector.client import connect
+    from connector.export_project import export_project
+    from connector.project import get_project
+    from illume.images import ImagePolicy
+    from illume.records import EXPORT_ROWS, iter_jsonl, TrainingRow
+    from illume.tiny_models import build_tiny_model
+    from ml_backend.app import create_app
+    from ml_backend.model_holder import Loaded, ModelHolder
+
+    project = ls_client.projects.create(title="illume append-only candidates", label_config=LABEL_CONFIG)
+    ls_client.projects.import_tasks(id=project.id, request=[
+        {"image": data_uri("red"), "question": "what color is the shape ?", "answer": "red", "candidates": [],
+         "item_id": "square-1"}])
+    (task_id,) = [t.id for t in ls_client.tasks.list(project=project.id)]
+    settings = make_settings(preselect=1, images=ImagePolicy(label_studio_url=label_studio.url,
+                                                             label_studio_api_key=label_studio.token))
+    holder = ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu")
+    other_model = build_tiny_model("llava", tmp_path / "other-llava", seed=1)  # samples other texts
+    try:
+        with ServerThread(create_app(settings, holder)) as backend:
+            ls_client.ml.create(project=project.id, url=backend.url, title="illume", is_interactive=False)
+            retrieve = dict(id="retrieve_tasks_predictions", project=project.id,
+                            selected_items={"all": False, "included": [task_id]})
+            ls_client.actions.create(**retrieve)
+            first = ls_client.tasks.get(id=str(task_id)).data["candidates"]
+            ticked = first[-1]  # the one not pre-ticked
+            ls_client.annotations.create(id=task_id, result=[{"from_name": "rationales", "to_name": "image",
+                                                              "type": "choices",
+                                                              "value": {"choices": [ticked["alias"]]}}])
+            holder.start_reload(str(other_model), None, "tiny-llava-v2")
+            assert holder.wait_reload(120).state == "ready"
+            ls_client.actions.create(**retrieve)
+
+            predictions = {p.model_version: p for p in ls_client.predictions.list(task=task_id)}
+            assert sorted(predictions) == ["tiny-llava-v1", "tiny-llava-v2"]
+            after = ls_client.tasks.get(id=str(task_id)).data["candidates"]
+            assert [o for o in after if o in first] == first  # every earlier option, unchanged
+            assert [o for o in after if o not in first], "the second version offered no new text (pick another seed)"
+            assert len({o["alias"] for o in after}) == len(after)  # no alias means two texts
+            (pretick,) = predictions["tiny-llava-v2"].result  # its best candidate comes first in the view
+            assert pretick["value"]["choices"] == [after[0]["alias"]]
+
+            client = connect(label_studio.url, label_studio.token)
+            export_project(client, get_project(client, project.id), tmp_path / "export", method="sync")
+        rows = list(iter_jsonl(tmp_path / "export" / EXPORT_ROWS, TrainingRow))
+        assert [(r.item_id, r.rationale) for r in rows if r.rationale] == [("square-1", ticked["value"])]
+    finally:
+        ls_client.projects.delete(id=project.id)

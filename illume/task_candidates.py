@@ -1,0 +1,133 @@
+"""The task contract for candidates: how a task's `data.candidates` is read and written.
+
+Used by every writer of candidates (the ML backend's /predict, offline sampling), so they all
+keep one rule: an alias always means one text in a task, and once a task has an annotation
+(cancelled ones included) or a draft, its options are append-only. A new model version then
+adds its candidates (new texts get new aliases) and keeps the old ones, so every annotation
+still resolves to the text it ticked. The current version's options come first: Label Studio
+shows them in the order of `data.candidates`.
+
+`client` is anything with the connector client's `request(method, path, expect=, params=,
+json=)` (connector.client.LabelStudioClient); this module imports nothing from the connector.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+from illume.errors import IllumeError
+from illume.labeling_schema import LabelingSchema
+from illume.records import Candidate
+from illume.text import normalise
+
+_ALIAS = re.compile(r"^c(\d+)$")
+_LIST_CHUNK = 100  # task ids per export request (keeps the query string short)
+
+
+class TaskClient(Protocol):
+    def request(self, method: str, path: str, expect: tuple[int, ...] = ..., params: Any = None,
+                json: Any = None, timeout: float | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    """A task's data as Label Studio holds it, and whether anybody has judged it yet."""
+
+    data: dict[str, Any]
+    judged: bool  # an annotation (even a cancelled one) or a draft exists: options are append-only
+    project: int | None = None  # where to read it again (None: never re-read)
+
+
+def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
+    """Options for `texts` with stable aliases.
+
+    A text already offered in this task keeps its alias; a new text gets an index above every
+    alias in the task, so an alias in an earlier annotation always means one text.
+    """
+    known: dict[str, str] = {}
+    used = -1
+    for option in existing if isinstance(existing, list) else []:
+        if isinstance(option, dict) and isinstance(option.get("alias"), str):
+            known.setdefault(normalise(str(option.get("value", ""))), option["alias"])
+            if match := _ALIAS.match(option["alias"]):
+                used = max(used, int(match.group(1)))
+    options, taken = [], set()
+    for text in texts:
+        alias = known.get(normalise(text))
+        if alias is None or alias in taken:  # two texts the same once normalised: one alias each
+            used += 1
+            alias = f"c{used}"
+        taken.add(alias)
+        options.append({"value": text, "alias": alias})
+    return options
+
+
+def merge_options(texts: Sequence[str], existing: Any, judged: bool) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(options to store, the current version's options in the order of `texts`).
+
+    Unjudged tasks get the current options only. Judged ones keep every earlier option, after the
+    current ones and in its stored wording (an annotation's text never changes, not even its case).
+    """
+    current = assign_aliases(texts, existing)
+    if not judged:
+        return current, current
+    earlier = [option for option in existing or [] if isinstance(option, dict) and isinstance(option.get("alias"), str)]
+    stored = {option["alias"]: option for option in earlier}
+    current = [stored.get(option["alias"], option) for option in current]
+    offered = {option["alias"] for option in current}
+    return current + [option for option in earlier if option["alias"] not in offered], current
+
+
+def stored_tasks(client: TaskClient, project: int, task_ids: Sequence[int]) -> dict[int, StoredTask]:
+    """What Label Studio holds for those tasks of `project` (tasks of other projects are absent).
+
+    Read through the project's export (one call per 100 ids, filtered by project and ids): GET
+    /api/tasks/<id> would make Label Studio call /predict again for a task without predictions
+    (recursion). The export lists annotations (cancelled ones too) and drafts.
+    """
+    found: dict[int, StoredTask] = {}
+    for start in range(0, len(task_ids), _LIST_CHUNK):
+        response = client.request("GET", f"/api/projects/{project}/export", expect=(200, 400, 403, 404),
+                                  params={"exportType": "JSON", "download_all_tasks": "true",
+                                          "ids[]": [str(i) for i in task_ids[start:start + _LIST_CHUNK]]})
+        if response.status_code != 200:
+            raise IllumeError(f"Label Studio refused to list the tasks of project {project} "
+                              f"(HTTP {response.status_code}: {response.text[:200]})",
+                              "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
+        for task in response.json():
+            if isinstance(task, dict) and "id" in task:
+                judged = bool(task.get("annotations") or task.get("drafts"))
+                found[int(task["id"])] = StoredTask(task.get("data") or {}, judged, project)
+    return found
+
+
+def write_candidates(client: TaskClient, task_id: int, stored: StoredTask, fields: LabelingSchema,
+                     candidates: Sequence[Candidate]) -> list[dict[str, str]]:
+    """Store the candidates in the task's data (only that field changes); the current options.
+
+    `stored` is the task as Label Studio holds it (stored_tasks), never a /predict payload, so a
+    payload cannot change any other field. When the task was unjudged and the write dropped
+    options, it is read again: an annotation saved meanwhile gets its options back.
+    """
+    existing = stored.data.get(fields.candidates)
+    options, current = merge_options([c.text for c in candidates], existing, stored.judged)
+    _patch_candidates(client, task_id, stored.data, fields, options)
+    written = {option["alias"] for option in options}
+    dropped = [o for o in existing or [] if isinstance(o, dict) and o.get("alias") not in written]
+    if dropped and stored.project is not None:
+        again = stored_tasks(client, stored.project, [task_id]).get(task_id)
+        if again is not None and again.judged:  # judged between our read and our write
+            _patch_candidates(client, task_id, again.data, fields, options + dropped)
+    return current
+
+
+def _patch_candidates(client: TaskClient, task_id: int, data: dict[str, Any], fields: LabelingSchema,
+                      options: list[dict[str, str]]) -> None:
+    # The same body again is harmless, so this PATCH may be retried blindly (by the client).
+    response = client.request("PATCH", f"/api/tasks/{task_id}/", json={"data": {**data, fields.candidates: options}},
+                              expect=(200, 400, 403, 404))
+    if response.status_code != 200:
+        raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
+                          f"{response.text[:200]})",
+                          "Check that LABEL_STUDIO_API_KEY belongs to a user who may edit the project's tasks.")

@@ -1,0 +1,56 @@
+"""The task contract (illume.task_candidates) against a real Label Studio: options of a judged
+task are append-only, also when the annotation arrives between our read and our write."""
+from __future__ import annotations
+
+import pytest
+
+from illume.labeling_schema import shipped_schema
+from illume.records import Candidate
+from illume.task_candidates import stored_tasks, write_candidates
+
+pytestmark = pytest.mark.label_studio
+
+
+def candidates(*texts: str) -> list[Candidate]:
+    return [Candidate(text, -1.0 - n, 1.0) for n, text in enumerate(texts)]
+
+
+def stored_options(kit, task: int) -> list[dict]:
+    return stored_tasks(kit.client, kit.id, [task])[task].data["candidates"]
+
+
+def test_options_are_replaced_until_judged_then_appended(illume_project):
+    kit, fields = illume_project, shipped_schema()
+    task = kit.add_task("item-a", [])
+    read = stored_tasks(kit.client, kit.id, [task])[task]
+    assert not read.judged and read.data["item_id"] == "item-a"
+    write_candidates(kit.client, task, read, fields, candidates("the square is red.", "it is a box."))
+    write_candidates(kit.client, task, stored_tasks(kit.client, kit.id, [task])[task], fields,
+                     candidates("It is a box", "a new text."))
+    assert stored_options(kit, task) == [{"value": "It is a box", "alias": "c1"}, {"value": "a new text.", "alias": "c2"}]
+
+    kit.annotate(task, ["c2"])
+    judged = stored_tasks(kit.client, kit.id, [task])[task]
+    assert judged.judged
+    current = write_candidates(kit.client, task, judged, fields, candidates("third one.", "a new text"))
+    assert current == [{"value": "third one.", "alias": "c3"}, {"value": "a new text.", "alias": "c2"}]
+    assert stored_options(kit, task) == current + [{"value": "It is a box", "alias": "c1"}]
+    assert stored_tasks(kit.client, kit.id, [task])[task].data["item_id"] == "item-a"  # nothing else changed
+
+
+def test_an_annotation_saved_between_read_and_write_keeps_its_option(illume_project):
+    kit, fields = illume_project, shipped_schema()
+    task = kit.add_task("item-b", ["the square is red.", "it is a box."])
+    before = stored_tasks(kit.client, kit.id, [task])[task]  # read while nobody has judged it
+    kit.annotate(task, ["c0"])  # an annotator saves meanwhile
+    write_candidates(kit.client, task, before, fields, candidates("another text."))
+    assert stored_options(kit, task) == [{"value": "another text.", "alias": "c2"},
+                                         {"value": "the square is red.", "alias": "c0"},
+                                         {"value": "it is a box.", "alias": "c1"}]
+
+
+def test_a_draft_makes_a_task_judged(illume_project):
+    kit = illume_project
+    task = kit.add_task("item-c", ["the square is red."])
+    kit.client.post(f"/api/tasks/{task}/drafts", {"result": [], "lead_time": 1.0})
+    assert stored_tasks(kit.client, kit.id, [task])[task].judged
