@@ -4,7 +4,13 @@
 projects, ML backends, users, annotations, predictions and snapshot exports. It handles
 both kinds of API key (a legacy token, or a personal access token exchanged for
 short-lived access tokens and renewed before they expire) and retries transient failures
-(connection errors, HTTP 5xx, 429) with backoff.
+(connection errors, HTTP 5xx, 429, 408, 409) with backoff, POSTs included.
+
+A POST that is not idempotent (the bulk import, a Data Manager action) must not be retried
+blindly: a proxy answering 502 after Label Studio stored an import would make a retry store it
+twice. Those go through `request(..., retry=False)`, which raises `OutcomeUnknown` when the
+request may or may not have taken effect; the caller checks what Label Studio holds and
+retries what is missing (connector.importing, connector.predicting).
 
 Beside it, one small wrapper for what the SDK does not cover or covers poorly, sent through
 the SDK's own HTTP client (same auth, same token refresh, same retries): plain JSON routes
@@ -18,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import requests
@@ -31,6 +37,11 @@ KEY_ENV = "LABEL_STUDIO_API_KEY"
 TIMEOUT = 30.0
 RETRIES = 3  # attempts after the first, for connection errors and HTTP 5xx/429 (exponential backoff)
 TRANSIENT = (429, 502, 503, 504)
+
+
+class OutcomeUnknown(IllumeError):
+    """A request sent without blind retries got no clear answer (connection lost, timeout,
+    HTTP 5xx/429/408): Label Studio may or may not have done it. Check its state, then retry."""
 
 
 class LabelStudioClient:
@@ -83,17 +94,25 @@ class LabelStudioClient:
 
     # -- plain JSON routes through the SDK's HTTP client ---------------------------------------
     def request(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204),
-                params: Any = None, json: Any = None, timeout: float | None = None) -> httpx.Response:
-        options = {"timeout_in_seconds": timeout or self.timeout}
+                params: Any = None, json: Any = None, timeout: float | None = None,
+                retry: bool = True) -> httpx.Response:
+        """One call; `retry=False` for requests that are not idempotent (see OutcomeUnknown)."""
+        options: dict[str, Any] = {"timeout_in_seconds": timeout or self.timeout}
+        if not retry:
+            options["max_retries"] = 0
+        failure = OutcomeUnknown if not retry else IllumeError
         try:
             response = self._http.request(path.lstrip("/"), method=method, params=params, json=json,
                                           request_options=options)
         except httpx.TimeoutException as exc:
-            raise IllumeError(f"Label Studio at {self.url} did not answer {method} {path} in time",
-                              "Check the server's load, or retry.") from exc
+            raise failure(f"Label Studio at {self.url} did not answer {method} {path} in time",
+                          "Check the server's load, or retry.") from exc
         except httpx.TransportError as exc:
-            raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
-                              f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
+            raise failure(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
+                          f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
+        if not retry and response.status_code not in expect and _uncertain(response.status_code):
+            raise OutcomeUnknown(f"Label Studio answered HTTP {response.status_code} to {method} {path}: "
+                                 f"{response.text[:200]}", "Check what Label Studio holds before retrying.")
         return self._checked(response, method, path, expect)
 
     def _checked(self, response: httpx.Response, method: str, path: str, expect: tuple[int, ...]) -> httpx.Response:
@@ -182,6 +201,30 @@ class ByteStream:
         else:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
+
+
+def send_checked(send: Callable[[list], Any], items: list, missing: Callable[[list], list], what: str, todo: str,
+                 attempts: int = RETRIES + 1) -> None:
+    """Send `items` with a request that is not idempotent (`send` uses retry=False). After an
+    unclear outcome, `missing(items)` says which of them Label Studio still lacks, and only
+    those are sent again."""
+    pending = list(items)
+    for attempt in range(attempts):
+        try:
+            send(pending)
+            return
+        except OutcomeUnknown as exc:
+            if attempt + 1 >= attempts:
+                raise IllumeError(f"{what} failed {attempts} times: {exc.what}", todo) from exc
+            time.sleep(0.5 * 2 ** attempt)  # backoff before looking at what Label Studio holds
+            pending = missing(pending)
+            if not pending:
+                return
+
+
+def _uncertain(status: int) -> bool:
+    """Answers after which a request may still have taken effect (the statuses the SDK retries)."""
+    return status >= 500 or status in (408, 429, 409)
 
 
 def _refused_key(url: str, status: Any, detail: Any) -> IllumeError:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 from urllib.parse import quote
 
-from connector.client import LabelStudioClient
+from connector.client import LabelStudioClient, send_checked
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
 from illume.records import Item
@@ -35,14 +35,35 @@ def task_round(data: dict) -> int:
         return 1
 
 
+def item_key(data: dict) -> tuple[str, int] | None:
+    """What makes a task unique in a project: its item in its labeling round."""
+    return (str(data["item_id"]), task_round(data)) if data.get("item_id") is not None else None
+
+
 def existing_item_ids(client: LabelStudioClient, project_id: int) -> set[tuple[str, int]]:
     """(item_id, round) of every task already in the project."""
     ids: set[tuple[str, int]] = set()
     for task in client.pages("/api/tasks", {"project": project_id, "fields": "all"}, page_size=500):
-        data = task.get("data") or {}
-        if data.get("item_id") is not None:
-            ids.add((str(data["item_id"]), task_round(data)))
+        if (key := item_key(task.get("data") or {})) is not None:
+            ids.add(key)
     return ids
+
+
+def post_tasks(client: LabelStudioClient, project_id: int, tasks: list[dict]) -> None:
+    """Import these tasks exactly once: after an unclear outcome (connection lost, HTTP 5xx
+    after Label Studio may have stored the batch), the project's items are listed again and
+    only the tasks still missing are sent again."""
+    def send(pending: list[dict]) -> None:
+        client.request("POST", f"/api/projects/{project_id}/import", json=pending, params={"return_task_ids": "true"},
+                       timeout=max(client.timeout, 300.0), retry=False)
+
+    def missing(pending: list[dict]) -> list[dict]:
+        have = existing_item_ids(client, project_id)
+        return [task for task in pending if item_key(task["data"]) not in have]
+
+    send_checked(send, tasks, missing, f"importing {len(tasks)} tasks into project {project_id}",
+                 "Run the same command again: items Label Studio already holds are skipped, so nothing is "
+                 "imported twice.")
 
 
 @dataclass
@@ -101,7 +122,8 @@ def task_data(item: Item, image_url: str, schema: LabelingSchema, round_: int = 
     """One task to import: shown data, and the references kept out of the annotators' view."""
     return {"data": {schema.image: image_url, schema.question: item.question, schema.answer: item.answer,
                      schema.candidates: [], "item_id": item.item_id, "split": item.split, "round": round_},
-            "meta": {"references": list(item.explanations)}}
+            "meta": {"references": list(item.explanations),  # + a Shapes-X scene, for the scene critic
+                     **({"scene": item.meta["scene"]} if "scene" in item.meta else {})}}
 
 
 def task_references(task: dict) -> list[str]:
@@ -124,6 +146,8 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
 
     Each round of the loop judges fresh candidates from the newest model, so it gets tasks of
     its own: annotations of earlier rounds stay attached to the candidates they judged.
+    Idempotent by (item_id, round): a repeated or interrupted import (even one killed mid-POST)
+    run again creates only the tasks still missing.
     """
     if schema is None:  # refused here, before any task is created, when the config lacks what the method needs
         from connector.project import get_project, require_schema
@@ -136,7 +160,7 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
     def flush() -> None:
         nonlocal imported
         if batch:
-            client.post(f"/api/projects/{project_id}/import", batch, params={"return_task_ids": "true"})
+            post_tasks(client, project_id, batch)
             imported += len(batch)
             if progress:
                 progress(len(batch))

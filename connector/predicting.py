@@ -2,14 +2,16 @@
 
 Label Studio's Data Manager action `retrieve_tasks_predictions` sends the selected tasks to
 the backend in one /predict call; batches stay small so each call ends well inside Label
-Studio's predict timeout (ML_TIMEOUT_PREDICT, 100 s by default).
+Studio's predict timeout (ML_TIMEOUT_PREDICT, 100 s by default). The action is not retried
+blindly: after an unclear outcome (a lost connection, a 502 from a proxy) the batch's tasks
+are listed again and only those still lacking a prediction are asked for again.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from connector.client import LabelStudioClient
+from connector.client import LabelStudioClient, send_checked
 from connector.project import follow_backend_version
 from illume.errors import IllumeError
 
@@ -26,8 +28,8 @@ def project_predictions(client: LabelStudioClient, project_id: int) -> dict[int,
 def tasks_without_prediction(client: LabelStudioClient, project_id: int, version: str) -> list[int]:
     """Open tasks lacking a prediction of this version.
 
-    Tasks somebody already annotated keep the candidates they judged: re-sampling would
-    rewrite the options under their ticks.
+    Tasks somebody already annotated are done: re-predicting them would only append options
+    (illume.task_candidates), which nobody judges any more.
     """
     missing = []
     # Only the "all" field set lists predictions; the short listing's version field is empty.
@@ -38,6 +40,21 @@ def tasks_without_prediction(client: LabelStudioClient, project_id: int, version
         if not versions or (version and version not in versions):
             missing.append(task["id"])
     return sorted(missing)
+
+
+def retrieve_predictions(client: LabelStudioClient, project_id: int, batch: list[int], version: str) -> None:
+    """Label Studio's own action for these tasks; after an unclear outcome, only the tasks still
+    lacking a prediction of `version` are asked for again."""
+    def send(pending: list[int]) -> None:
+        client.request("POST", "/api/dm/actions", json={"selectedItems": {"all": False, "included": pending}},
+                       params={"id": "retrieve_tasks_predictions", "project": project_id}, timeout=600, retry=False)
+
+    def missing(pending: list[int]) -> list[int]:
+        still = set(tasks_without_prediction(client, project_id, version))
+        return [task for task in pending if task in still]
+
+    send_checked(send, batch, missing, f"asking Label Studio for predictions of {len(batch)} tasks",
+                 "Run the same command again: tasks that got a prediction are skipped.")
 
 
 @dataclass
@@ -55,8 +72,7 @@ def predict_missing(client: LabelStudioClient, project: dict, batch_size: int = 
     missing = tasks_without_prediction(client, project["id"], version)
     for start in range(0, len(missing), batch_size):
         batch = missing[start:start + batch_size]
-        client.post("/api/dm/actions", {"selectedItems": {"all": False, "included": batch}},
-                    params={"id": "retrieve_tasks_predictions", "project": project["id"]}, timeout=600)
+        retrieve_predictions(client, project["id"], batch, version)
         if progress:
             progress(len(batch))
     still = set(tasks_without_prediction(client, project["id"], version))
