@@ -3,15 +3,20 @@
 Builds (or reuses) the Shapes-X data and the demo model, starts a local Label Studio and the
 ML backend, runs the ILLUME loop with simulated annotators (or waits for people with
 --interactive), writes the report, prints a summary, and stops every process it started.
-Running it again with the same --run-dir resumes an interrupted run.
+Running it again with the same --run-dir resumes an interrupted run, on the same ports (so the
+address people bookmarked keeps working). SIGTERM stops it like Ctrl-C: everything it started
+is stopped.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -76,11 +81,54 @@ def credentials(run_dir: Path) -> dict[str, str]:
     return values
 
 
+def kept_ports(run_dir: Path, names: tuple[str, ...], say: Callable[[str], None]) -> dict[str, int]:
+    """One port per name, the same as the previous run's (run_dir/ports.json) while it is free; a
+    port taken by something else meanwhile is replaced, and said so."""
+    path = run_dir / "ports.json"
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    ports = {}
+    for name in names:
+        port = before.get(name)
+        if port is not None and not port_is_free(port):
+            say(f"port {port} ({name}) is taken now: using another one")
+            port = None
+        ports[name] = port or free_port()
+    path.write_text(json.dumps(ports))
+    return ports
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", int(port)))
+        except OSError:
+            return False
+        return True
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread, so it unwinds (stopping every process
+    started) exactly as Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def ml_backend(model: Path, adapter: str | None, version: str | None, label_studio: LocalLabelStudio,
-               admin_token: str, allowed_root: Path, log: Path, timeout: float = 300.0) -> Iterator[str]:
-    """`illume-backend` in a subprocess on 127.0.0.1; yields its URL, stops it on exit."""
-    port = free_port()
+               admin_token: str, allowed_root: Path, log: Path, timeout: float = 300.0,
+               port: int | None = None) -> Iterator[str]:
+    """`illume-backend` in a subprocess on 127.0.0.1 (`port`, or a free one); yields its URL, stops it on exit."""
+    port = port or free_port()
     command = [sys.executable, "-m", "ml_backend.server", "--model", str(model), "--host", "127.0.0.1",
                "--port", str(port), "--admin-token", admin_token, "--allowed-roots", str(allowed_root),
                "--label-studio-url", label_studio.url, "--label-studio-api-key", label_studio.token,
@@ -108,6 +156,12 @@ def ml_backend(model: Path, adapter: str | None, version: str | None, label_stud
 def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
              progress: Callable[[str], Callable[[int], None]] | None = None) -> dict:
     """Run the whole demo; returns the loop state (rounds with their figures)."""
+    with stop_on_sigterm():
+        return _run_demo(config, say, progress)
+
+
+def _run_demo(config: DemoConfig, say: Callable[[str], None],
+              progress: Callable[[str], Callable[[int], None]] | None) -> dict:
     from connector.client import connect
     from connector.loop import Loop, LoopConfig, LoopState, summary_table
     from connector.project import init_project, read_label_config
@@ -126,27 +180,29 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
     secrets_ = credentials(run_dir)
     serving = LoopState.load(run_dir / "loop").serving  # a resumed run keeps serving its newest adapter
 
+    ports = kept_ports(run_dir, ("label_studio", "backend"), say)
     with ExitStack() as stack:
-        label_studio = LocalLabelStudio(run_dir / "label-studio", token=secrets_["label_studio_token"],
-                                        files_root=run_dir)
-        say(f"starting Label Studio on {label_studio.url} (the first start migrates its database, ~1 min)")
+        label_studio = LocalLabelStudio(run_dir / "label-studio", port=ports["label_studio"],
+                                        token=secrets_["label_studio_token"], files_root=run_dir)
+        say(f"starting Label Studio on port {label_studio.port} (the first start migrates its database, ~1 min)")
         stack.enter_context(label_studio)
         say("starting the ML backend")
         backend_url = stack.enter_context(ml_backend(model, serving.get("adapter"), serving.get("version"),
                                                      label_studio, secrets_["admin_token"], run_dir,
-                                                     run_dir / "backend.log"))
+                                                     run_dir / "backend.log", port=ports["backend"]))
         client = connect(label_studio.url, label_studio.token)
         result = init_project(client, PROJECT_TITLE, read_label_config(None), 1, backend_url, BACKEND_TITLE, None)
-        if config.interactive:
-            say(f"\nAnnotate in your browser: {label_studio.url}/projects/{result.project['id']}/data\n"
-                f"  login: {label_studio.username}  password: {label_studio.password}\n")
+        if config.interactive:  # the address comes once tasks can be labelled, not while the page says "Import"
+            say(f"preparing the round: importing {config.feedback_items} items and sampling their candidates "
+                "(a few minutes); the address to annotate at follows once tasks can be labelled")
         loop = Loop(client, LoopConfig(
             project=result.project, items=feedback, run_dir=run_dir / "loop", base_model=str(model),
             rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
             annotators=config.annotators, critic=config.critic, threshold=config.threshold,
             error_rate=config.error_rate,
             seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
-            tolerance=config.tolerance, max_accuracy_drop=config.max_accuracy_drop, train_args=config.train_args),
+            tolerance=config.tolerance, max_accuracy_drop=config.max_accuracy_drop, train_args=config.train_args,
+            annotate_hint=f"\n  login: {label_studio.username}  password: {label_studio.password}"),
             say=say, progress=progress)
         state = loop.run()
         report = write_report(run_dir / "loop", run_dir / "report")

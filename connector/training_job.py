@@ -59,10 +59,19 @@ def run_training(command: list[str], log: Path, echo: Callable[[str], None] | No
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env=dict(os.environ))
         assert process.stdout is not None
-        for line in process.stdout:
-            handle.write(line)
-            if echo:
-                echo(line.rstrip("\n"))
+        try:
+            for line in process.stdout:
+                handle.write(line)
+                if echo:
+                    echo(line.rstrip("\n"))
+        except BaseException:  # Ctrl-C, SIGTERM (the demo), an error: the job stops with its caller
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
         code = process.wait()
     if code != 0:
         raise IllumeError(f"The training job failed (exit code {code})", f"See its output in {log}.")
