@@ -16,12 +16,14 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from connector.client import LabelStudioClient
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
+from connector.export_writer import AnswerPool
 from connector.project import require_schema, required_annotations
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
@@ -29,6 +31,24 @@ from illume.records import EXPORT_MANIFEST
 
 METHODS = ("snapshot", "sync")
 SNAPSHOT_WAIT_S = 3600.0
+
+
+@dataclass
+class ProjectExportOptions(ExportOptions):
+    """ExportOptions plus where answer-only rows come from (connector.export_writer)."""
+
+    answer_pool: AnswerPool | None = field(default=None, metadata={"help": (
+        "draw answer-only rows from all the project's items (None: only annotated items without an "
+        "accepted rationale, as before issue 22)")})
+    held_out: frozenset[str] = field(default=frozenset(), metadata={"help": (
+        "item ids that never get an answer-only row: the held-out (evaluation) items")})
+
+
+def held_out_ids(eval_items: Path | None) -> frozenset[str]:
+    """The item ids of a held-out items file (JSONL of Item), for ProjectExportOptions.held_out."""
+    from illume.records import Item, read_jsonl
+
+    return frozenset(item.item_id for item in read_jsonl(eval_items, Item)) if eval_items else frozenset()
 
 
 def next_iteration(previous: Path | None) -> int:
@@ -49,29 +69,33 @@ def export_policy(client: LabelStudioClient, allow_hosts: tuple[str, ...] = (),
 def export_project(client: LabelStudioClient, project: dict, out: Path, min_agreement: int | None = None,
                    previous: Path | None = None, progress: Callable[[int], None] | None = None,
                    round_: int | None = None, *, policy: ImagePolicy | None = None, method: str = "snapshot",
-                   exclude_tasks: frozenset[int] = frozenset(), min_annotations: int | None = None) -> dict[str, Any]:
+                   exclude_tasks: frozenset[int] = frozenset(), min_annotations: int | None = None,
+                   answer_pool: AnswerPool | None = None, held_out: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Export the project's completed tasks into `out` (atomically); the manifest.
 
     `round_`: only that labeling round's tasks, and the rows' iteration number (without it:
     the previous export's iteration + 1, or 0). `exclude_tasks`: task ids left out (a round
     started from Label Studio exports what was not trained on yet). `min_annotations`: a task
     is complete with this many annotations (None: the project's overlap); those with fewer stay
-    for a later export and are counted in the manifest.
+    for a later export and are counted in the manifest. `answer_pool`: answer-only rows drawn from
+    every task's item (the snapshot then includes tasks nobody annotated; excluded tasks' items
+    too); `held_out`: item ids never given one.
     """
     schema = require_schema(project)
     if method not in METHODS:
         raise IllumeError(f"export method {method!r} is not one of {', '.join(METHODS)}", "Pass --method snapshot.")
     iteration = round_ if round_ is not None else next_iteration(previous)
-    options = ExportOptions(min_agreement=min_agreement, previous=previous, iteration=iteration,
-                            min_annotations=required_annotations(project, min_annotations),
-                            round=round_, project={"id": project["id"], "title": project.get("title")},
-                            source=client.url, schema=schema)
+    options = ProjectExportOptions(min_agreement=min_agreement, previous=previous, iteration=iteration,
+                                   min_annotations=required_annotations(project, min_annotations),
+                                   round=round_, project={"id": project["id"], "title": project.get("title")},
+                                   source=client.url, schema=schema, answer_pool=answer_pool, held_out=held_out)
     policy = policy or export_policy(client)
     snapshot = method == "snapshot"
-    source = snapshot_tasks(client, project["id"], Path(out)) if snapshot else sync_tasks(client, project["id"])
+    source = (snapshot_tasks(client, project["id"], Path(out), annotated_only=answer_pool is None) if snapshot
+              else sync_tasks(client, project["id"]))
     try:
         with source as tasks:
-            manifest = convert((t for t in tasks if t.get("id") not in exclude_tasks), out, options,
+            manifest = convert(_excluding(tasks, exclude_tasks, keep_items=answer_pool is not None), out, options,
                                images=lambda work: ImageCollector(work, policy), progress=progress)
     except IllumeError:  # read to the end and refused (e.g. nothing completed): the next run takes a new snapshot
         if snapshot:
@@ -80,6 +104,16 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
     if snapshot:  # kept after an interruption (a kill, a lost connection), so the next run resumes it
         forget_snapshot(client, project["id"], Path(out))
     return manifest
+
+
+def _excluding(tasks: Iterator[dict], exclude: frozenset[int], keep_items: bool) -> Iterator[dict]:
+    """The tasks but the excluded ones; with keep_items, those pass without annotations (not judged
+    again, but their items can still give answer-only rows)."""
+    for task in tasks:
+        if task.get("id") not in exclude:
+            yield task
+        elif keep_items:
+            yield {**task, "annotations": []}
 
 
 @contextmanager
@@ -93,17 +127,19 @@ def _state_path(out: Path) -> Path:
 
 
 @contextmanager
-def snapshot_tasks(client: LabelStudioClient, project_id: int, out: Path,
-                   wait_s: float = SNAPSHOT_WAIT_S) -> Iterator[Iterator[dict]]:
-    """The tasks of a (resumed or new) snapshot export, read from its downloaded file."""
+def snapshot_tasks(client: LabelStudioClient, project_id: int, out: Path, wait_s: float = SNAPSHOT_WAIT_S,
+                   annotated_only: bool = True) -> Iterator[Iterator[dict]]:
+    """The tasks of a (resumed or new) snapshot export, read from its downloaded file (only the
+    annotated ones unless annotated_only is False)."""
     state_path = _state_path(out)
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if state.get("project") != project_id or not _snapshot_usable(client, project_id, state.get("export")):
+    if (state.get("project") != project_id or state.get("annotated_only", True) != annotated_only
+            or not _snapshot_usable(client, project_id, state.get("export"))):
         # Label Studio without a job queue builds the snapshot inside this request: allow it the whole wait
         created = client.sdk.projects.exports.create(id=project_id, title=f"illume export to {out.name}",
-                                                     task_filter_options={"only_with_annotations": True},
+                                                     task_filter_options={"only_with_annotations": annotated_only},
                                                      request_options={"timeout_in_seconds": wait_s})
-        state = {"project": project_id, "export": created.id}
+        state = {"project": project_id, "export": created.id, "annotated_only": annotated_only}
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps(state))
     _wait_for(client, project_id, state["export"], wait_s)

@@ -2,7 +2,10 @@
 images and the manifest (what export.convert swaps in atomically).
 
   * every accepted candidate and every annotator-written rationale becomes a rationale row;
-    items without any accepted rationale (now or in earlier iterations) get an answer-only row;
+  * answer-only rows: with an AnswerPool (the method's way, SPEC section 1), drawn at random from all
+    the project's items (every task streamed, any round, annotated or not: imported items carry their
+    answers) that have no accepted rationale, never held-out items, about `ratio` x the rationale
+    rows; without one, every annotated item without an accepted rationale (now or earlier) gets one;
   * preference pairs: each accepted (or written) rationale against each candidate that was
     shown and not accepted, in TRL's layout (images, prompt, chosen, rejected);
   * rows and pairs of the previous export are carried over without duplicates;
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +45,24 @@ def to_line(record: Any) -> str:
     return _ENCODER.encode(record.to_json_object() if hasattr(record, "to_json_object") else vars(record)) + "\n"
 
 
+@dataclass(frozen=True)
+class AnswerPool:
+    """How answer-only rows are drawn from the project's items (issue 22: answers are kept)."""
+
+    ratio: float = field(default=10.0, metadata={"help": (
+        "answer-only rows per rationale row, drawn from all the project's items without an accepted "
+        "rationale (capped by how many there are); the method's run used about 10")})
+    seed: int = field(default=0, metadata={"help": "seed of the draw (with the iteration: a new draw each round)"})
+
+    def __post_init__(self) -> None:
+        if not self.ratio >= 0:
+            raise IllumeError(f"the answer pool's ratio must be a number >= 0, got {self.ratio}",
+                              "Pass e.g. 10 (the method's), or 0 for no answer-only rows from the pool.")
+
+    def size(self, rationale_rows: int, available: int) -> int:
+        return min(available, round(self.ratio * rationale_rows))
+
+
 def _row_key(item_id: str, text: str) -> str:
     return f"{item_id}\x00{' '.join(text.lower().split())}"
 
@@ -58,6 +80,7 @@ class ExportWriter:
         self.pair_keys: set[tuple[str, str, str]] = set()
         self.with_rationale: set[str] = set()
         self.answer_only: dict[str, TrainingRow] = {}
+        self.pool: dict[str, tuple[Any, TrainingRow]] = {}  # item id -> (task id, answer row): AnswerPool's choice
         self.counts = Counter()
         self.task_ids: list[int] = []  # the completed tasks of this export (not carried-over ones)
 
@@ -98,6 +121,42 @@ class ExportWriter:
             handle.close()
 
 
+def pool_row(task: dict, schema: LabelingSchema, iteration: int, max_chars: int) -> TrainingRow | None:
+    """The answer-only row a task's item would give (any task: annotated or not), None when incomplete."""
+    data = task.get("data") or {}
+    item_id = str(data.get("item_id") or f"task-{task.get('id')}")
+    image, question, answer = (str(data.get(key) or "") for key in (schema.image, schema.question, schema.answer))
+    if not (image and question.strip() and answer.strip()):
+        return None
+    try:
+        for name, value in (("item_id", item_id), ("question", question), ("answer", answer)):
+            check_text(value, f"task {str(task.get('id'))[:40]}: its {name}", max_chars)
+    except IllumeError:
+        return None
+    return TrainingRow(ANSWER_ONLY, item_id, image, question, answer, None, iteration)
+
+
+def draw_answer_pool(writer: ExportWriter, pool: AnswerPool, held_out: frozenset[str], iteration: int,
+                     tally: "Tally") -> dict[str, Any]:
+    """Replace the writer's answer-only rows with a seeded draw from the pool; what the manifest records."""
+    eligible = sorted(i for i in writer.pool if i not in writer.with_rationale and i not in held_out)
+    rationale = writer.counts["rationale_rows"]
+    drawn = random.Random(pool.seed * 1_000_003 + iteration).sample(eligible, pool.size(rationale, len(eligible)))
+    writer.answer_only = {}
+    for item_id in sorted(drawn):
+        task_id, row = writer.pool[item_id]
+        try:
+            row.image = writer.images.add(row.image, task_id=task_id)
+        except IllumeError as exc:  # this item only: nothing was fetched or copied for it
+            tally.refused_images.append({"task": task_id, "item_id": item_id, "reason": exc.what, "todo": exc.todo})
+            continue
+        writer.answer_only[item_id] = row
+    return {"source": "project", "ratio": pool.ratio, "seed": pool.seed, "project_items": len(writer.pool),
+            "held_out_excluded": sum(1 for i in writer.pool if i in held_out),
+            "with_rationale": sum(1 for i in writer.pool if i in writer.with_rationale),
+            "eligible": len(eligible), "drawn": len(writer.answer_only)}
+
+
 def carry_over(writer: ExportWriter, previous: Path) -> None:
     """Rows and pairs of an earlier export, images copied along (paths stay relative)."""
     rows_path, pairs_path = previous / EXPORT_ROWS, previous / EXPORT_PAIRS
@@ -135,6 +194,7 @@ class Tally:
     agreement: Agreement = field(default_factory=Agreement)
     refused_images: list[dict[str, Any]] = field(default_factory=list)
     refused_texts: list[dict[str, Any]] = field(default_factory=list)
+    answer_pool: dict[str, Any] = field(default_factory=dict)  # where the answer-only rows came from
 
 
 def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, options: Any, schema: LabelingSchema,
@@ -142,10 +202,16 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
     """Write the files of one export into `work` (a fresh directory) and return its manifest."""
     writer = ExportWriter(work, collector)
     tally = Tally()
+    pool: AnswerPool | None = getattr(options, "answer_pool", None)  # connector.export_project.ProjectExportOptions
+    held_out: frozenset[str] = getattr(options, "held_out", frozenset())  # item ids never given answer-only rows
     try:
         if previous is not None:
             carry_over(writer, previous)
         for task in tasks:
+            if pool is not None:
+                row = pool_row(task, schema, options.iteration, options.max_text_chars)
+                if row is not None and row.item_id not in writer.pool:
+                    writer.pool[row.item_id] = (task.get("id"), row)
             if options.round is not None and task_round(task.get("data") or {}) != options.round:
                 continue
             _add_task(task, writer, tally, options, schema)
@@ -153,6 +219,11 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
                 progress(1)
         if not writer.counts["completed"]:
             raise _nothing_to_export(options, tally)
+        if pool is not None:
+            tally.answer_pool = draw_answer_pool(writer, pool, held_out, options.iteration, tally)
+        else:
+            writer.answer_only = {k: v for k, v in writer.answer_only.items() if k not in held_out}
+            tally.answer_pool = {"source": "annotated", "drawn": len(writer.answer_only)}
         writer.finish()
     except BaseException:
         writer.close()
@@ -257,6 +328,7 @@ def _manifest(work: Path, writer: ExportWriter, tally: Tally, options: Any, prev
         "refused_images": tally.refused_images,
         "refused_texts": tally.refused_texts,
         "rationale_weight": answer / rationale if rationale and answer else 1.0,
+        "answer_pool": tally.answer_pool,
         "previous_export": str(previous) if previous else None,
         "annotation_ids": sorted(tally.annotation_ids),
         "task_ids": sorted(writer.task_ids),

@@ -144,3 +144,33 @@ def test_lead_times_that_are_not_finite_seconds_are_unknown():
     for annotation, value in zip(timed["annotations"], ("inf", "nan", "12.5")):
         annotation["lead_time"] = value
     assert judge_task(timed).feedback.lead_times == [None, None, 12.5]
+
+
+def test_answer_pool_draws_from_all_items_never_held_out_ones(tmp_path):
+    from connector.export_project import ProjectExportOptions
+    from connector.export_writer import AnswerPool
+
+    tasks = [task("r1", ["because"], (["c0"], False)), task("r2", ["since"], (["c0"], False)),
+             task("no-tick", ["x"], ([], False))]
+    tasks += [task(f"u{n}", ["y"]) for n in range(12)]  # imported, nobody annotated them: their answers count
+    held_out = frozenset({"u0", "u1", "u2", "no-tick"})
+
+    def export(name, ratio, seed=0):
+        options = ProjectExportOptions(answer_pool=AnswerPool(ratio=ratio, seed=seed), held_out=held_out)
+        manifest = convert(tasks, tmp_path / name, options)
+        rows = read_jsonl(tmp_path / name / "rows.jsonl", TrainingRow)
+        return manifest, sorted(r.item_id for r in rows if r.kind == "answer")
+
+    manifest, drawn = export("small", ratio=3)  # 2 rationale rows x 3
+    assert len(drawn) == 6 and not set(drawn) & held_out and not set(drawn) & {"r1", "r2"}
+    assert set(drawn) <= {f"u{n}" for n in range(3, 12)}
+    assert manifest["answer_pool"] == {"source": "project", "ratio": 3, "seed": 0, "project_items": 15,
+                                       "held_out_excluded": 4, "with_rationale": 2, "eligible": 9, "drawn": 6}
+    assert manifest["counts"]["answer_rows"] == 6 and manifest["rationale_weight"] == 3.0
+    assert export("again", ratio=3)[1] == drawn  # seeded
+    assert export("other-seed", ratio=3, seed=5)[1] != drawn
+    capped = export("capped", ratio=10)[1]  # 20 wanted, 9 eligible
+    assert capped == sorted(f"u{n}" for n in range(3, 12))
+    plain = convert(tasks, tmp_path / "plain", ProjectExportOptions(held_out=held_out))  # no pool: as before
+    assert plain["counts"]["answer_rows"] == 0 and plain["answer_pool"] == {"source": "annotated", "drawn": 0}
+    assert convert(tasks, tmp_path / "plain2")["counts"]["answer_rows"] == 1  # "no-tick", when not held out
