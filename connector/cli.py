@@ -480,16 +480,24 @@ def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_a
 @main.command()
 @click.option("--backend-url", envvar="ILLUME_BACKEND_URL", required=True, help="ML backend address.")
 @click.option("--admin-token", envvar="ILLUME_ADMIN_TOKEN", required=True, help="The backend's admin token.")
-@click.option("--model", required=True, help="Base model directory.")
+@click.option("--model", help="Base model directory (required without --run).")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="Adapter directory (none: base only).")
 @click.option("--model-version", "version", help="Model version name (default: the adapter's).")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Finish the reload a training recorded in this run directory (pending_reload.json).")
 @JSON
 @pass_session
-def reload(session, backend_url, admin_token, model, adapter, version):
+def reload(session, backend_url, admin_token, model, adapter, version, run_dir):
     """Make the ML backend serve another adapter (atomic swap; the old one serves until then)."""
-    from connector.backend_client import reload_backend
+    from connector.backend_client import finish_pending_reload, reload_backend
 
-    status = reload_backend(backend_url, admin_token, model, adapter, version)
+    if run_dir is not None:
+        status = finish_pending_reload(run_dir, admin_token, backend_url)
+    elif model:
+        status = reload_backend(backend_url, admin_token, model, adapter, version)
+    else:
+        raise IllumeError("reload needs --model (and --adapter), or --run <run dir> to finish a recorded reload",
+                          "Pass --model, or the run directory of the training whose reload failed.")
     session.emit(f"backend serves {status.get('serving_version')!r}", status)
 
 
