@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from connector.backend_client import reload_backend
+from connector.backend_client import reload_recorded
 from connector.training_job import evaluate_model, gate
 from illume.errors import IllumeError
 from illume.records import Item, atomic_write_text
@@ -77,7 +77,8 @@ def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *
     say(result.reason)
     _record(run_dir, result)  # the decision stands even if the reload below fails
     if result.promoted and backend is not None:
-        status = reload_backend(backend.url, backend.admin_token, base_model, adapter, version)
+        # recorded in run_dir until served, so `illume-sync reload --run` can finish a failed reload
+        status = reload_recorded(run_dir, backend.url, backend.admin_token, base_model, adapter, version)
         result.serving_version = status.get("serving_version")
         say(f"backend serves {result.serving_version!r}")
         _record(run_dir, result)
