@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser().parse_args(argv))
     args.pop("local_rank")  # the launcher also sets LOCAL_RANK in the environment
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from training.extension_lock import check_before_training
     from training.job import run
 
     try:
+        check_before_training()  # a stale torch-extension lock would make the DeepSpeed build wait forever
         result = run(TrainConfig(**args))
     except IllumeError as exc:  # a problem the user can fix (usage errors exit 2, as argparse does)
         print(f"error: {exc}", file=sys.stderr)
