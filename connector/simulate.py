@@ -1,5 +1,6 @@
-"""Simulated annotators: a critic (the method's ROUGE-L critic by default, SPEC section 1) ticks
-candidates through the API.
+"""Simulated annotators: a critic ticks candidates through the API. The default critic ("auto")
+checks Shapes-X candidates against the task's scene (task meta, illume.datasets.shapes_truth)
+and judges the others by the method's ROUGE-L (SPEC section 1).
 
 Each simulated annotator is a Label Studio user of its own (created on first use), so
 several of them exercise overlap, majority voting and agreement like a real crowd.
@@ -12,8 +13,16 @@ from typing import Callable
 from connector.client import LabelStudioClient
 from connector.importing import task_references
 from connector.project import require_schema
-from illume.critic import Critic, NoisyAnnotator, make_critic
+from illume.critic import Critic, NoisyAnnotator, Subject, make_critic
+from illume.datasets.shapes_truth import scene_of
 from illume.errors import IllumeError
+from illume.labeling_schema import LabelingSchema
+
+
+def task_subject(task: dict, schema: LabelingSchema) -> Subject:
+    """The task's question and answer, and its scene (Shapes-X tasks carry it in their meta)."""
+    data = task.get("data") or {}
+    return Subject(str(data.get(schema.question) or ""), str(data.get(schema.answer) or ""), scene_of(task.get("meta")))
 
 
 def simulated_user(client: LabelStudioClient, index: int) -> int:
@@ -50,12 +59,13 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
             result.skipped_without_candidates += 1
             continue
         references = task_references(task)
+        subject = task_subject(task, schema)
         done = set(task.get("annotators") or [])
         annotated_before = result.annotations
         for user, annotator in crowd:
             if user in done:
                 continue
-            ticks = annotator.tick([c["value"] for c in options], references)
+            ticks = annotator.tick([c["value"] for c in options], references, subject)
             chosen = [c.get("alias", c["value"]) for c, ok in zip(options, ticks) if ok]
             results = [schema.ticks(chosen)] if chosen else [r for r in [schema.none()] if r is not None]
             client.sdk.annotations.create(id=task["id"], result=results, completed_by=user)

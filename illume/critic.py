@@ -3,7 +3,15 @@
 The method's critic accepts a candidate when its ROUGE-L against the reference
 explanations is >= 0.7; candidates shorter than 3 characters score 0. ROUGE-L here is the
 COCO caption evaluation's: LCS precision/recall over tokens, F-measure with beta = 1.2,
-precision and recall each taken as the best over the references.
+precision and recall each taken as the best over the references. Two tokenizations
+(`scoring`): "default" takes the words and numbers of the lower-cased text ([a-z0-9]+);
+"paper" takes what the reference implementation's nlg-eval takes: the lower-cased, stripped
+text split on spaces, punctuation attached ("round." != "round").
+
+On Shapes-X every scene is known, so the "scene" critic accepts a candidate only when what
+it states is true of the item's scene and supports the answer (illume.datasets.shapes_truth);
+"scene+rouge-l" also needs the ROUGE-L threshold; "auto" (the default) is the scene critic
+for items that carry a scene and the method's ROUGE-L critic for the others (VQA-X).
 
 Another critic is one subclass of `Critic` with a `name`: defining it registers it, and
 `--critic NAME` (or `--critic package.module:Class` for one in a module of your own) selects it.
@@ -11,19 +19,36 @@ Another critic is one subclass of `Critic` with a `name`: defining it registers 
 from __future__ import annotations
 
 import importlib
+import inspect
 import random
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 from illume.errors import IllumeError
 
 ACCEPT_THRESHOLD = 0.7
 ROUGE_BETA = 1.2
 MIN_CHARS = 3
+DEFAULT_SCORING = "default"
+PAPER_SCORING = "paper"
+SCORINGS = (DEFAULT_SCORING, PAPER_SCORING)
+SCORING_HELP = ("how texts are tokenised for ROUGE-L and the other metrics: default = words and numbers of the "
+                "lower-cased text, exact-match accuracy, rationale after the gold answer; paper = the reference "
+                "implementation's nlg-eval tokens (lower-cased, split on spaces, punctuation attached), "
+                "substring accuracy, rationale after the model's own answer")
 
 
-def tokenize(text: str) -> list[str]:
+def check_scoring(scoring: str) -> str:
+    if scoring not in SCORINGS:
+        raise IllumeError(f"unknown scoring {scoring!r}", f"Use one of {', '.join(SCORINGS)}.")
+    return scoring
+
+
+def tokenize(text: str, scoring: str = DEFAULT_SCORING) -> list[str]:
+    """Tokens for ROUGE-L: see the module docstring. Paper: COCO's Rouge splits on single spaces."""
+    if check_scoring(scoring) == PAPER_SCORING:
+        return text.lower().strip().split(" ")
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
@@ -39,12 +64,12 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return previous[-1]
 
 
-def rouge_l(candidate: str, references: Sequence[str]) -> float:
+def rouge_l(candidate: str, references: Sequence[str], scoring: str = DEFAULT_SCORING) -> float:
     """ROUGE-L F (beta 1.2) of one candidate against its references, in [0, 1]."""
     if len(candidate.strip()) < MIN_CHARS:
         return 0.0
-    cand = tokenize(candidate)
-    refs = [tokenize(r) for r in references if r and r.strip()]
+    cand = tokenize(candidate, scoring)
+    refs = [tokenize(r, scoring) for r in references if r and r.strip()]
     if not cand or not refs:
         return 0.0
     precision = recall = 0.0
@@ -57,11 +82,22 @@ def rouge_l(candidate: str, references: Sequence[str]) -> float:
     return (1 + ROUGE_BETA ** 2) * precision * recall / (recall + ROUGE_BETA ** 2 * precision)
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What the candidates explain: the item's question and answer, and its scene when it has one
+    (Shapes-X items and tasks carry it in their meta)."""
+
+    question: str = ""
+    answer: str = ""
+    scene: dict[str, Any] | None = None
+
+
 class Critic:
     """Judges candidate rationales of one item against its reference explanations.
 
-    A subclass implements `accepts`; giving it a `name` registers it for `make_critic`.
-    Critics that take a `threshold` receive `--threshold` when one is given.
+    A subclass implements `accepts` (or `judge`, when it needs the item's question, answer or
+    scene); giving it a `name` registers it for `make_critic`. Critics that take a `threshold`
+    receive `--threshold` when one is given, and those with a `scoring` field `--scoring`.
     """
 
     name: ClassVar[str] = ""
@@ -75,8 +111,11 @@ class Critic:
     def accepts(self, candidate: str, references: Sequence[str]) -> bool:
         raise NotImplementedError
 
-    def tick(self, candidates: Sequence[str], references: Sequence[str]) -> list[bool]:
-        return [self.accepts(c, references) for c in candidates]
+    def judge(self, candidate: str, references: Sequence[str], subject: Subject | None = None) -> bool:
+        return self.accepts(candidate, references)
+
+    def tick(self, candidates: Sequence[str], references: Sequence[str], subject: Subject | None = None) -> list[bool]:
+        return [self.judge(c, references, subject) for c in candidates]
 
 
 @dataclass
@@ -85,16 +124,65 @@ class RougeCritic(Critic):
 
     name: ClassVar[str] = "rouge-l"
     threshold: float = ACCEPT_THRESHOLD
+    scoring: str = DEFAULT_SCORING
+
+    def __post_init__(self) -> None:
+        check_scoring(self.scoring)
 
     def accepts(self, candidate: str, references: Sequence[str]) -> bool:
-        return rouge_l(candidate, references) >= self.threshold
+        return rouge_l(candidate, references, self.scoring) >= self.threshold
 
 
-DEFAULT_CRITIC = RougeCritic.name
+def _scene_verdict(candidate: str, subject: Subject | None):
+    from illume.datasets.shapes_truth import judge
+
+    if subject is None or subject.scene is None:
+        raise IllumeError("the scene critic needs each item's scene (Shapes-X items carry it in their meta)",
+                          "Use --critic rouge-l for items without a scene, or --critic auto.")
+    return judge(candidate, subject.question, subject.answer, subject.scene)
 
 
-def make_critic(spec: str = DEFAULT_CRITIC, threshold: float | None = None) -> Critic:
-    """The critic named `spec` (a registered name, or `module:Class`), with `threshold` if given."""
+@dataclass
+class SceneCritic(Critic):
+    """Shapes-X: accepts what is true of the item's scene and supports the answer (shapes_truth)."""
+
+    name: ClassVar[str] = "scene"
+
+    def judge(self, candidate: str, references: Sequence[str], subject: Subject | None = None) -> bool:
+        return _scene_verdict(candidate, subject).accepted
+
+
+@dataclass
+class SceneRougeCritic(RougeCritic):
+    """The scene critic, and the ROUGE-L threshold on top."""
+
+    name: ClassVar[str] = "scene+rouge-l"
+
+    def judge(self, candidate: str, references: Sequence[str], subject: Subject | None = None) -> bool:
+        return _scene_verdict(candidate, subject).accepted and self.accepts(candidate, references)
+
+
+@dataclass
+class AutoCritic(RougeCritic):
+    """The scene critic where the item has a scene (Shapes-X), the method's ROUGE-L critic elsewhere (VQA-X).
+    The threshold and scoring apply to the ROUGE-L part."""
+
+    name: ClassVar[str] = "auto"
+
+    def judge(self, candidate: str, references: Sequence[str], subject: Subject | None = None) -> bool:
+        if subject is not None and subject.scene is not None:
+            return _scene_verdict(candidate, subject).accepted
+        return self.accepts(candidate, references)
+
+
+DEFAULT_CRITIC = AutoCritic.name
+
+
+def make_critic(spec: str = DEFAULT_CRITIC, threshold: float | None = None,
+                scoring: str = DEFAULT_SCORING) -> Critic:
+    """The critic named `spec` (a registered name, or `module:Class`), with `threshold` if given
+    and `scoring` when it is not the default."""
+    check_scoring(scoring)
     if ":" in spec:
         module, _, attribute = spec.partition(":")
         try:
@@ -109,10 +197,16 @@ def make_critic(spec: str = DEFAULT_CRITIC, threshold: float | None = None) -> C
     else:
         raise IllumeError(f"unknown critic {spec!r}",
                           f"Use one of {', '.join(sorted(Critic.registry))}, or module:Class for your own.")
+    options: dict[str, Any] = {}
+    if threshold is not None:
+        options["threshold"] = threshold
+    if scoring != DEFAULT_SCORING:
+        options["scoring"] = scoring
     try:
-        return cls() if threshold is None else cls(threshold=threshold)
+        return cls(**options)
     except TypeError as exc:
-        raise IllumeError(f"the critic {spec!r} takes no threshold ({exc})", "Leave --threshold out.") from exc
+        raise IllumeError(f"the critic {spec!r} takes no {' or '.join(options)} ({exc})",
+                          "Leave --threshold / --scoring out for it.") from exc
 
 
 @dataclass
@@ -128,5 +222,12 @@ class NoisyAnnotator:
             raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
         self._rng = random.Random(self.seed)
 
-    def tick(self, candidates: Sequence[str], references: Sequence[str]) -> list[bool]:
-        return [ok != (self._rng.random() < self.error_rate) for ok in self.critic.tick(candidates, references)]
+    def tick(self, candidates: Sequence[str], references: Sequence[str], subject: Subject | None = None) -> list[bool]:
+        judged = (self.critic.tick(candidates, references, subject) if _takes_subject(self.critic)
+                  else self.critic.tick(candidates, references))
+        return [ok != (self._rng.random() < self.error_rate) for ok in judged]
+
+
+def _takes_subject(critic: Critic) -> bool:
+    """Critics written before subjects existed override tick(candidates, references) alone."""
+    return len(inspect.signature(critic.tick).parameters) >= 3

@@ -53,6 +53,7 @@ SETTINGS_FILE = "demo_settings.json"
 CAPTION_PROMPT = "Describe the picture:"
 INVENTORY_PROMPTS = {"kind": "List the shapes:", "color": "List the colors:"}
 DEFAULT_CACHE = Path(os.environ.get("ILLUME_CACHE", Path.home() / ".cache" / "illume")) / "demo-models"
+BUILD_ESTIMATE = "about 15 minutes on 2 idle CPU cores, much longer on a loaded machine; each stage says its ETA"
 # LoRA training that suits the demo model: the demo (connector.demo) and benchmarks/data_efficiency.py use it
 DEMO_TRAINING = {"epochs": 5, "lr": 1e-3, "batch_size": 8}
 
@@ -91,6 +92,51 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Stages:
+    """Progress of a long build, stage by stage, through `progress` (one line per call).
+
+    Each stage says when it starts and when it ends (always, so a log file shows every stage
+    and its duration), and in between how far it is, its rate and the time it has left, at
+    most every `every` seconds: 2 on a terminal, 30 otherwise.
+    """
+
+    def __init__(self, progress: Progress, every: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.progress, self.clock = progress, clock
+        self.every = every if every is not None else (2.0 if sys.stderr.isatty() else 30.0)
+        self.started = clock()
+        self.name, self.total, self.unit, self.done = "", 0, "", 0
+        self.stage_started = self.shown = self.started
+
+    def start(self, name: str, total: int, unit: str, what: str = "") -> None:
+        self.name, self.total, self.unit, self.done = name, total, unit, 0
+        self.stage_started = self.shown = self.clock()
+        self.progress(f"[{name}] {what or f'{total} {unit}'} (build time so far {_duration(self.shown - self.started)})")
+
+    def advance(self, amount: int = 1, note: str = "", prefix: str = "") -> None:
+        """`amount` more units done; `prefix` replaces the stage name at the line's start (e.g. "step 50/2400")."""
+        self.done += amount
+        now = self.clock()
+        if now - self.shown < self.every and self.done < self.total:
+            return
+        self.shown = now
+        elapsed = max(now - self.stage_started, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        head = prefix or f"[{self.name}] {self.done}/{self.total} {self.unit}"
+        self.progress(f"{head}{'  ' + note if note else ''}  {rate:.3g} {self.unit}/s, {_duration(elapsed)} elapsed, "
+                      f"~{_duration(left) if left != float('inf') else '?'} left")
+
+    def end(self, summary: str = "") -> float:
+        seconds = self.clock() - self.stage_started
+        self.progress(f"[{self.name}] done in {_duration(seconds)}{': ' + summary if summary else ''}")
+        return seconds
+
+
 # ---------------------------------------------------------------- training data
 @dataclass
 class Example:
@@ -107,9 +153,12 @@ class Example:
     target: str  # with prompts.target_text applied
 
 
-def training_examples(settings: DemoSettings, processor: Any) -> tuple[list[Example], list[Any], list[dict]]:
+def training_examples(settings: DemoSettings, processor: Any,
+                      stages: Stages | None = None) -> tuple[list[Example], list[Any], list[dict]]:
     """Scenes from the Shapes-X train stream: a caption and one question of every type per
     scene, some remarks and a few explanations. Returns (examples, pictures, scenes)."""
+    stages = stages or Stages(_quiet)
+    stages.start("scenes", settings.scenes, "scenes", f"drawing {settings.scenes} scenes and their training texts")
     rng = shapes.split_rng(settings.seed, "train")
     pick = random.Random(settings.seed + 1)
     image = prompts.image_placeholder(processor)
@@ -135,6 +184,8 @@ def training_examples(settings: DemoSettings, processor: Any) -> tuple[list[Exam
                 continue
             examples.append(Example(index, kind, prompts.render_rationale_prompt(processor, q["question"], q["answer"]),
                                     prompts.target_text(text)))
+        stages.advance()
+    stages.end(f"{len(examples)} training sequences")
     return examples, images, scenes
 
 
@@ -170,7 +221,7 @@ def tokenizer_corpus(seed: int, scenes: int = 1500) -> list[str]:
 
 
 # ---------------------------------------------------------------- the model
-def build_untrained(settings: DemoSettings) -> tuple[Any, Any]:
+def build_untrained(settings: DemoSettings, stages: Stages | None = None) -> tuple[Any, Any]:
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
@@ -178,8 +229,11 @@ def build_untrained(settings: DemoSettings) -> tuple[Any, Any]:
 
     from tokenizers import processors
 
+    stages = stages or Stages(_quiet)
+    stages.start("tokenizer", settings.vocab_size, "tokens", f"training a {settings.vocab_size}-token BPE tokenizer")
     tokenizer = train_tokenizer(tokenizer_corpus(settings.seed), ["<pad>", "<s>", "</s>", "<image>"],
                                 vocab_size=settings.vocab_size)
+    stages.end()
     # Every input starts with <s>, as in real LLaVA checkpoints. Without it the first image
     # token becomes the attention sink, and training from scratch learns to ignore the image.
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
@@ -266,7 +320,7 @@ def _warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], settings: DemoSettings,
-                    progress: Progress = _quiet) -> dict:
+                    stages: Stages | None = None) -> dict:
     """Stage 1: train the vision tower to tell, per patch, the kind, colour, size and place it shows.
 
     Trained from scratch together with the language model, the tower collapses to a near
@@ -298,6 +352,9 @@ def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], se
         occupied = target[:, :, 0] > 0
         return loss, (right & occupied).sum().item() / max(1, occupied.sum().item())
 
+    stages = stages or Stages(_quiet)
+    stages.start("vision", settings.vision_steps, "steps", f"{settings.vision_steps} steps teaching the vision tower "
+                 "what each patch shows")
     tower.train()
     train_count = max(1, len(scenes) - held_out)
     for step in range(settings.vision_steps):
@@ -306,14 +363,15 @@ def pretrain_vision(model: Any, pixels: torch.Tensor, scenes: Sequence[dict], se
         loss.backward()
         optimizer.step()
         schedule.step()
+        stages.advance(note=f"loss {loss.item():.3f}")
     with torch.no_grad():
         _, accuracy = loss_and_accuracy(torch.arange(len(scenes) - held_out, len(scenes)))
         first = model.model.multi_modal_projector.linear_1
         rows = sum(len(names) for names in PATCH_ATTRIBUTES.values())
         first.weight[:rows] = torch.cat([head.weight for head in heads])
         first.bias[:rows] = torch.cat([head.bias for head in heads])
-    progress(f"vision stage: {settings.vision_steps} steps; kind, colour, size and place all right for "
-             f"{100 * accuracy:.1f}% of the shapes in {held_out} held-out scenes")
+    stages.end(f"kind, colour, size and place all right for {100 * accuracy:.1f}% of the shapes in "
+               f"{held_out} held-out scenes")
     return {"vision_shape_accuracy": round(100 * accuracy, 2)}
 
 
@@ -347,18 +405,28 @@ def ground_words(model: Any, tokenizer: Any, scale: float = 10.0, match_gain: fl
     return tied
 
 
-def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any, dict]:
+PIXEL_CHUNK = 500  # pictures per image-processor call (so that the stage can report)
+
+
+def train(settings: DemoSettings, progress: Progress = _quiet, stages: Stages | None = None) -> tuple[Any, Any, dict]:
     """Build and train the model; returns (model, processor, training summary)."""
+    stages = stages or Stages(progress)
     torch.manual_seed(settings.seed)
-    model, processor = build_untrained(settings)
-    examples, images, scenes = training_examples(settings, processor)
-    pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    model, processor = build_untrained(settings, stages)
+    examples, images, scenes = training_examples(settings, processor, stages)
+    stages.start("pixels", len(images), "pictures", f"preparing {len(images)} pictures for the vision tower")
+    chunks = []
+    for start in range(0, len(images), PIXEL_CHUNK):
+        chunks.append(processor.image_processor(images[start:start + PIXEL_CHUNK], return_tensors="pt")["pixel_values"])
+        stages.advance(len(chunks[-1]))
+    pixels = torch.cat(chunks)
+    stages.end()
+    stages.start("tokens", len(examples), "sequences", f"tokenising {len(examples)} training sequences")
     encoded = encode_examples(examples, processor, int(model.config.image_seq_length))
     kinds = {kind: sum(e.kind == kind for e in examples)
              for kind in ("caption", "inventory", "answer", "rationale", "remark")}
-    progress(f"data: {settings.scenes} scenes, {kinds}, "
-             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    vision_summary = pretrain_vision(model, pixels, scenes, settings, progress)
+    stages.end(f"{kinds}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    vision_summary = pretrain_vision(model, pixels, scenes, settings, stages)
     vision_summary["grounded_words"] = ground_words(model, processor.tokenizer)
 
     pad = processor.tokenizer.pad_token_id
@@ -375,6 +443,8 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
     order_rng = random.Random(settings.seed + 2)
     model.train()
     started = time.time()
+    stages.start("language", settings.steps, "steps", f"{settings.steps} steps training the projector and the "
+                 "language model")
     losses: list[float] = []
     batches: list[list[int]] = []
     for step in range(settings.steps):
@@ -400,11 +470,9 @@ def train(settings: DemoSettings, progress: Progress = _quiet) -> tuple[Any, Any
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optimizer.step()
         losses.append(out.loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == settings.steps:
-            recent = sum(losses[-50:]) / len(losses[-50:])
-            elapsed = time.time() - started
-            progress(f"step {step + 1}/{settings.steps}  loss {recent:.3f}  "
-                     f"{elapsed:.0f}s elapsed, ~{elapsed / (step + 1) * (settings.steps - step - 1):.0f}s left")
+        recent = sum(losses[-50:]) / len(losses[-50:])
+        stages.advance(prefix=f"step {step + 1}/{settings.steps}", note=f"loss {recent:.3f}")
+    stages.end(f"loss {losses[0]:.3f} -> {sum(losses[-50:]) / max(1, len(losses[-50:])):.3f}")
     model.eval()
     for param in vision:
         param.requires_grad_(True)
@@ -418,7 +486,7 @@ def test_items(settings: DemoSettings) -> list[tuple[Item, Any]]:
 
 
 def measure(model_dir: str | Path, items: Sequence[tuple[Item, Any]], progress: Progress = _quiet,
-            batch_size: int = 40) -> dict:
+            batch_size: int = 40, stages: Stages | None = None) -> dict:
     """Test figures of a saved model (illume.metrics scale, 0-100; accepted_among_10 a fraction).
 
     accuracy: greedy answers; rouge_l, cider: one rationale per item at T=0.1;
@@ -429,6 +497,8 @@ def measure(model_dir: str | Path, items: Sequence[tuple[Item, Any]], progress: 
     from illume.critic import RougeCritic
     from illume.vlm import VLM, Query, SamplingConfig
 
+    stages = stages or Stages(progress)
+    stages.start("measure", len(items), "items", f"measuring on {len(items)} Shapes-X test items")
     vlm = VLM.load(str(model_dir), device="cpu")
     critic = RougeCritic()
     answers: list[str] = []
@@ -441,7 +511,8 @@ def measure(model_dir: str | Path, items: Sequence[tuple[Item, Any]], progress: 
         rationales += vlm.explain(queries, temperature=0.1)
         for (item, _), cands in zip(chunk, vlm.sample(queries, SamplingConfig())):
             accepted_any.append(any(critic.tick([c.text for c in cands], item.explanations)))
-        progress(f"measured {min(start + batch_size, len(items))}/{len(items)} test items")
+        stages.advance(len(chunk))
+    stages.end()
     scores = metrics.rationale_scores(rationales, [item.explanations for item, _ in items], meteor=False)
     by_type: dict[str, dict] = {}
     for (item, _), answer, accepted in zip(items, answers, accepted_any):
@@ -470,7 +541,11 @@ def build_demo_model(out: str | Path, settings: DemoSettings = DemoSettings(), p
     tmp = temporary_beside(out)
     try:
         started = time.time()
-        model, processor, summary = train(settings, progress)
+        stages = Stages(progress)
+        progress(f"building the demo model: stages tokenizer, scenes ({settings.scenes}), pixels, tokens, vision "
+                 f"({settings.vision_steps} steps), language ({settings.steps} steps)"
+                 f"{f', measure ({settings.test_items} items)' if settings.evaluate else ''}; {BUILD_ESTIMATE}")
+        model, processor, summary = train(settings, progress, stages)
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -478,8 +553,7 @@ def build_demo_model(out: str | Path, settings: DemoSettings = DemoSettings(), p
             {"builder": BUILDER_VERSION, "key": settings.key(), **dataclasses.asdict(settings), **summary},
             indent=2, sort_keys=True))
         if settings.evaluate:
-            progress("measuring on the Shapes-X test split ...")
-            figures = measure(tmp, test_items(settings), progress)
+            figures = measure(tmp, test_items(settings), progress, stages=stages)
             figures["build_seconds"] = round(time.time() - started, 1)
             atomic_write_text(tmp / METRICS_FILE, json.dumps(figures, indent=2, sort_keys=True))
             progress(f"test: accuracy {figures['accuracy']:.1f}  ROUGE-L {figures['rouge_l']:.1f}  "
@@ -508,7 +582,7 @@ def ensure_demo_model(cache_dir: str | Path | None = None, seed: int = 0, progre
     out = Path(cache_dir or DEFAULT_CACHE) / f"shapes-demo-{settings.key()}"
     if (out / SETTINGS_FILE).is_file():
         return out
-    progress(f"building the demo model into {out} (about 5 minutes on 2 CPU cores; cached for later runs)")
+    progress(f"building the demo model into {out} (cached for later runs)")
     return build_demo_model(out, settings, progress)
 
 

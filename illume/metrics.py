@@ -1,11 +1,15 @@
 """Rationale and answer metrics of the method (SPEC section 1), on a 0-100 scale.
 
 BLEU-1..4, METEOR and CIDEr come from the COCO caption evaluation (pycocoevalcap; METEOR
-runs its Java jar, so without a Java runtime it is left out with one warning: missing, never 0). Texts are tokenised with the critic's tokenizer (lower case, letters
-and digits) instead of the Java PTB tokenizer, and ROUGE-L is the critic's rouge_l, the
-same formula as COCO's (LCS F-measure, beta 1.2), so the acceptance threshold and the
-reported ROUGE-L can never disagree. Answer accuracy is the exact match after
-normalisation (case, punctuation and spaces ignored).
+runs its Java jar, so without a Java runtime it is left out with one warning: missing, never 0),
+ROUGE-L is the critic's rouge_l, the same formula as COCO's (LCS F-measure, beta 1.2), so the
+acceptance threshold and the reported ROUGE-L can never disagree. Texts are tokenised as the
+`scoring` mode says (illume.critic.SCORINGS), never by the Java PTB tokenizer:
+- "default": the critic's tokens (lower case, letters and digits); answer accuracy is the exact
+  match after normalisation (case, punctuation and spaces ignored);
+- "paper": nlg-eval's, as the reference implementation scores: the lower-cased, stripped text
+  split on spaces, punctuation attached; answer accuracy is substring overlap in either
+  direction of the lower-cased, stripped answers (an empty answer is wrong).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import shutil
 import warnings
 from typing import Sequence
 
-from illume.critic import rouge_l, tokenize
+from illume.critic import DEFAULT_SCORING, PAPER_SCORING, SCORINGS, check_scoring, rouge_l, tokenize
 from illume.errors import IllumeError
 from illume.records import Feedback
 from illume.text import normalise
@@ -21,12 +25,13 @@ from illume.text import normalise
 RATIONALE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
 
 
-def _tokens(text: str) -> str:
-    return " ".join(tokenize(text))
+def _tokens(text: str, scoring: str) -> str:
+    """The text as pycocoevalcap's scorers get it (they split it on whitespace)."""
+    return " ".join(tokenize(text, scoring)) if scoring == DEFAULT_SCORING else text.lower().strip()
 
 
 def rationale_scores(candidates: Sequence[str], references: Sequence[Sequence[str]],
-                     meteor: bool = True) -> dict[str, float]:
+                     meteor: bool = True, scoring: str = DEFAULT_SCORING) -> dict[str, float]:
     """Corpus-level scores of one candidate per item against that item's references."""
     if len(candidates) != len(references):
         raise IllumeError(f"{len(candidates)} candidates but {len(references)} reference lists",
@@ -38,12 +43,13 @@ def rationale_scores(candidates: Sequence[str], references: Sequence[Sequence[st
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
 
-    res = {str(i): [_tokens(candidates[i])] for i in keep}
-    gts = {str(i): [_tokens(r) for r in references[i] if r and r.strip()] for i in keep}
+    check_scoring(scoring)
+    res = {str(i): [_tokens(candidates[i], scoring)] for i in keep}
+    gts = {str(i): [_tokens(r, scoring) for r in references[i] if r and r.strip()] for i in keep}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     cider, _ = Cider().compute_score(gts, res)
     scores = {f"bleu_{n + 1}": 100 * float(b) for n, b in enumerate(bleu)}
-    scores["rouge_l"] = 100 * sum(rouge_l(candidates[i], references[i]) for i in keep) / len(keep)
+    scores["rouge_l"] = 100 * sum(rouge_l(candidates[i], references[i], scoring) for i in keep) / len(keep)
     scores["cider"] = 100 * float(cider)
     if meteor and (value := meteor_score(gts, res)) is not None:
         scores["meteor"] = 100 * value
@@ -78,27 +84,44 @@ def meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float 
     return float(score)
 
 
-def answer_accuracy(predicted: Sequence[str], gold: Sequence[str]) -> float:
-    """Percentage of predicted answers equal to the gold answer after normalisation."""
+def answer_correct(predicted: str, gold: str, scoring: str = DEFAULT_SCORING) -> bool:
+    """Exact match after normalisation; paper: either answer contains the other (lower-cased, stripped)."""
+    if check_scoring(scoring) == PAPER_SCORING:
+        p, g = predicted.lower().strip(), gold.lower().strip()
+        return bool(p) and (p in g or g in p)
+    return normalise(predicted) == normalise(gold)
+
+
+def answer_accuracy(predicted: Sequence[str], gold: Sequence[str], scoring: str = DEFAULT_SCORING) -> float:
+    """Percentage of predicted answers that count as the gold answer (`answer_correct`)."""
     if len(predicted) != len(gold):
         raise IllumeError(f"{len(predicted)} predicted answers but {len(gold)} gold answers",
                           "Pass one predicted answer per item.")
     if not gold:
         return 0.0
-    return 100 * sum(normalise(p) == normalise(g) for p, g in zip(predicted, gold)) / len(gold)
+    return 100 * sum(answer_correct(p, g, scoring) for p, g in zip(predicted, gold)) / len(gold)
 
 
-def score_all(rationales: Sequence[str], references: Sequence[Sequence[str]],
-              answers: Sequence[str], gold_answers: Sequence[str], meteor: bool = True) -> dict[str, float]:
+def score_all(rationales: Sequence[str], references: Sequence[Sequence[str]], answers: Sequence[str],
+              gold_answers: Sequence[str], meteor: bool = True, scoring: str = DEFAULT_SCORING) -> dict[str, float]:
     """Everything the training job writes per epoch: rationale metrics + answer accuracy.
 
     Items without reference explanations count for the accuracy only.
     """
     has_refs = any(r and r.strip() for refs in references for r in refs)
-    scores = rationale_scores(rationales, references, meteor=meteor) if has_refs else {}
-    scores["accuracy"] = answer_accuracy(answers, gold_answers)
+    scores = rationale_scores(rationales, references, meteor=meteor, scoring=scoring) if has_refs else {}
+    scores["accuracy"] = answer_accuracy(answers, gold_answers, scoring)
     scores["items"] = len(gold_answers)
     return scores
+
+
+def scored_as(scores: dict, scoring: str) -> dict:
+    """The figures of one scoring mode from an evaluation (training.evaluate writes the first mode's
+    at the top, with "scoring" naming it, and each other under its name); empty when not scored so."""
+    check_scoring(scoring)
+    if scores.get("scoring", DEFAULT_SCORING) == scoring:
+        return {k: v for k, v in scores.items() if k not in SCORINGS}
+    return dict(scores.get(scoring) or {})
 
 
 def candidate_diversity(feedback: Sequence[Feedback]) -> dict[str, float]:

@@ -109,3 +109,77 @@ def test_metrics_and_critic_load_without_torch():
     probe = "import sys, illume.metrics, illume.critic, illume.text; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_paper_scoring_reproduces_nlg_eval_rouge_l_by_hand():
+    reference = ["the ball is red and round"]  # 6 tokens in both modes
+    # paper (nlg-eval: lower-cased, stripped, split on spaces): it | is | red, | and | round.
+    #   LCS with the reference = "is and" = 2; P = 2/5, R = 2/6
+    #   F = (1 + 1.2^2) P R / (R + 1.2^2 P) = 2.44 * 0.4 * 0.3333 / (0.3333 + 1.44 * 0.4) = 0.3253 / 0.9093 = 0.3578
+    # default ([a-z0-9]+): it | is | red | and | round; LCS "is red and round" = 4; P = 4/5, R = 4/6
+    #   F = 2.44 * 0.8 * 0.6667 / (0.6667 + 1.44 * 0.8) = 1.3013 / 1.8187 = 0.7155
+    assert rouge_l("it is red, and round.", reference, "paper") == pytest.approx(0.3578, abs=1e-4)
+    assert round(rouge_l("it is red, and round.", reference, "paper"), 2) == 0.36
+    assert rouge_l("it is red, and round.", reference) == pytest.approx(0.7155, abs=1e-4)
+    # "The cat sat." vs "the cat sat": paper the | cat | sat. -> LCS 2, P = R = 2/3, F = 2/3; default: identical, 1
+    assert rouge_l("  The cat sat. ", ["the cat sat"], "paper") == pytest.approx(2 / 3)
+    assert rouge_l("The cat sat.", ["the cat sat"]) == pytest.approx(1.0)
+    # best precision and best recall over references, each on its own (as COCO's Rouge): vs "a dog." LCS 0;
+    # vs "the dog. runs": LCS 2 -> P 1, R 2/3
+    p, r = 1.0, 2 / 3
+    assert rouge_l("the dog.", ["a dog.", "the dog. runs"], "paper") == pytest.approx(2.44 * p * r / (r + 1.44 * p))
+    critic = RougeCritic(scoring="paper")
+    # an attached full stop costs one token of six: LCS 5, P = R = 5/6, F = 0.83
+    assert critic.tick(["it is red, and round.", "the ball is red and round."], reference) == [False, True]
+    assert RougeCritic().tick(["it is red, and round."], reference) == [True]
+    with pytest.raises(IllumeError, match="unknown scoring"):
+        RougeCritic(scoring="nlg")
+
+
+SCENE = {"shapes": [{"kind": "square", "color": "blue", "size": "large", "row": 0, "col": 0},
+                    {"kind": "circle", "color": "purple", "size": "small", "row": 2, "col": 3}]}
+
+
+def test_scene_critics_accept_only_what_is_true_and_supports_the_answer():
+    from illume.critic import Subject, make_critic
+
+    subject = Subject("What color is the square?", "blue", SCENE)
+    references = ["the square is blue and large."]
+    candidates = ["the purple square is large.",  # one word from the reference: ROUGE-L passes it, it is false
+                  "the blue square is at the top left.",  # true, supports, ROUGE-L 0.4
+                  "the square is blue and large."]
+    assert make_critic("rouge-l").tick(candidates, references, subject) == [True, False, True]
+    assert make_critic("scene").tick(candidates, references, subject) == [False, True, True]
+    assert make_critic("scene+rouge-l").tick(candidates, references, subject) == [False, False, True]
+    assert make_critic("auto").tick(candidates, references, subject) == [False, True, True]
+    assert make_critic().tick(candidates, references, Subject("q?", "a")) == [True, False, True]  # no scene: ROUGE-L
+    assert make_critic("scene+rouge-l", threshold=0.4).tick(candidates, references, subject) == [False, True, True]
+    assert NoisyAnnotator(make_critic("scene"), 1.0).tick(candidates, references, subject) == [True, False, False]
+    with pytest.raises(IllumeError, match="needs each item's scene"):
+        make_critic("scene").tick(candidates, references)
+    with pytest.raises(IllumeError, match="takes no threshold"):
+        make_critic("scene", threshold=0.5)
+    with pytest.raises(IllumeError, match="unknown scoring"):
+        make_critic("rouge-l", scoring="ptb")
+
+
+def test_simulated_annotators_read_question_answer_and_scene_from_the_task():
+    from connector.simulate import task_subject
+    from illume.labeling_schema import LabelingSchema
+
+    schema = LabelingSchema(image="image", question="question", answer="answer", candidates="candidates",
+                            rationales="rationales", to_name="image")
+    task = {"data": {"question": "What color is the square?", "answer": "blue"}, "meta": {"scene": SCENE}}
+    subject = task_subject(task, schema)
+    assert (subject.question, subject.answer, subject.scene) == ("What color is the square?", "blue", SCENE)
+    assert task_subject({"data": {}, "meta": {"references": ["x"]}}, schema).scene is None
+
+
+def test_a_critic_overriding_tick_without_a_subject_still_works():
+    from illume.critic import Critic, Subject
+
+    class FirstOnly(Critic):  # written before critics saw the item's question, answer and scene
+        def tick(self, candidates, references):
+            return [i == 0 for i in range(len(candidates))]
+
+    assert NoisyAnnotator(FirstOnly()).tick(["a", "b"], ["r"], Subject("q", "a", SCENE)) == [True, False]

@@ -153,3 +153,34 @@ def test_grounded_words_attend_to_the_patch_that_shows_them(vision_stage):
     assert set(shapes.KINDS) <= set(tied)
     # the language model is untrained: only the grounding makes "square" look at the square
     assert after >= 0.8 * len(held_out) and after - before >= 0.25 * len(held_out), (before, after)
+
+
+def test_stages_report_start_rate_eta_and_end_from_the_first_second():
+    now = [100.0]
+    lines: list[str] = []
+    stages = demo_model.Stages(lines.append, every=30.0, clock=lambda: now[0])
+    stages.start("scenes", 8000, "scenes", "drawing 8000 scenes")
+    assert lines == ["[scenes] drawing 8000 scenes (build time so far 0s)"]  # said at once, before any work
+    for _ in range(2000):  # 2000 scenes in 10 s: one line after the 30 s throttle would be due, none before
+        now[0] += 0.005
+        stages.advance()
+    assert len(lines) == 1
+    now[0] += 30.0
+    stages.advance()  # 2001 scenes in 40 s: 50 per second, 5999 left -> 120 s
+    assert lines[-1] == "[scenes] 2001/8000 scenes  50 scenes/s, 40s elapsed, ~2m00s left"
+    stages.advance(5999)  # the last unit always reports
+    assert lines[-1].startswith("[scenes] 8000/8000 scenes")
+    assert stages.end("48000 sequences") == pytest.approx(40.0) and lines[-1] == "[scenes] done in 40s: 48000 sequences"
+    stages.start("language", 10, "steps")
+    stages.advance(prefix="step 1/10", note="loss 4.000")
+    assert lines[-1] == "[language] 10 steps (build time so far 40s)" and len(lines) == 5  # step 1: throttled
+    now[0] += 31.0
+    stages.advance(prefix="step 2/10", note="loss 3.000")
+    assert lines[-1] == "step 2/10  loss 3.000  0.0645 steps/s, 31s elapsed, ~2m04s left"
+
+
+def test_a_build_reports_every_stage_even_when_not_on_a_terminal(built):
+    _, _, lines = built
+    for stage in ("tokenizer", "scenes", "pixels", "tokens", "vision", "language", "measure"):
+        assert any(line.startswith(f"[{stage}] done in") for line in lines), stage
+    assert lines[0].startswith("building the demo model into") and "about 15 minutes" in lines[1]

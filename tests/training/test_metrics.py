@@ -59,3 +59,19 @@ def test_vqax_val_one_reference_against_the_other_two(vqax_val_path):
     # Human agreement on VQA-X: well above random text, well below identical text.
     assert 40 < scores["bleu_1"] < 60 and 8 < scores["bleu_4"] < 20
     assert 30 < scores["rouge_l"] < 50 and 14 < scores["meteor"] < 26 and 60 < scores["cider"] < 110
+
+
+def test_paper_scoring_keeps_punctuation_on_words_and_takes_substring_accuracy():
+    # nlg-eval tokens: it | is | red, | and | round.  vs  the | ball | is | red | and | round
+    # BLEU-1: 2 of 5 unigrams match ("is", "and"); brevity penalty exp(1 - 6/5); ROUGE-L 0.3578 (see the critic test)
+    paper = rationale_scores(["It is red, and round."], [["the ball is red and round"]], meteor=False, scoring="paper")
+    assert paper["bleu_1"] == pytest.approx(100 * 0.4 * math.exp(1 - 6 / 5), abs=1e-3)
+    assert paper["rouge_l"] == pytest.approx(35.78, abs=0.01)
+    default = rationale_scores(["It is red, and round."], [["the ball is red and round"]], meteor=False)
+    assert default["rouge_l"] == pytest.approx(71.55, abs=0.01)
+    # substring either way, lower-cased and stripped; an empty answer is never right
+    assert answer_accuracy(["Red ball", "blue", "", "two"], ["red", "green", "no", "Two "], "paper") == 50.0
+    assert answer_accuracy(["Red ball", "blue", "", "two"], ["red", "green", "no", "Two "]) == 25.0
+    assert score_all(["x"], [[]], ["a yes"], ["yes"], scoring="paper") == {"accuracy": 100.0, "items": 1}
+    with pytest.raises(IllumeError, match="unknown scoring"):
+        answer_accuracy(["a"], ["a"], "ptb")
