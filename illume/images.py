@@ -72,6 +72,9 @@ class ImagePolicy:
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     timeout: float = 15.0  # connecting, and each read
     download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE_S  # the whole download of one image
+    # Images whose shorter side is at least twice this are decoded reduced (JPEG draft, else
+    # Image.reduce), never below it: memory follows what the model's processor keeps. 0: full size.
+    decode_side: int = 0
     _client: "LabelStudioClient | None" = field(default=None, init=False, repr=False)
     _hosts: set[tuple[str, int | None]] = field(default_factory=set, init=False, repr=False)
 
@@ -209,6 +212,14 @@ class ImageSource:
     def decode(self, data: bytes) -> Image.Image:
         return decode_image(data, self.name, self.policy)
 
+    @property
+    def host_key(self) -> str | None:
+        """What `fetch` waits on, for per-host download limits: an http host:port, Label Studio or
+        the local disk (None: a data: URI, nothing to wait for)."""
+        if self.kind == "http":
+            return f"http://{self.target.host}:{self.target.port}"
+        return None if self.kind == "data" else self.kind
+
 
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")  # Label Studio's cloud storage URIs
 
@@ -295,6 +306,9 @@ def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
                                   f"{policy.max_aspect_ratio:g}:1 (after the processor's resize it would cost "
                                   "as much as a far larger image)",
                                   "Crop or pad the image, or raise the limit (--max-aspect-ratio).")
+            factor = min(width, height) // policy.decode_side if policy.decode_side else 1
+            if factor >= 2 and image.format in ("JPEG", "MPO"):  # decoded at 1/2, 1/4 or 1/8 scale
+                image.draft("RGB", (-(-width // factor), -(-height // factor)))
             image.load()
     except IllumeError:
         raise
@@ -305,7 +319,9 @@ def decode_image(data: bytes, name: str, policy: ImagePolicy) -> Image.Image:
         raise IllumeError(f"image {name} is not a readable image in an accepted format "
                           f"({', '.join(_registered_formats())}) ({type(exc).__name__}: {exc})",
                           "Check that the file is a complete PNG/JPEG/WebP image.") from exc
-    return image.convert("RGB")
+    image = image.convert("RGB")
+    factor = min(image.size) // policy.decode_side if policy.decode_side else 1
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def _too_big(name: str, size: int | str, policy: ImagePolicy) -> IllumeError:

@@ -20,7 +20,8 @@ from illume.errors import IllumeError
 from ml_backend import tasks as task_io
 from ml_backend.auth import RequestGuard
 from ml_backend.batcher import Batcher, BatchResult, QueueFull
-from ml_backend.model_holder import ModelHolder
+from ml_backend.connections import install_accept_error_log
+from ml_backend.model_holder import ModelHolder, processor_side
 from ml_backend.settings import Settings
 from ml_backend.training_hook import TrainingRuns
 
@@ -72,6 +73,7 @@ class WebhookRequest(Open):
 class WebhookResponse(BaseModel):
     status: str
     detail: str | None = None
+    round: int | None = None
 
 
 class ReloadRequest(BaseModel):
@@ -102,6 +104,11 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
                                         settings.device, settings.dtype, keep_base=keep_base)
     holder.allow_hub_models = settings.allow_hub_models
     holder.keep_base = keep_base
+    # decode large images reduced: a batch's memory follows what the processor keeps, not the files
+    side = processor_side(holder.current.vlm.processor) if settings.decode_side is None else settings.decode_side
+    settings.images.decode_side = side
+    log.info("images decoded reduced while their shorter side stays >= %d px" if side else
+             "images decoded at full size (no processor size found, or --decode-side 0)", side)
 
     batches_served = itertools.count()
 
@@ -112,16 +119,18 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         sampling = dataclasses.replace(settings.sampling, seed=settings.sampling.seed + next(batches_served))
         return loaded.vlm.sample(queries, sampling), loaded.version
 
-    batcher = Batcher(run_batch, settings.batch_size, settings.queue_size, settings.download_workers)
+    batcher = Batcher(run_batch, settings.batch_size, settings.queue_size, settings.download_workers,
+                      per_host=settings.download_per_host)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        install_accept_error_log(asyncio.get_running_loop())
         yield
         batcher.stop()
 
     app = FastAPI(title="ILLUME ML backend", lifespan=lifespan)  # its docs routes sit behind RequestGuard
     app.add_middleware(RequestGuard, basic_auth=settings.basic_auth, admin_token=settings.admin_token,
-                       max_body_bytes=settings.max_body_bytes)
+                       max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     app.state.settings, app.state.holder, app.state.batcher = settings, holder, batcher
 
     @app.get("/health", response_model=HealthResponse)
@@ -192,21 +201,42 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
                         len(refused) - LOGGED_REFUSALS)
         return PredictResponse(results=[Prediction(**r) for r in results])
 
-    training_runs = TrainingRuns()
+    def annotation_counts(project: str) -> tuple | None:
+        """What changes when the project gets annotations ("nothing new to train on" when it does not)."""
+        client = settings.images.label_studio
+        if client is None:
+            return None
+        try:
+            found = client.request("GET", f"/api/projects/{int(project)}/", expect=(200,), timeout=5).json()
+        except Exception as exc:  # Label Studio unreachable: start anyway, the round itself will say
+            log.warning("could not read project %s's annotation counts: %s", project, exc)
+            return None
+        return tuple(found.get(key) for key in ("total_annotations_number", "skipped_annotations_number",
+                                                "num_tasks_with_annotations", "task_number"))
 
-    @app.post("/webhook", response_model=WebhookResponse)
+    training_runs = TrainingRuns(settings.max_training_runs, settings.train_answer_s, annotation_counts)
+    app.state.training_runs = training_runs
+
+    # Label Studio 1.23 answers its own "Start training" button with an empty 200 whatever the
+    # backend says (ml/api.py MLBackendTrainAPI), and marks the backend "Error" (no predictions)
+    # on any HTTP error: so every outcome is a 200 whose `detail` is the sentence for the lead,
+    # also logged, and GET /training shows it.
+    @app.post("/webhook", response_model=WebhookResponse, response_model_exclude_none=True)
     def webhook(body: WebhookRequest) -> WebhookResponse:
         if body.action != "START_TRAINING":
             return WebhookResponse(status="ignored", detail=f"action {body.action} needs nothing from the backend")
-        try:
-            process = training_runs.start(settings.train_command, body.model_dump(), {
-                "LABEL_STUDIO_URL": settings.images.label_studio_url,
-                "LABEL_STUDIO_API_KEY": settings.images.label_studio_api_key,
-                "ILLUME_ADMIN_TOKEN": settings.admin_token})
-        except IllumeError as exc:
-            log.warning("%s", exc)
-            return WebhookResponse(status="not started", detail=str(exc))
-        return WebhookResponse(status="started", detail=f"training runs as process {process.pid}")
+        answer = training_runs.start(settings.train_command, body.model_dump(), {
+            "LABEL_STUDIO_URL": settings.images.label_studio_url,
+            "LABEL_STUDIO_API_KEY": settings.images.label_studio_api_key,
+            "ILLUME_ADMIN_TOKEN": settings.admin_token})
+        log.info("Start training: %s", answer.message)
+        return WebhookResponse(status=answer.status, detail=answer.message,
+                               round=answer.run.round if answer.run is not None else None)
+
+    @app.get("/training")
+    def training() -> dict[str, Any]:
+        """What "Start training" runs are doing and what the last ones did (exit code, log)."""
+        return training_runs.status()
 
     @app.post("/reload", response_model=ReloadStatusResponse, status_code=202)
     def reload(body: ReloadRequest) -> ReloadStatusResponse:

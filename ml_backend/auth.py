@@ -3,10 +3,12 @@
 `RequestGuard` is an ASGI middleware: HTTP Basic for Label Studio's routes (and the API docs),
 a bearer token for the admin routes, nothing for /health. A request without the right
 credentials is answered 401 before its body is read, and a body over the limit is refused
-413 from its Content-Length, or while it streams in, so it is never buffered whole.
+413 from its Content-Length, or while it streams in, so it is never buffered whole. A body
+whose next piece takes longer than `body_timeout_s` is answered 408 and its connection closed.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import secrets
@@ -53,8 +55,9 @@ def _same(given: str, expected: str) -> bool:
 
 class RequestGuard:
     def __init__(self, app: ASGIApp, basic_auth: tuple[str, str] | None, admin_token: str | None,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, body_timeout_s: float | None = None) -> None:
         self.app = app
+        self.body_timeout_s = body_timeout_s
         self.basic_auth = basic_auth
         self.admin_token = admin_token
         self.max_body_bytes = max_body_bytes
@@ -94,12 +97,21 @@ class RequestGuard:
                             status.HTTP_413_CONTENT_TOO_LARGE, headers={"Connection": "close"})
 
     def _bounded(self, receive: Receive) -> Receive:
-        received = 0
+        received, complete = 0, False
 
         async def bounded_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete or self.body_timeout_s is None:  # after the body, receive() waits for a disconnect
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                except asyncio.TimeoutError:  # a client trickling its body (slowloris) holds a connection
+                    raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT,
+                                        f"no part of the request body arrived within {self.body_timeout_s:g} s",
+                                        headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:  # a body without (or lying about) Content-Length
                     raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,

@@ -6,8 +6,11 @@ or running, a request is refused at once (the route answers 503 + Retry-After).
 A task's image is fetched in a bounded download pool of its own (never the server's threadpool),
 a few tasks ahead of the model, and decoded only when its batch runs. Both the fetches and the
 batches take tasks round-robin across jobs (while several jobs wait, each gets at most its equal
-share of a batch), so a 1-task request is served in the batch after the one running when it
-arrives, even while a 500-task request runs. A job that is cancelled (its client went away) or whose
+share of a batch, and of the download workers), so a 1-task request is served in the batch after
+the one running when it arrives, even while a 500-task request runs. Downloads from one host are
+limited (`per_host`), so requests whose images trickle in from a slow host hold only that host's
+share of the workers, and a request's downloads that have not started when its deadline passes
+never start. A job that is cancelled (its client went away) or whose
 deadline passed (Label Studio stopped waiting) has its remaining tasks dropped.
 
 When a batch fails in the model, its tasks are retried in halves down to single tasks, so only
@@ -15,14 +18,15 @@ a task that fails on its own gets an error (its reason), and the others get cand
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Hashable, Protocol, Sequence, runtime_checkable
 
 from illume.errors import IllumeError
 from illume.records import Candidate
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 # run_batch(queries) -> (candidates per query, version of the model that produced them)
 RunBatch = Callable[[Sequence[Query]], "tuple[list[list[Candidate]], str]"]
 GATHER_S = 0.05  # how long a batch waits for fetches already under way before it runs without them
+LATE_FETCH = "the request's deadline passed before its image was fetched"
+HOST_SCAN = 64  # tasks of a job looked at for one on a host with a free slot
 
 
 class QueueFull(Exception):
@@ -78,14 +84,18 @@ class Job:
 
 class Batcher:
     def __init__(self, run_batch: RunBatch, batch_size: int = 8, queue_size: int = 2000,
-                 download_workers: int = 8, prefetch: int | None = None) -> None:
-        if batch_size < 1 or queue_size < 1 or download_workers < 1:
-            raise ValueError("batch_size, queue_size and download_workers must be at least 1")
+                 download_workers: int = 8, prefetch: int | None = None, per_host: int | None = None) -> None:
+        if batch_size < 1 or queue_size < 1 or download_workers < 1 or (per_host or 1) < 1:
+            raise ValueError("batch_size, queue_size, download_workers and per_host must be at least 1")
         self.run_batch = run_batch
         self.batch_size = batch_size
         self.queue_size = queue_size
         self.prefetch = max(prefetch or 2 * batch_size, batch_size)  # tasks fetched ahead of the model
+        self.download_workers = download_workers
         self.per_job_fetches = max(1, download_workers // 2)  # no job holds every download worker
+        self.per_host = per_host or download_workers  # None: no limit per host
+        self._fetching = 0  # fetches under way, all jobs
+        self._host_fetches: Counter = Counter()  # fetches under way per host
         self._downloads = ThreadPoolExecutor(download_workers, thread_name_prefix="illume-download")
         self._jobs: list[Job] = []  # live jobs, the next one to serve first
         self._tasks = 0  # tasks admitted and not finished
@@ -147,38 +157,71 @@ class Batcher:
 
     # ------------------------------------------------------------------ fetching (under the lock)
     def _dispatch(self) -> None:
-        """Start fetches round-robin across jobs while fewer than `prefetch` tasks are ahead. A job
-        with nothing ahead may go past that (by up to a batch), so a new request's first task is
-        fetched at once, in time for the next batch, even while a large request fills the prefetch."""
-        progress = True
-        while progress:
-            progress = False
-            for job in list(self._jobs):
-                nothing_ahead = not job.ready and not job.fetching
-                room = self.prefetch + (self.batch_size if nothing_ahead else 0)
-                if not job.unfetched or job.fetching >= self.per_job_fetches or self._ahead >= room:
-                    continue
-                index = job.unfetched.popleft()
-                self._ahead += 1
-                progress = True
-                item = job.items[index]
-                if isinstance(item, Pending):
-                    job.fetching += 1
-                    self._downloads.submit(self._fetch, job, index, item)
-                else:
-                    job.ready.append((index, partial(_as_is, item)))
+        """Start fetches while a download worker is free (nothing waits inside the pool, so each
+        choice is made when a worker frees up, with every request's deadline known):
 
-    def _fetch(self, job: Job, index: int, item: Pending) -> None:
-        try:
-            fetched, error = item.fetch(), None
-        except Exception as exc:  # an image that cannot be fetched fails its task only
-            fetched, error = None, _reason(exc)
+        - a job past its deadline is dropped first, so its queued downloads never start;
+        - the job with the fewest fetches under way goes first, and none holds more than its
+          share of the workers (the pool split across the jobs that want downloads);
+        - at most `per_host` fetches run against one host (Label Studio and the local disk count
+          as one host each), so a slow host ties up only its own share of the workers;
+        - fewer than `prefetch` tasks are ahead of the model, except that a job with nothing ahead
+          may go past it (by up to a batch), so a new request's first task is fetched at once."""
+        self._expire()
+        while (choice := self._next_fetch()) is not None:
+            job, index = choice
+            self._ahead += 1
+            item = job.items[index]
+            if isinstance(item, Pending):
+                host = _host_of(item)
+                job.fetching += 1
+                self._fetching += 1
+                self._host_fetches[host] += 1
+                self._downloads.submit(self._fetch, job, index, item, host)
+            else:
+                job.ready.append((index, partial(_as_is, item)))
+
+    def _next_fetch(self) -> tuple[Job, int] | None:
+        wanting = [job for job in self._jobs if job.unfetched and not job.dropped]
+        if not wanting:
+            return None
+        share = min(self.per_job_fetches, max(1, -(-self.download_workers // len(wanting))))
+        for job in sorted(wanting, key=lambda job: job.fetching):  # stable: rotation order among equals
+            nothing_ahead = not job.ready and not job.fetching
+            if self._ahead >= self.prefetch + (self.batch_size if nothing_ahead else 0):
+                continue
+            for position, index in enumerate(itertools.islice(job.unfetched, HOST_SCAN)):
+                item = job.items[index]
+                if isinstance(item, Pending) and (job.fetching >= share or self._fetching >= self.download_workers
+                                                  or self._host_fetches[_host_of(item)] >= self._host_limit(item)):
+                    continue
+                del job.unfetched[position]
+                return job, index
+        return None
+
+    def _host_limit(self, item: Pending) -> int:
+        return self.download_workers if _host_of(item) is None else self.per_host
+
+    def _fetch(self, job: Job, index: int, item: Pending, host: Hashable) -> None:
+        late = job.dropped or (job.deadline is not None and time.monotonic() > job.deadline)
+        error = None
+        if late:  # dropped while it waited for a worker: never started
+            fetched = None
+        else:
+            try:
+                fetched = item.fetch()
+            except Exception as exc:  # an image that cannot be fetched fails its task only
+                fetched, error = None, _reason(exc)
         with self._cond:
             job.fetching -= 1
+            self._fetching -= 1
+            self._host_fetches[host] -= 1
             self._ahead -= 1
             if job in self._jobs:
-                if error is not None or job.dropped:
-                    self._settle(job, index, [], None, error or f"dropped: {job.dropped}")
+                if late or job.dropped:
+                    self._settle(job, index, [], None, f"dropped: {job.dropped or LATE_FETCH}")
+                elif error is not None:
+                    self._settle(job, index, [], None, error)
                 else:
                     self._ahead += 1
                     job.ready.append((index, partial(item.build, fetched)))
@@ -271,6 +314,11 @@ class Batcher:
             log.warning("a model batch of %d tasks failed (%s); retrying it in halves", len(entries), _reason(exc))
             middle = len(entries) // 2
             return self._run_isolated(entries[:middle]) + self._run_isolated(entries[middle:])
+
+
+def _host_of(item: Any) -> Hashable:
+    """Where a pending task's image comes from (illume.images.ImageSource.host_key; None: no I/O wait)."""
+    return getattr(getattr(item, "image", None), "host_key", None)
 
 
 def _as_is(query: Query) -> Query:

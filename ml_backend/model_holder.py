@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -52,6 +52,25 @@ def smoke_test(vlm: VLM) -> None:
     query = Query(Image.new("RGB", (32, 32), "gray"), "what is shown", "nothing")
     vlm.sample([query], SamplingConfig(temperatures=(0.7,), per_temperature=2, max_new_tokens=4,
                                        base_share=0.5 if vlm.base_available else 0.0), dedupe=False)
+
+
+def processor_side(processor: Any) -> int:
+    """The largest side (pixels) the model's image processor resizes or crops to, read once from
+    its settings (0 when none can be read). Pixel counts (Qwen2-VL's min/max pixels) count as
+    their square root."""
+    image_processor = getattr(processor, "image_processor", processor)
+    sides = []
+    for name in ("size", "crop_size", "max_pixels"):
+        value = getattr(image_processor, name, None)
+        if isinstance(value, dict):
+            named = value.items()
+        elif hasattr(value, "__dict__"):  # transformers' SizeDict
+            named = vars(value).items()
+        else:
+            named = [(name, value)]
+        sides += [int(v ** 0.5) if "pixels" in key else v for key, v in named
+                  if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return max(sides, default=0)
 
 
 def _sampling_note(vlm: VLM) -> str:

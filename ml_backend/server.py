@@ -8,6 +8,8 @@ command runs in docker-compose. Example:
 """
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 import os
 
@@ -46,6 +48,40 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
     if not temperatures or any(t <= 0 for t in temperatures):
         raise click.BadParameter("give at least one temperature, all above 0", param_hint="--temperatures")
     return temperatures
+
+
+def generated_settings() -> list[dataclasses.Field]:
+    """The Settings fields that carry their own help and environment variable (settings.setting)."""
+    return [f for f in dataclasses.fields(Settings) if "env" in f.metadata]
+
+
+def settings_options(command):
+    """One click option per generated setting: --<name>, its env var, default and help from the field."""
+    for f in reversed(generated_settings()):
+        bounds = f.metadata["click"]
+        kind = float if isinstance(f.default, float) else int
+        kind = (click.FloatRange if kind is float else click.IntRange)(bounds.get("min"), bounds.get("max"))
+        command = click.option(f"--{f.name.replace('_', '-')}", f.name, envvar=f.metadata["env"], default=f.default,
+                               type=kind, show_default=f.default is not None, show_envvar=True,
+                               help=f.metadata["help"])(command)
+    return command
+
+
+def warn_if_open(host: str, basic_auth: tuple[str, str] | None) -> None:
+    """Say loudly when anyone who can reach the port may use the backend."""
+    if basic_auth is not None:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        banner = "!" * 78
+        log.warning("\n%s\nNO AUTHENTICATION: the backend listens on %s without --basic-auth, so anyone who can "
+                    "reach it may\ncall /predict, /webhook (START_TRAINING runs the training command) and /docs.\n"
+                    "Set --basic-auth user:password (ILLUME_BASIC_AUTH) and the same credentials in Label "
+                    "Studio's\nML backend settings, or listen on 127.0.0.1 only (--host 127.0.0.1).\n%s",
+                    banner, host, banner)
 
 
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
@@ -110,6 +146,7 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
                    "'illume-sync round --project {project} --run-dir R --base-model M --backend-url URL' "
                    "({project}: the project id from the webhook).")
 @click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
+@settings_options
 def main(model, adapter, model_version, host, port, device, dtype, basic_auth, admin_token, label_studio_url,
          label_studio_api_key, allowed_roots, allowed_hosts, max_bytes, max_pixels, batch_size, queue_size,
          temperatures, per_temperature, max_new_tokens, top_k_fraction, seed, base_share, preselect, train_command,
@@ -119,6 +156,7 @@ def main(model, adapter, model_version, host, port, device, dtype, basic_auth, a
     import uvicorn
 
     from ml_backend.app import create_app
+    from ml_backend.connections import server_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -128,7 +166,7 @@ def main(model, adapter, model_version, host, port, device, dtype, basic_auth, a
                              download_deadline=download_deadline)
     except IllumeError as exc:
         raise click.ClickException(str(exc)) from exc
-    limits["predict_timeout_s"] = limits.pop("predict_timeout")
+    limits["predict_timeout_s"] = limits.pop("predict_timeout")  # the generated settings are in limits too
     settings = Settings(
         model=model, adapter=adapter, version=model_version, device=device, dtype=dtype,
         basic_auth=parse_basic_auth(basic_auth), admin_token=admin_token,
@@ -140,11 +178,12 @@ def main(model, adapter, model_version, host, port, device, dtype, basic_auth, a
     if settings.images.label_studio is None:
         log.warning("LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set: candidates cannot be written into "
                     "tasks and Label Studio images cannot be read")
+    warn_if_open(host, settings.basic_auth)
     try:
         app = create_app(settings)
     except IllumeError as exc:
         raise click.ClickException(str(exc)) from exc
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), workers=1)
+    uvicorn.Server(server_config(app, settings, host, port, log_level.lower())).run()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from illume.images import ImagePolicy
 from illume.vlm import DEFAULT_BASE_SHARE, SamplingConfig
+
+
+def setting(default: Any, help: str, env: str, **click: Any) -> Any:
+    """A settings field whose --option (named after the field), environment variable and help
+    server.py generates from here, so the default is written once."""
+    return field(default=default, metadata={"help": help, "env": env, "click": click})
 
 
 @dataclass
@@ -35,3 +42,25 @@ class Settings:
     write_candidates: bool = True  # write data.candidates back into Label Studio tasks
     train_command: str | None = None  # run in the background on START_TRAINING
     retry_after_s: int = 5
+    # "Start training"
+    max_training_runs: int = setting(1, "Training runs at once (all projects); a press beyond it is answered "
+                                        "with the runs in the way.", "ILLUME_MAX_TRAINING_RUNS", min=1)
+    train_answer_s: float = setting(10.0, "Seconds a 'Start training' press waits for the run to name its round "
+                                          "(or to fail at once) before it answers.", "ILLUME_TRAIN_ANSWER_S", min=0)
+    # Slow clients and slow image hosts
+    download_per_host: int = setting(4, "Images downloaded at once from one host (or from Label Studio, or the "
+                                        "local disk): a slow host holds at most this many download workers.",
+                                     "ILLUME_DOWNLOAD_PER_HOST", min=1)
+    header_timeout_s: float = setting(10.0, "Seconds a connection may take to send a request's headers.",
+                                      "ILLUME_HEADER_TIMEOUT", min=0.1)
+    body_timeout_s: float = setting(15.0, "Seconds allowed between two pieces of a request body.",
+                                    "ILLUME_BODY_TIMEOUT", min=0.1)
+    keep_alive_s: float = setting(5.0, "Seconds an idle kept-alive connection stays open.", "ILLUME_KEEP_ALIVE",
+                                  min=0.1)
+    max_connections: int = setting(0, "Open connections at most (0: the open-file limit less 128); past it a new "
+                                      "connection closes the one that has waited longest without a request.",
+                                   "ILLUME_MAX_CONNECTIONS", min=0)
+    decode_side: int | None = setting(None, "Images much larger than this (pixels, shorter side) are decoded "
+                                            "reduced, never below it (JPEG draft, else reduce). Default: read "
+                                            "from the model's processor; 0: always decode full size.",
+                                      "ILLUME_DECODE_SIDE", min=0)

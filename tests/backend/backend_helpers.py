@@ -36,11 +36,15 @@ def task(task_id: int, image: str, question: str = "what color is the shape ?", 
 class ServerThread:
     """A real uvicorn server in a thread (Label Studio must reach it over HTTP)."""
 
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(self, app, port: int | None = None, settings=None) -> None:
+        """With `settings`, served as `illume-backend` serves (its connection limits)."""
         import uvicorn
 
+        from ml_backend.connections import server_config
+
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(server_config(app, settings, "127.0.0.1", self.port, "warning") if settings
+                                     else uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

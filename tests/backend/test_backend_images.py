@@ -190,3 +190,35 @@ def test_personal_token_refused_by_label_studio_says_so():
     auth = LabelStudioClient("http://127.0.0.1:9", _jwt(), timeout=2)
     with pytest.raises(IllumeError, match="could not reach Label Studio"):
         auth.headers()
+
+
+def encoded(size: tuple[int, int], fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.radial_gradient("L").resize(size).convert("RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_images_are_decoded_reduced_but_never_below_the_processor_side(fmt):
+    from illume.images import decode_image
+
+    data = encoded((3000, 2000), fmt)
+    full = decode_image(data, "big", ImagePolicy())
+    reduced = decode_image(data, "big", ImagePolicy(decode_side=300))
+    assert full.size == (3000, 2000) and reduced.mode == "RGB"
+    assert 300 <= min(reduced.size) < 600 and reduced.size[0] / reduced.size[1] == pytest.approx(1.5, rel=0.01)
+    assert decode_image(encoded((500, 400), fmt), "small", ImagePolicy(decode_side=300)).size == (500, 400)
+
+
+def test_the_backend_reads_the_decode_side_from_the_processor(llava, make_settings):
+    from ml_backend.app import create_app
+    from ml_backend.model_holder import Loaded, ModelHolder, processor_side
+
+    side = processor_side(llava.processor)
+    assert side > 0
+    settings = make_settings()
+    create_app(settings, ModelHolder(Loaded(llava, "v"), device="cpu"))
+    assert settings.images.decode_side == side
+    settings = make_settings(decode_side=0)
+    create_app(settings, ModelHolder(Loaded(llava, "v"), device="cpu"))
+    assert settings.images.decode_side == 0

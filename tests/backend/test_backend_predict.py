@@ -175,52 +175,6 @@ def test_concurrent_requests_share_model_batches(make_client):
     assert sizes == [1, 4]
 
 
-def test_start_training_hands_off_and_answers_at_once(make_client, tmp_path, monkeypatch):
-    marker = tmp_path / "trained.txt"
-    monkeypatch.setenv("ILLUME_TRAIN_LOG", str(tmp_path / "train.log"))
-    command = f"sh -c 'sleep 2; echo $ILLUME_PROJECT_ID > {marker}'"
-    client, _ = make_client(train_command=command)
-    started = time.monotonic()
-    response = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}})
-    assert time.monotonic() - started < 1.5, "the webhook must not wait for training"
-    assert response.json()["status"] == "started" and not marker.exists()
-    deadline = time.monotonic() + 30
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)  # waiting for the background job
-    assert marker.read_text().strip() == "7"
-    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).json()["status"] == "ignored"
-    client, _ = make_client()
-    assert client.post("/webhook", json={"action": "START_TRAINING"}).json()["status"] == "not started"
-
-
-def test_one_training_run_per_project_at_a_time(make_client, tmp_path, monkeypatch):
-    marker, release = tmp_path / "trained.txt", tmp_path / "release"
-    monkeypatch.setenv("ILLUME_TRAIN_LOG", str(tmp_path / "train.log"))
-    # {project} is filled in as $0; each run waits for the release file
-    client, _ = make_client(train_command=f"sh -c 'while [ ! -f {release} ]; do sleep 0.05; done; "
-                                          f"echo $0 >> {marker}' {{project}}")
-
-    def start(project) -> dict:
-        return client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}}).json()
-
-    assert start(7)["status"] == "started"
-    again = start(7)
-    assert again["status"] == "not started" and "training for project 7 is already running as process" in again["detail"]
-    assert start(8)["status"] == "started"  # another project's run is independent
-    for odd in ("\u0663", "7; rm -rf /", True, "9" * 19):  # an Arabic-Indic digit, a shell command, a bool, too long
-        refused = start(odd)
-        assert refused["status"] == "not started" and "names no usable project" in refused["detail"]
-    release.touch()
-    deadline = time.monotonic() + 30
-    while start(7)["status"] != "started":  # once the first run has ended, project 7 may train again
-        assert time.monotonic() < deadline, "the first run of project 7 never finished"
-        time.sleep(0.05)
-    while len(marker.read_text().split() if marker.exists() else []) < 3:
-        assert time.monotonic() < deadline, "the runs did not finish"
-        time.sleep(0.05)
-    assert sorted(marker.read_text().split()) == ["7", "7", "8"]
-
-
 def test_openapi_schema_lists_the_routes(make_client):
     client, _ = make_client()
     paths = client.get("/openapi.json").json()["paths"]
