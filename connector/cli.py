@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC
+from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC, DEFAULT_SCORING, SCORING_HELP, SCORINGS
 from illume.errors import IllumeError
 
 EXIT_PROBLEM = 1
@@ -53,6 +53,7 @@ class Session:
         self.api_key: str | None = None
         self.project_ref: str | None = None
         self.as_json = False
+        self.scoring = DEFAULT_SCORING  # --scoring
 
     @cached_property
     def client(self):
@@ -77,6 +78,14 @@ pass_session = click.make_pass_decorator(Session, ensure=True)
 def _into_session(attribute: str):
     def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         setattr(ctx.ensure_object(Session), attribute, value)
+        return value
+    return store
+
+
+def _into_meta(group: str, name: str):
+    """Store an option's value in the context under group/name (options that travel together)."""
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        ctx.meta.setdefault(group, {})[name] = value
         return value
     return store
 
@@ -125,7 +134,9 @@ CROWD = _options(
     click.option("--annotators", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Simulated annotators per task (each a Label Studio user)."),
     click.option("--critic", default=DEFAULT_CRITIC, show_default=True,
-                 help="Who ticks: a registered critic or module:Class (a subclass of illume.critic.Critic)."),
+                 help="Who ticks: rouge-l (the method's), scene (Shapes-X: true of the item's scene and supporting "
+                      "the answer), scene+rouge-l (both), auto (scene where the item has a scene, else rouge-l), "
+                      "or module:Class (a subclass of illume.critic.Critic)."),
     click.option("--threshold", type=click.FloatRange(0, 1),
                  help=f"The critic's acceptance threshold (default: its own; {ACCEPT_THRESHOLD} ROUGE-L for rouge-l)."),
     click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
@@ -137,8 +148,14 @@ GATE = _options(
                  help="Promote even when the new rationale score is lower by at most this much."),
     click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=2.0, show_default=True,
                  help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this."),
+    click.option("--against-base/--no-against-base", default=True, show_default=True, expose_value=False,
+                 callback=_into_meta("gate", "against_base"),
+                 help="Also refuse an adapter whose accuracy fell by more than --max-accuracy-drop from the model "
+                      "as built, not only from the serving model, so drops cannot add up round after round."),
     click.option("--eval-batch-size", type=click.IntRange(min=1),
                  help="Held-out items per generate call when evaluating (default 8; lower it when memory is short)."))
+SCORING = click.option("--scoring", type=click.Choice(SCORINGS), default=DEFAULT_SCORING, show_default=True,
+                       expose_value=False, callback=_into_session("scoring"), help=SCORING_HELP[0].upper() + SCORING_HELP[1:] + ".")
 EXPORT_IMAGES = _options(
     click.option("--allow-image-host", "allow_hosts", multiple=True,
                  help="Also copy images from this host[:port] (repeatable; default: only Label Studio's own)."),
@@ -153,7 +170,40 @@ EXPORT_IMAGES = _options(
 def _gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size):
     from connector.promotion import GateSettings
 
-    return GateSettings(gate_metric, tolerance, max_accuracy_drop, eval_batch_size)
+    return GateSettings(gate_metric, tolerance, max_accuracy_drop, eval_batch_size,
+                        **click.get_current_context().meta.get("gate", {}))  # GATE's --against-base
+
+
+def _retention_options(*names: str):
+    """Issue 22's answer retention, as --flags (these Retention fields; none named: all): each field
+    once, its default and help."""
+    from connector.retention import Retention
+
+    spec = Retention.__dataclass_fields__
+    kinds = {"answer_pool_ratio": click.FloatRange(min=0), "epochs": click.IntRange(min=1)}
+    options = []
+    for name, f in spec.items():
+        if names and name not in names:
+            continue
+        flag = name.replace("_", "-")
+        declared = f"--{flag}/--no-{flag}" if name not in kinds else f"--{flag}"
+        options.append(click.option(declared, name, default=f.default, type=kinds.get(name), expose_value=False,
+                                    show_default=f.default is not None, callback=_into_meta("retention", name),
+                                    help=f.metadata["help"].replace("%", "%%")))
+    return _options(*options)
+
+
+def _retention():
+    from connector.retention import Retention
+
+    return Retention(**click.get_current_context().meta.get("retention", {}))
+
+
+RETENTION = _retention_options()
+ANSWER_POOL = _options(
+    _retention_options("answer_pool_ratio"),
+    click.option("--held-out-items", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="Held-out items (JSONL of Item) whose item ids never get an answer-only row."))
 
 
 class Progress:
@@ -315,6 +365,7 @@ def predict(session, batch_size, offline, model, adapter, version, processes, ho
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
 @CROWD
+@SCORING
 @JSON
 @pass_session
 def annotate(session, simulate, annotators, critic, threshold, error_rate, seed):
@@ -322,7 +373,7 @@ def annotate(session, simulate, annotators, critic, threshold, error_rate, seed)
     from connector.simulate import simulate as run
     from illume.critic import make_critic
 
-    judge = make_critic(critic, threshold)
+    judge = make_critic(critic, threshold, session.scoring)
     progress = Progress("tasks", every=10)
     result = run(session.client, session.project, annotators, judge, error_rate, seed, progress)
     progress.end()
@@ -363,24 +414,28 @@ def _policy(client, allow_hosts, allow_roots):
 @click.option("--round", "round_", type=click.IntRange(min=1),
               help="Export only this labeling round's tasks (also the rows' iteration; default: previous + 1).")
 @EXPORT_IMAGES
+@ANSWER_POOL
 @JSON
 @pass_session
-def export(session, out, previous, min_agreement, min_annotations, round_, allow_hosts, allow_roots, method):
+def export(session, out, previous, min_agreement, min_annotations, round_, allow_hosts, allow_roots, method,
+           held_out_items):
     """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, feedback.jsonl,
     manifest.json and images/.
 
-    Rationale rows for every accepted candidate and written rationale; answer-only rows for
-    items without one; preference pairs (accepted vs not) in TRL's layout. Cancelled
+    Rationale rows for every accepted candidate and written rationale; answer-only rows drawn
+    from all the project's items without one (--answer-pool-ratio x the rationale rows, never
+    --held-out-items; 0: only annotated items); preference pairs (accepted vs not) in TRL's layout. Cancelled
     annotations are skipped. Images are copied through the guarded image loader: a task
     whose image is on another host or a local path is left out and reported, unless you
     allow that host or folder. Writes are atomic and repeatable.
     """
-    from connector.export_project import export_project
+    from connector.export_project import export_project, held_out_ids
 
     progress = Progress("tasks", every=200)
     manifest = export_project(session.client, session.project, out, min_agreement, previous, progress, round_,
                               policy=_policy(session.client, allow_hosts, allow_roots), method=method,
-                              min_annotations=min_annotations)
+                              min_annotations=min_annotations, answer_pool=_retention().answer_pool(),
+                              held_out=held_out_ids(held_out_items))
     progress.end()
     session.emit(_export_summary(manifest, out), manifest)
 
@@ -399,6 +454,7 @@ def export(session, out, previous, min_agreement, min_annotations, round_, allow
 @BACKEND_URL
 @ADMIN_TOKEN
 @TRAIN_ARGS
+@_retention_options("answer_in_rationale", "warm_start", "epochs", "select_epoch")
 @JSON
 @pass_session
 @click.pass_context
@@ -411,20 +467,23 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
     """
     from dataclasses import asdict
 
-    from connector.promotion import Backend, promote
-    from connector.training_job import read_eval_items, run_training, training_command
+    from connector.promotion import Backend, promote, reference_metrics
+    from connector.training_job import accuracy_floor, read_eval_items, run_training, training_command
 
     backend = Backend.from_options(backend_url, admin_token)  # refused before hours of training, not after
     items = read_eval_items(eval_items) if eval_items else []
     version = version or out.name
-    command = training_command(export_dir, base_model, out, eval_items, version, processes, resume, train_args,
-                               eval_batch_size)
+    settings, retention = _gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size), _retention()
+    # measured first: the epoch is chosen within the gate's accuracy bound
+    serving, baseline = reference_metrics(base_model, serving_adapter, items, settings) if items else (None, None)
+    extra = retention.train_args(serving_adapter, gate_metric, accuracy_floor(max_accuracy_drop, baseline, serving))
+    command = training_command(export_dir, base_model, out, eval_items, version, processes, resume,
+                               extra + list(train_args), eval_batch_size)
     adapter = run_training(command, out / "train.log", echo=lambda line: click.echo(line, err=True))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     say(f"trained adapter {adapter}")
     result = promote(adapter, version, base_model, out, eval_items=items, serving_adapter=serving_adapter,
-                     settings=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size),
-                     backend=backend, say=say)
+                     serving_metrics=serving, baseline_metrics=baseline, settings=settings, backend=backend, say=say)
     if session.as_json:
         session.emit("", asdict(result))
     if not result.promoted:
@@ -445,6 +504,7 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
 @BACKEND_URL
 @ADMIN_TOKEN
 @TRAIN_ARGS
+@RETENTION
 @EXPORT_IMAGES
 @JSON
 @pass_session
@@ -466,8 +526,8 @@ def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_a
                          min_agreement=min_agreement, min_annotations=min_annotations, serving_adapter=serving_adapter,
                          backend=Backend.from_options(backend_url, admin_token),
                          gate=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size), processes=processes,
-                         train_args=train_args, policy=_policy(session.client, allow_hosts, allow_roots),
-                         method=method)
+                         train_args=train_args, retention=_retention(),
+                         policy=_policy(session.client, allow_hosts, allow_roots), method=method)
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     record = run_round(session.client, config, say=say, progress=Progress("  exported", every=200))
     session.emit(f"round {record['round']}: {len(record['tasks'])} tasks, adapter {record['adapter']} "
@@ -544,6 +604,8 @@ def status(session, backend_url, min_annotations):
 @PROCESSES
 @GATE
 @TRAIN_ARGS
+@RETENTION
+@SCORING
 @click.option("--dpo-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Also learn from what annotators did not tick: ILLUME loss + W x DPO on (accepted, unticked) "
                    "pairs of the same item, length-normalised, beta 0.5 (0: ILLUME as published; "
@@ -569,10 +631,12 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait
                         backend_url=backend_url, admin_token=admin_token,
                         processes=processes, gate_metric=gate_metric, tolerance=tolerance,
                         max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args,
-                        dpo_weight=dpo_weight, **({"wait_hours": wait_hours} if wait_hours is not None else {}))
+                        dpo_weight=dpo_weight, retention=_retention(), scoring=session.scoring,
+                        against_base=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size).against_base,
+                        **({"wait_hours": wait_hours} if wait_hours is not None else {}))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}", every=10)).run()
-    session.emit(summary_table(state.rounds), {"rounds": state.rounds})
+    session.emit(summary_table(state.rounds, session.scoring), {"rounds": state.rounds})
 
 
 @main.command()
@@ -580,6 +644,7 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait
               help="The loop's --run-dir (for the demo: <demo run dir>/loop).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Where index.html and the PNG plots go (default: <run-dir>/report).")
+@SCORING
 @JSON
 @pass_session
 def report(session, run_dir, out):
@@ -587,7 +652,7 @@ def report(session, run_dir, out):
     agreement, and example items with their candidates and ticks."""
     from connector.report import write_report
 
-    page = write_report(run_dir, out or run_dir / "report")
+    page = write_report(run_dir, out or run_dir / "report", session.scoring)
     session.emit(str(page), {"report": str(page)})
 
 

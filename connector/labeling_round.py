@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from connector.client import LabelStudioClient
-from connector.export_project import export_project
+from connector.export_project import export_project, held_out_ids
 from connector.predicting import predict_missing
 from connector.project import project_backends
-from connector.promotion import Backend, GateSettings, promote
-from connector.training_job import read_eval_items, run_training, training_command
+from connector.promotion import Backend, GateSettings, promote, reference_metrics
+from connector.retention import Retention
+from connector.training_job import accuracy_floor, read_eval_items, run_training, training_command
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.metrics import annotation_effort
@@ -49,6 +50,7 @@ class RoundConfig:
     gate: GateSettings = field(default_factory=GateSettings)
     processes: int = 1
     train_args: Sequence[str] = ()
+    retention: Retention = field(default_factory=Retention)  # how training keeps answers (issue 22)
     policy: ImagePolicy | None = None  # export's image policy (None: this Label Studio and data: URIs)
     method: str = "snapshot"  # how export reads the tasks (connector.export_project)
     version_prefix: str = "illume-round"
@@ -103,7 +105,8 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
         manifest = export_project(client, config.project, round_dir / "export", config.min_agreement,
                                   previous if previous and previous.is_dir() else None, progress,
                                   policy=config.policy, method=config.method, exclude_tasks=trained,
-                                  min_annotations=config.min_annotations)
+                                  min_annotations=config.min_annotations,
+                                  answer_pool=config.retention.answer_pool(), held_out=held_out_ids(config.eval_items))
         tasks = manifest["task_ids"]
         effort = annotation_effort(list(iter_jsonl(round_dir / "export" / EXPORT_FEEDBACK, Feedback)))
         say(f"  {len(tasks)} tasks ({manifest['counts']['below_min_annotations']} more wait for "
@@ -113,21 +116,32 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
             f"per accepted rationale")
         version = f"{config.version_prefix}-{number}"
         eval_items = read_eval_items(config.eval_items) if config.eval_items else []
+        serving = state["serving"].get("adapter", config.serving_adapter)
+        serving_metrics, baseline = state["serving"].get("metrics"), state.get("baseline")
+        if eval_items:  # once per run (the model as built) or per promotion (the serving model), kept in the state
+            serving_metrics, baseline = reference_metrics(config.base_model, serving, eval_items, config.gate,
+                                                          serving_metrics, baseline)
+            state["baseline"] = baseline
+            state["serving"]["metrics"] = serving_metrics
+            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+        floor = accuracy_floor(config.gate.max_accuracy_drop, baseline, serving_metrics)
+        extra = config.retention.train_args(serving, config.gate.metric, floor) + list(config.train_args)
         command = training_command(round_dir / "export", config.base_model, round_dir / "train", config.eval_items,
-                                   version, config.processes, (round_dir / "train").is_dir(), config.train_args,
+                                   version, config.processes, (round_dir / "train").is_dir(), extra,
                                    config.gate.eval_batch_size)
         adapter = run_training(command, round_dir / "train.log", echo=lambda line: say(f"  {line}"))
-        serving = state["serving"].get("adapter", config.serving_adapter)
         result = promote(adapter, version, config.base_model, round_dir, eval_items=eval_items,
-                         serving_adapter=serving, settings=config.gate, backend=config.backend, say=say)
+                         serving_adapter=serving, serving_metrics=serving_metrics, baseline_metrics=baseline,
+                         settings=config.gate, backend=config.backend, say=say)
         record = {"round": number, "export": str(round_dir / "export"), "tasks": tasks, "effort": effort,
                   "waiting_for_annotations": manifest["counts"]["below_min_annotations"],
                   "adapter": str(adapter), "version": version, "promoted": result.promoted,
-                  "reason": result.reason, "serving_version": result.serving_version}
+                  "reason": result.reason, "serving_version": result.serving_version, "metrics": result.metrics,
+                  "retention": config.retention.record(adapter, manifest)}
         state["rounds"].append(record)
         state["trained_tasks"] = sorted(trained | set(tasks))
         if result.promoted:
-            state["serving"] = {"adapter": str(adapter), "version": version}
+            state["serving"] = {"adapter": str(adapter), "version": version, "metrics": result.metrics}
         atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
         if result.promoted and result.serving_version:  # recorded first: the round stands if this fails
             try:

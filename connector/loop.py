@@ -16,18 +16,19 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
 from connector.client import LabelStudioClient
-from connector.export_project import export_project
+from connector.export_project import export_project, held_out_ids
 from connector.importing import ImagePlacer, import_items, read_items, task_round
 from connector.predicting import predict_missing
 from connector.project import REQUEUE_FOR_ME, get_project, overlap, required_annotations
 from connector.simulate import simulate
 from connector.promotion import Backend, GateSettings, promote
-from connector.training_job import (evaluate_model, read_eval_items, run_training,
+from connector.retention import Retention
+from connector.training_job import (accuracy_floor, evaluate_model, read_eval_items, run_training,
                                     training_command)
-from illume.critic import DEFAULT_CRITIC, make_critic
+from illume.critic import DEFAULT_CRITIC, DEFAULT_SCORING, make_critic
 from illume.errors import IllumeError
-from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
-from illume.metrics import annotation_effort, candidate_diversity
+from illume.records import EXPORT_FEEDBACK, EXPORT_MANIFEST, Feedback, atomic_write_text, iter_jsonl
+from illume.metrics import annotation_effort, candidate_diversity, scored_as
 from training.losses import preference_diagnostics
 
 STATE_FILE = "loop.json"
@@ -47,6 +48,9 @@ class LoopConfig:
     annotators: int = 1
     critic: str = DEFAULT_CRITIC  # who ticks when simulating (illume.critic.make_critic)
     threshold: float | None = None  # the critic's acceptance threshold (None: its own)
+    # the critic's ROUGE-L tokens and the summary's metrics (illume.critic.SCORINGS); evaluations record
+    # both modes, and the gate compares the default mode's figures
+    scoring: str = DEFAULT_SCORING
     error_rate: float = 0.0
     seed: int = 0
     min_agreement: int | None = None
@@ -56,10 +60,12 @@ class LoopConfig:
     gate_metric: str = "rouge_l"
     tolerance: float = 0.0
     max_accuracy_drop: float | None = 2.0  # promotion also needs answers no worse than this (points)
+    against_base: bool = GateSettings.against_base  # ... than the model as built's too (GateSettings)
     eval_batch_size: int | None = None  # held-out items per generate call (None: training.evaluate's default)
     processes: int = 1
     train_args: Sequence[str] = ()
     dpo_weight: float = 0.0  # > 0: ILLUME + dpo_weight x DPO on (accepted, unticked) pairs of the same item
+    retention: Retention = field(default_factory=Retention)  # how training keeps answers (issue 22)
     predict_batch: int = 16
     poll_seconds: float = 5.0
     wait_hours: float = 24.0  # --wait-for-people: a round goes on with what is complete after this long
@@ -103,10 +109,10 @@ class Loop:
         config.run_dir.mkdir(parents=True, exist_ok=True)
         self.state = LoopState.load(config.run_dir)
         # bad options fail now, not after the first round's work
-        self.critic = make_critic(config.critic, config.threshold)
+        self.critic = make_critic(config.critic, config.threshold, config.scoring)
         self.backend = Backend.from_options(config.backend_url, config.admin_token)
         self.gate_settings = GateSettings(config.gate_metric, config.tolerance, config.max_accuracy_drop,
-                                          config.eval_batch_size)
+                                          config.eval_batch_size, config.against_base)
         self.items = list(read_items(config.items))
         self.eval_items = read_eval_items(config.eval_items) if config.eval_items else []
 
@@ -216,7 +222,9 @@ class Loop:
         previous = self._dir(number - 1, "export") if number > 1 else None
         manifest = export_project(self.client, self.config.project, self._dir(number, "export"),
                                   self.config.min_agreement, previous if previous and previous.is_dir() else None,
-                                  self.progress("exported"), round_=number, min_annotations=self.config.min_annotations)
+                                  self.progress("exported"), round_=number, min_annotations=self.config.min_annotations,
+                                  answer_pool=self.config.retention.answer_pool(self.config.seed),
+                                  held_out=held_out_ids(self.config.eval_items))
         feedback = list(iter_jsonl(self._dir(number, "export") / EXPORT_FEEDBACK, Feedback))
         record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
                       preticks=manifest["preticks"], reconciliation=manifest["reconciliation"],
@@ -234,19 +242,28 @@ class Loop:
     def _train(self, number: int, record: dict) -> None:
         out = self._dir(number, "train")
         version = f"{self.config.version_prefix}-round{number}"
-        extra = list(self.config.train_args)
+        serving, retention = self.state.serving, self.config.retention
+        baseline = (self.state.rounds.get("0") or {}).get("metrics")  # the model as built (_baseline)
+        # the epoch is chosen within the gate's accuracy bound, so that the kept one can pass it
+        floor = accuracy_floor(self.config.max_accuracy_drop, baseline, serving.get("metrics"))
+        extra = retention.train_args(serving.get("adapter"), self.config.gate_metric, floor)
+        extra += list(self.config.train_args)
         if self.config.dpo_weight:
             extra += ["--dpo-weight", str(self.config.dpo_weight)]
-        command = training_command(self._dir(number, "export"), self.config.base_model, out, None, version,
-                                   self.config.processes, resume=(out / "checkpoints").is_dir(), extra=extra)
+        select_on = self.config.eval_items if retention.select_epoch else None
+        command = training_command(self._dir(number, "export"), self.config.base_model, out, select_on, version,
+                                   self.config.processes, resume=(out / "checkpoints").is_dir(), extra=extra,
+                                   eval_batch_size=self.config.eval_batch_size)
         adapter = run_training(command, out / "train.log")
         preference = preference_diagnostics(out / "eval")
         if preference:
             record["preference"] = preference
-        serving = self.state.serving
         result = promote(adapter, version, self.config.base_model, out, eval_items=self.eval_items,
                          serving_adapter=serving.get("adapter"), serving_metrics=serving.get("metrics"),
-                         settings=self.gate_settings, backend=self.backend, say=lambda line: self.say(f"  {line}"))
+                         baseline_metrics=baseline, settings=self.gate_settings, backend=self.backend,
+                         say=lambda line: self.say(f"  {line}"))
+        manifest = json.loads((self._dir(number, "export") / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        record["retention"] = retention.record(adapter, manifest)
         record.update(adapter=result.adapter, version=version, promoted=result.promoted, gate=result.reason)
         if result.metrics is not None:
             record["metrics"] = result.metrics
@@ -281,15 +298,15 @@ class RoundProgress:
         return cls(**counts)
 
 
-def summary_table(rounds: dict) -> str:
+def summary_table(rounds: dict, scoring: str = DEFAULT_SCORING) -> str:
     """One line per round: acceptance (%), items with an accepted rationale, rows, held-out
-    metrics (0-100, as illume.metrics reports them), promotion. Round 0 is the model as built."""
+    metrics (0-100, as illume.metrics reports them in `scoring`), promotion. Round 0 is the model as built."""
     header = f"{'round':>5} {'accept%':>8} {'items+':>7} {'rows':>5} {'ROUGE-L':>8} {'CIDEr':>6} {'acc':>6}  version"
     lines = [header, "-" * len(header)]
     for key in sorted(rounds, key=int):
         record = rounds[key]
         rate = (record.get("acceptance") or {}).get("rate")
-        metrics = record.get("metrics") or {}
+        metrics = scored_as(record.get("metrics") or {}, scoring)
         counts = record.get("counts") or {}
 
         def fmt(value, scale=100.0, width=6):

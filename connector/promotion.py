@@ -7,7 +7,7 @@ metric and answer accuracy, see training_job.gate), recorded atomically in
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,6 +43,9 @@ class GateSettings:
     tolerance: float = 0.0
     max_accuracy_drop: float | None = 2.0
     eval_batch_size: int | None = None
+    against_base: bool = field(default=True, metadata={"help": (
+        "answers are also bounded by the model as built (its accuracy less max_accuracy_drop), not only by "
+        "the serving model, so drops within the bound cannot add up round after round")})
 
 
 @dataclass
@@ -53,25 +56,31 @@ class Promotion:
     reason: str
     metrics: dict[str, Any] | None = None  # the new adapter's held-out metrics
     serving_metrics: dict[str, Any] | None = None  # the serving model's, on the same items
+    baseline_metrics: dict[str, Any] | None = None  # the model as built's (GateSettings.against_base)
     serving_version: str | None = None  # what the backend serves afterwards (None: no backend reloaded)
 
 
 def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *,
             eval_items: Sequence[Item] = (), serving_adapter: str | None = None,
-            serving_metrics: dict[str, Any] | None = None, settings: GateSettings = GateSettings(),
-            backend: Backend | None = None, say: Callable[[str], None] = lambda _: None) -> Promotion:
-    """Gate the adapter against the serving model, record the decision, reload the backend if promoted.
+            serving_metrics: dict[str, Any] | None = None, baseline_metrics: dict[str, Any] | None = None,
+            settings: GateSettings = GateSettings(), backend: Backend | None = None,
+            say: Callable[[str], None] = lambda _: None) -> Promotion:
+    """Gate the adapter against the serving model (and the model as built), record the decision,
+    reload the backend if promoted.
 
-    `serving_metrics` saves evaluating the serving model again when they are already known
-    (the loop keeps them); otherwise it is evaluated on the same items.
+    `serving_metrics` / `baseline_metrics` save evaluating those models again when they are
+    already known (the loop and rounds keep them); otherwise they are evaluated on the same
+    items, the model as built only when it is not the serving model.
     """
     adapter = str(adapter)
     if eval_items:
         metrics = evaluate_model(base_model, adapter, list(eval_items), settings.eval_batch_size)
-        if serving_metrics is None:
-            serving_metrics = evaluate_model(base_model, serving_adapter, list(eval_items), settings.eval_batch_size)
-        decision = gate(metrics, serving_metrics, settings.metric, settings.tolerance, settings.max_accuracy_drop)
-        result = Promotion(adapter, version, decision.promote, decision.reason, metrics, serving_metrics)
+        serving_metrics, baseline_metrics = reference_metrics(base_model, serving_adapter, list(eval_items), settings,
+                                                              serving_metrics, baseline_metrics)
+        decision = gate(metrics, serving_metrics, settings.metric, settings.tolerance, settings.max_accuracy_drop,
+                        baseline_metrics)
+        result = Promotion(adapter, version, decision.promote, decision.reason, metrics, serving_metrics,
+                           baseline_metrics)
     else:
         result = Promotion(adapter, version, True, "no held-out items: promoted without a gate")
     say(result.reason)
@@ -83,6 +92,22 @@ def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *
         say(f"backend serves {result.serving_version!r}")
         _record(run_dir, result)
     return result
+
+
+def reference_metrics(base_model: str, serving_adapter: str | None, items: list[Item], settings: GateSettings,
+                      serving: dict[str, Any] | None = None, baseline: dict[str, Any] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(serving model's, model as built's) held-out metrics, each evaluated only when not known yet; the
+    model as built is the serving model while no adapter is served (None without against_base)."""
+    if baseline is None and settings.against_base and serving_adapter is None:
+        baseline = serving
+    if serving is None:
+        serving = baseline if serving_adapter is None and baseline is not None else evaluate_model(
+            base_model, serving_adapter, items, settings.eval_batch_size)
+    if baseline is None and settings.against_base:
+        baseline = serving if serving_adapter is None else evaluate_model(base_model, None, items,
+                                                                          settings.eval_batch_size)
+    return serving, baseline if settings.against_base else None
 
 
 def _record(run_dir: Path, result: Promotion) -> None:

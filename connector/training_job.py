@@ -90,6 +90,13 @@ def read_eval_items(path: Path) -> list[Item]:
     return items
 
 
+def accuracy_floor(max_accuracy_drop: float | None, *references: Mapping[str, Any] | None) -> float | None:
+    """The least held-out accuracy the gate accepts: the highest reference's less the allowed drop
+    (None: answers are not checked, or no reference measured accuracy)."""
+    measured = [float(r["accuracy"]) for r in references if r and isinstance(r.get("accuracy"), (int, float))]
+    return max(measured) - max_accuracy_drop if measured and max_accuracy_drop is not None else None
+
+
 def evaluate_model(base_model: str, adapter: str | None, items: list[Item],
                    batch_size: int | None = None) -> dict[str, Any]:
     """Held-out metrics of base model (+ adapter), measured as the training job measures them."""
@@ -110,11 +117,13 @@ class Decision:
 
 
 def gate(new: Mapping[str, Any], old: Mapping[str, Any], metric: str, tolerance: float = 0.0,
-         max_accuracy_drop: float | None = 2.0) -> Decision:
+         max_accuracy_drop: float | None = 2.0, baseline: Mapping[str, Any] | None = None) -> Decision:
     """Promote the new adapter when, on the same held-out items, its rationales score at least
     the serving model's (less a tolerance) and its answers lose at most max_accuracy_drop
-    points of accuracy (None: answers are not checked). Training on rationales can trade
-    answers for explanations; the serving model's answers are what annotators judge against.
+    points of accuracy (None: answers are not checked) against the serving model and, when
+    given, against `baseline` (the model as built), so that drops within the bound cannot add up
+    round after round. Training on rationales can trade answers for explanations; the serving
+    model's answers are what annotators judge against.
     """
     if metric not in new:
         java = " (METEOR needs a Java runtime: apt-get install default-jre-headless)" if metric == "meteor" else ""
@@ -124,12 +133,17 @@ def gate(new: Mapping[str, Any], old: Mapping[str, Any], metric: str, tolerance:
     problems = []
     if new_score + tolerance < old_score:
         problems.append(f"{metric} {new_score:.4f} is below the serving model's {old_score:.4f} (tolerance {tolerance:g})")
+    references = [("serving model", old)] + ([("model as built", baseline)] if baseline not in (None, old) else [])
+    references = [(name, ref) for name, ref in references if "accuracy" in new and "accuracy" in ref]
     accuracy = ""
-    if "accuracy" in new and "accuracy" in old:
-        drop = round(float(old["accuracy"]) - float(new["accuracy"]), 6)  # no float noise at the limit
-        accuracy = f"answer accuracy {float(new['accuracy']):.1f} (serving model {float(old['accuracy']):.1f})"
+    if references:
+        accuracy = f"answer accuracy {float(new['accuracy']):.1f} (" + ", ".join(
+            f"{name} {float(ref['accuracy']):.1f}" for name, ref in references) + ")"
+    for name, ref in references:
+        drop = round(float(ref["accuracy"]) - float(new["accuracy"]), 6)  # no float noise at the limit
         if max_accuracy_drop is not None and drop > max_accuracy_drop:
-            problems.append(f"{accuracy} fell by {drop:.1f} points, more than {max_accuracy_drop:g}")
+            problems.append(f"answer accuracy {float(new['accuracy']):.1f} fell by {drop:.1f} points from the {name}'s "
+                            f"{float(ref['accuracy']):.1f}, more than {max_accuracy_drop:g}")
     if problems:
         return Decision(False, new_score, old_score, "; ".join(problems) + "; keeping the serving model")
     return Decision(True, new_score, old_score, f"{metric} {new_score:.4f} >= serving model's {old_score:.4f} - "

@@ -63,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
                    help="model version name stored with the adapter (default: the --out directory's name)")
     p.add_argument("--version", action="version", version=f"%(prog)s (illume-studio {_package_version()})")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--answer-in-rationale", action=argparse.BooleanOptionalAction,
+                   default=d["answer_in_rationale"].default, help=d["answer_in_rationale"].metadata["help"])
+    p.add_argument("--init-adapter", help=d["init_adapter"].metadata["help"])
+    p.add_argument("--select-epoch", action=argparse.BooleanOptionalAction, default=d["select_epoch"].default,
+                   help=d["select_epoch"].metadata["help"])
+    p.add_argument("--select-metric", default=d["select_metric"].default, help=d["select_metric"].metadata["help"])
+    p.add_argument("--min-accuracy", type=float, help=d["min_accuracy"].metadata["help"])
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -81,5 +88,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     if result.rank == 0:
-        print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.steps,
+        print(json.dumps({"adapter": str(result.adapter_dir), "steps": result.steps, "chosen_epoch": result.chosen_epoch,
                           "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}))

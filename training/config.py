@@ -48,6 +48,20 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE  # held-out items per generate call
     eval_meteor: bool = True  # METEOR starts a JVM per evaluation (seconds)
     log_every: int = 10
+    # Answer retention (issue 22), each as the method has it by default.
+    answer_in_rationale: bool = field(default=True, metadata={"help": (
+        "rationale rows learn the answer too: the target is ' {answer}, seeing that {rationale}' after the "
+        "question, as the method trains (off: the answer stays in the prompt, only the rationale is learned)")})
+    init_adapter: str | None = field(default=None, metadata={"help": (
+        "warm start: continue training this adapter (e.g. the one served now) instead of a fresh LoRA; "
+        "its own LoRA settings (rank, alpha, targets) apply")})
+    select_epoch: bool = field(default=True, metadata={"help": (
+        "with --eval-items: keep the epoch with the best --select-metric among those whose accuracy is at "
+        "least --min-accuracy (none: the most accurate), as the method picks its checkpoint; off: the last epoch")})
+    select_metric: str = field(default="rouge_l", metadata={"help": "held-out metric that chooses the epoch "
+                                                                      "(the promotion gate's)"})
+    min_accuracy: float | None = field(default=None, metadata={"help": (
+        "held-out answer accuracy (0-100) an epoch needs to be chosen, e.g. the promotion gate's floor")})
 
     def __post_init__(self) -> None:
         if self.dpo_weight < 0:
@@ -81,6 +95,10 @@ class TrainConfig:
         return self.out_dir / "adapter"
 
     @property
+    def epochs_dir(self) -> Path:
+        return self.out_dir / "epochs"
+
+    @property
     def eval_dir(self) -> Path:
         return self.out_dir / "eval"
 
@@ -92,10 +110,11 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     adapter_dir: Path
-    metrics: dict[str, Any]  # of the last epoch: held-out metrics (with eval items), mean losses, DPO diagnostics
+    metrics: dict[str, Any]  # of the chosen (else the last) epoch: held-out metrics (with eval items), mean losses, DPO diagnostics
     steps: int  # optimizer steps taken in total (resumed runs included)
     losses: list[float] = field(default_factory=list)  # loss per optimizer step of this process
     samples_per_second: float = 0.0
     peak_rss_mb: float = 0.0
     rank: int = 0
     micro_seconds: list[float] = field(default_factory=list)  # wall time of each micro-batch (benchmarks)
+    chosen_epoch: int | None = None  # the epoch whose adapter was kept (None: no epoch was chosen)

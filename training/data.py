@@ -176,10 +176,24 @@ class BatchBuilder:
         batch["labels"] = labels
         return batch
 
-    def rows(self, rows: Sequence[TrainingRow], weight: float) -> dict[str, torch.Tensor]:
+    def prompt_and_target(self, row: TrainingRow, answer_in_rationale: bool = False) -> tuple[str, str]:
+        """A row's prompt and target. With answer_in_rationale, a rationale row's answer moves from the
+        prompt into the target ("{question}" + " {answer}, seeing that {rationale}"), so the loss covers
+        the answer as well as the rationale, as the method trains it (SPEC section 1); the text is the
+        same as the rationale prompt followed by its rationale."""
+        if row.kind != RATIONALE:
+            return self.prompt(row.question, row.answer, row.kind), row.answer
+        prompt = self.prompt(row.question, row.answer, RATIONALE)
+        if not answer_in_rationale:
+            return prompt, row.rationale or ""
+        reply = prompts.rationale_reply(row.answer, row.rationale or "")
+        cut = prompt.rfind(f"{row.answer}, {prompts.RATIONALE_CONNECTIVE}")
+        return prompt[:cut].rstrip(" "), reply  # target_text puts the one space back
+
+    def rows(self, rows: Sequence[TrainingRow], weight: float, answer_in_rationale: bool = False) -> dict[str, torch.Tensor]:
         """ILLUME batch: inputs, labels, and a loss weight per row (w for rationale rows)."""
-        batch = self.encode([r.image for r in rows], [self.prompt(r.question, r.answer, r.kind) for r in rows],
-                            [r.rationale if r.kind == RATIONALE else r.answer for r in rows])
+        prompt_texts, targets = zip(*(self.prompt_and_target(r, answer_in_rationale) for r in rows))
+        batch = self.encode([r.image for r in rows], list(prompt_texts), list(targets))
         batch["loss_weight"] = torch.tensor([weight if r.kind == RATIONALE else 1.0 for r in rows])
         return batch
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ from training.config import TrainConfig, TrainResult
 from training.data import BatchBuilder, Export, load_export, load_items, model_inputs, shard_batches, to_device
 from training.evaluate import evaluate
 from training.losses import illume_loss, kto_loss, preference_loss, sequence_logprobs
-from training.model import add_lora, load_base, trainable_state, weights_sha256
+from training.model import add_lora, load_adapter, load_base, trainable_state, weights_sha256
 
 log = logging.getLogger("training")
 RUN_META = "run.json"
@@ -63,6 +64,9 @@ def check_inputs(config: TrainConfig) -> tuple[torch.device, Export, list]:
         if previous and previous != config.base_model and Path(previous).resolve() != Path(config.base_model).resolve():
             raise IllumeError(f"{config.out} holds a run on base model {previous}, not {config.base_model}",
                               "Pass the same --base-model, or choose a new --out directory.")
+    if config.init_adapter and not (Path(config.init_adapter) / "adapter_config.json").is_file():
+        raise IllumeError(f"--init-adapter {config.init_adapter} is not an adapter directory (no adapter_config.json)",
+                          "Pass the `adapter` directory of an earlier run (the one served now), or leave it out.")
     has_checkpoint = (config.checkpoint_dir / "latest").is_file()
     if has_checkpoint and not config.resume:
         raise IllumeError(f"{config.checkpoint_dir} already holds checkpoints of an earlier run",
@@ -100,8 +104,11 @@ class Trainer:
         self.eval_processor = base.processor
         self.builder = BatchBuilder(copy.deepcopy(base.processor))
         seed_everything(config.seed)  # the same LoRA init whichever way the base was built
-        self.model = add_lora(base.model, config.lora_rank, config.lora_alpha, config.lora_dropout,
-                              config.train_projector)
+        if config.init_adapter:  # warm start: continue the adapter served now (the method's next iteration)
+            self.model = load_adapter(base.model, config.init_adapter, config.base_model)
+        else:
+            self.model = add_lora(base.model, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                                  config.train_projector)
         self._start_engine()
         self.peak_rss_loaded_mb = peak_rss_mb()  # model built, engine ready: what loading cost
 
@@ -130,8 +137,8 @@ class Trainer:
         parts: dict[str, float] = {}
         loss = torch.zeros((), device=self.run_device)
         if row_idx:
-            batch = to_device(self.builder.rows([self.export.rows[i] for i in row_idx], self.export.rationale_weight),
-                              self.run_device, self.dtype)
+            batch = to_device(self.builder.rows([self.export.rows[i] for i in row_idx], self.export.rationale_weight,
+                                                self.config.answer_in_rationale), self.run_device, self.dtype)
             out = self.engine(**model_inputs(batch))
             sft = illume_loss(out.logits, batch["labels"], batch["loss_weight"])
             loss = loss + sft
@@ -212,14 +219,18 @@ class Trainer:
                 metrics = self._end_epoch(epoch + 1, _means(epoch_parts))
         self._checkpoint(epoch + 1, 0, metrics, final=True)
         steps = engine.global_steps
-        fingerprint = self._save_adapter(metrics, steps)
+        fingerprint = self._save_adapter(c.adapter_dir, metrics, steps)
+        chosen = self._keep_chosen_epoch(epoch + 1, steps) if self.rank == 0 else None
+        self._barrier()
+        if chosen:
+            metrics = chosen
         throughput = samples / train_seconds if train_seconds else 0.0
         write_json(c.ranks_dir / f"rank_{self.rank}.json",
                    {"rank": self.rank, "world_size": self.world, "steps": steps, "trainable_sha256": fingerprint,
                     "peak_rss_mb": peak_rss_mb(), "peak_rss_loaded_mb": self.peak_rss_loaded_mb, "samples": samples, "train_seconds": train_seconds,
                     "samples_per_second": throughput, "zero_stage": self.zero_stage, "losses": losses})
         return TrainResult(c.adapter_dir, metrics, steps, losses, throughput, peak_rss_mb(), self.rank,
-                           micro_seconds)
+                           micro_seconds, chosen["epoch"] if chosen else None)
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self) -> dict[str, Any]:
@@ -262,7 +273,10 @@ class Trainer:
         """The epoch's metrics (held-out, when there are items) and its mean training losses and DPO
         diagnostics, in eval/epoch_<n>.json."""
         if self.items:
-            return self._evaluate(epoch, train_parts)
+            metrics = self._evaluate(epoch, train_parts)
+            if self.config.select_epoch:  # each epoch's adapter, to keep the one chosen at the end
+                self._save_adapter(self.config.epochs_dir / f"epoch_{epoch}", metrics, self.engine.global_steps)
+            return metrics
         metrics = {**train_parts, "epoch": epoch, "step": self.engine.global_steps}
         if self.rank == 0:
             write_json(self.config.eval_dir / f"epoch_{epoch}.json", metrics)
@@ -291,13 +305,38 @@ class Trainer:
 
             dist.barrier()
 
-    def _save_adapter(self, metrics: dict[str, Any], steps: int) -> str:
+    def _keep_chosen_epoch(self, last: int, steps: int) -> dict[str, Any] | None:
+        """Rank 0: the chosen epoch's adapter (choose_epoch on the held-out scores) becomes the run's."""
+        c = self.config
+        if not (self.items and c.select_epoch):
+            return None
+        files = [c.eval_dir / f"epoch_{n}.json" for n in range(1, last + 1)]
+        epochs = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
+        chosen = choose_epoch(epochs, c.select_metric, c.min_accuracy)
+        source = c.epochs_dir / f"epoch_{chosen['epoch']}" if chosen else None
+        if source is None or not (source / ADAPTER_META).is_file():
+            log.warning("no epoch could be chosen by %s (held-out metrics: %s): keeping the last", c.select_metric,
+                        sorted(epochs[-1]) if epochs else "none")
+            return None
+        tmp = temporary_beside(c.adapter_dir)
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        meta = json.loads((tmp / ADAPTER_META).read_text(encoding="utf-8"))
+        meta.update(chosen_epoch=chosen["epoch"], select_metric=c.select_metric, min_accuracy=c.min_accuracy,
+                    steps_total=steps, epoch_scores=[{k: e.get(k) for k in ("epoch", c.select_metric, "accuracy")}
+                                                     for e in epochs])
+        write_json(tmp / ADAPTER_META, meta)
+        swap_in(tmp, c.adapter_dir)
+        log.info("kept epoch %d of %d: %s %.4f, accuracy %s", chosen["epoch"], last, c.select_metric,
+                 chosen[c.select_metric], chosen.get("accuracy"))
+        return chosen
+
+    def _save_adapter(self, target: Path, metrics: dict[str, Any], steps: int) -> str:
         c = self.config
         with self._gathered():
             fingerprint = weights_sha256(trainable_state(self.engine.module))
             if self.rank == 0:
-                remove_stale_temporaries(c.adapter_dir)  # of a run killed while saving
-                tmp = temporary_beside(c.adapter_dir)
+                remove_stale_temporaries(target)  # of a run killed while saving
+                tmp = temporary_beside(target)
                 self.engine.module.save_pretrained(str(tmp))
                 write_json(tmp / ADAPTER_META, {
                     "base_model": c.base_model, "version": c.version or c.out_dir.resolve().name,
@@ -308,10 +347,22 @@ class Trainer:
                     "preference_loss": c.preference_loss if c.dpo else None,
                     "dpo_length_norm": c.dpo_length_norm if c.dpo else None, "world_size": self.world,
                     "zero_stage": self.zero_stage, "trainable_sha256": fingerprint,
+                    "answer_in_rationale": c.answer_in_rationale, "init_adapter": c.init_adapter,
+                    "epoch": metrics.get("epoch"), "chosen_epoch": None,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-                swap_in(tmp, c.adapter_dir)
+                swap_in(tmp, target)
         self._barrier()
         return fingerprint
+
+
+def choose_epoch(epochs: list[dict[str, Any]], metric: str, min_accuracy: float | None) -> dict[str, Any] | None:
+    """The epoch to keep: the best `metric` among epochs whose accuracy reaches min_accuracy (the later
+    one on ties); when none does, the most accurate. None when no epoch measured the metric."""
+    scored = [e for e in epochs if isinstance(e.get(metric), (int, float))]
+    fit = [e for e in scored if min_accuracy is None or float(e.get("accuracy", 0.0)) >= min_accuracy]
+    if fit:
+        return max(fit, key=lambda e: (e[metric], e["epoch"]))
+    return max(scored, key=lambda e: (e.get("accuracy", 0.0), e[metric], e["epoch"]), default=None)
 
 
 def _means(parts: list[dict[str, float]]) -> dict[str, float]:

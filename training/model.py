@@ -65,6 +65,18 @@ def add_lora(model: nn.Module, rank: int = 8, alpha: int = 16, dropout: float = 
     return get_peft_model(model, config)
 
 
+def load_adapter(model: nn.Module, adapter: str, base_model: str) -> Any:
+    """Freeze the base and wrap it with a saved adapter whose LoRA weights keep training (warm start);
+    the adapter's own settings (rank, alpha, targets) apply. Refused when made for another base."""
+    from illume.vlm import apply_adapter
+
+    wrapped = apply_adapter(model, adapter, base_model, merge=False)
+    for name, param in wrapped.named_parameters():
+        param.requires_grad_("lora_" in name)
+    wrapped.peft_config[wrapped.active_adapter].inference_mode = False  # saved as a trainable adapter
+    return wrapped
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -30,7 +30,8 @@ def test_saved_adapter_loads_through_vlm_and_changes_the_output(tmp_path, tiny_m
     result = run(TrainConfig(export=str(export), base_model=base, out=str(tmp_path / "out"), epochs=3,
                              batch_size=6, lr=1e-2, version="round-1", eval_items=str(eval_items), eval_meteor=False))
     meta = json.loads((result.adapter_dir / ADAPTER_META).read_text())
-    assert meta["base_model"] == base and meta["version"] == "round-1" and meta["steps"] == 3
+    assert meta["base_model"] == base and meta["version"] == "round-1" and meta["steps_total"] == 3
+    assert meta["steps"] == meta["chosen_epoch"] == result.chosen_epoch  # one step per epoch; the chosen one kept
     assert meta["data_manifest_sha256"] == load_export(export).manifest_sha256
     assert meta["metrics"]["items"] == 4 and "cider" in meta["metrics"]
     epochs = sorted(p.name for p in (tmp_path / "out" / "eval").iterdir())
