@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/annotator_view.png and docs/report.png on purpose: the browser tests that take
 # them write into a temporary directory unless ILLUME_SCREENSHOTS names another one.
+# annotator_view.png is the 1366x768 view with ten 150-character candidates (the test checks that
+# everything also fits at 1280x720). Only one of them: bash scripts/screenshots.sh -k annotator_view
 #   bash scripts/screenshots.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

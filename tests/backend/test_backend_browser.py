@@ -1,12 +1,14 @@
 """What an annotator gets, in headless Chromium and through the label stream of a real Label Studio.
 
-* At a 1366x768 laptop size the labeling view shows the whole image, all 10 candidates,
-  "None of these is correct" (hotkey n, which hides the candidates) and the text box without
-  scrolling; reference explanations appear neither there nor in the data manager; a
-  pre-ticked candidate the annotator unticks is not submitted, and the annotation records
-  the prediction it started from.
-* The label stream offers the task whose prediction scored lowest first (uncertainty sampling
-  over the backend's real predictions, one model version from init to the predictions).
+* At 1366x768 and at 1280x720 the labeling view shows the whole image, all 10 candidates at
+  150 characters each (two lines), "None of these is correct" (hotkey n, which hides the
+  candidates) and the text box without scrolling; reference explanations appear neither there
+  nor in the data manager; a pre-ticked candidate the annotator unticks is not submitted, and
+  the annotation records the prediction it started from.
+* The label stream, opened as people open it (the data manager's "Label All Tasks" button),
+  offers the task whose prediction scored lowest first; /next does the same over the
+  backend's real predictions, one model version from init to the predictions. (A bookmarked
+  `/data?labeling=1` address is Label Studio's data-manager queue in task-id order instead.)
 
 Screenshots go to a temporary directory; `scripts/screenshots.sh` points ILLUME_SCREENSHOTS at
 docs/ to regenerate docs/annotator_view.png on purpose.
@@ -30,12 +32,27 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 LAPTOP = {"width": 1366, "height": 768}
+SMALL_LAPTOP = {"width": 1280, "height": 720}
 REFERENCE = "REFERENCE-EXPLANATION-SECRET the circle is red"
-CANDIDATES = ["the circle is red.", "the square next to it is blue.", "the circle has the color of a fire truck.",
-              "there are two shapes in the picture.", "the red shape is round and large.",
-              "the circle is in the top left corner.", "the blue square is small.", "the picture shows a red circle.",
-              "the red triangle is large.", "the shapes are on a white background."]
+# Ten candidates of 150 characters each, as a real model writes them: two lines in the view.
+ENDINGS = [" and nothing else in the picture changes that answer, whatever the other shapes are.",
+           " and nothing else in the picture changes that answer, whatever their size.",
+           " and nothing else in the picture changes that answer, whatever its size.",
+           " and nothing else in the picture changes that answer in any way at all.",
+           " and nothing else in the picture changes that answer in any way."]
+CANDIDATES = [next(text + end for end in ENDINGS if len(text + end) <= 150)
+              for text in ["the circle is red, the same bright red as the fire truck parked outside,",
+                           "the square next to the circle is blue, so the red shape must be the circle,",
+                           "the circle has the colour of a fire truck or a ripe tomato on a white plate,",
+                           "there are two shapes in the picture and only the round one is coloured red,",
+                           "the red shape is round and large, which is what the question calls a circle,",
+                           "the circle is in the top left corner and its whole surface is painted red,",
+                           "the blue square is small and sits below the circle, away from the red area,",
+                           "the picture shows a red circle on a white background with a thin black frame,",
+                           "the red triangle is large, though there is no triangle anywhere in the picture,",
+                           "the shapes are on a white background, so the red of the circle stands out well,"]]
 NONE = "None of these is correct"
+assert all(140 <= len(text) <= 150 for text in CANDIDATES)
 
 
 def scene_uri() -> str:
@@ -79,20 +96,26 @@ def test_annotator_view_at_laptop_size(label_studio, ls_client, tmp_path):
     from illume.records import Item
 
     shots = Path(os.environ.get("ILLUME_SCREENSHOTS") or tmp_path)
-    project = ls_client.projects.create(title="illume browser test", label_config=LABEL_CONFIG)
+    project = ls_client.projects.create(title="illume browser test", label_config=LABEL_CONFIG,
+                                        sampling="Uncertainty sampling")  # as `illume-sync init` sets it
     try:
+        schema = shipped_schema()
+        # The model is surer of this task, imported first: the data manager's id order would offer it first.
+        sure = task_data(Item("sure-1", "unused", "is there a square?", "yes", [REFERENCE]), scene_uri(), schema)
         item = Item("scene-1", "unused", "what color is the circle?", "red", [REFERENCE])
-        task = task_data(item, scene_uri(), shipped_schema())
-        task["data"]["candidates"] = [{"value": text, "alias": f"c{i}"} for i, text in enumerate(CANDIDATES)]
-        ls_client.projects.import_tasks(id=project.id, request=[task])
-        (stored,) = list(ls_client.tasks.list(project=project.id))
+        task = task_data(item, scene_uri(), schema)
+        for data in (sure, task):
+            data["data"]["candidates"] = [{"value": text, "alias": f"c{i}"} for i, text in enumerate(CANDIDATES)]
+        ls_client.projects.import_tasks(id=project.id, request=[sure, task])
+        first, stored = sorted(ls_client.tasks.list(project=project.id), key=lambda t: t.id)
+        ls_client.predictions.create(task=first.id, score=0.9, model_version="v1", result=[])
         prediction = ls_client.predictions.create(task=stored.id, score=0.4, model_version="v1", result=[
             {"from_name": "rationales", "to_name": "image", "type": "choices", "value": {"choices": ["c1"]}}])
         ls_client.projects.update(id=project.id, model_version="v1")  # as `illume-sync predict` does
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport=LAPTOP)
+            page = browser.new_page(viewport=SMALL_LAPTOP)
             _login(page, label_studio)
 
             page.goto(f"{label_studio.url}/projects/{project.id}/data", wait_until="domcontentloaded")
@@ -100,15 +123,21 @@ def test_annotator_view_at_laptop_size(label_studio, ls_client, tmp_path):
             assert "REFERENCE-EXPLANATION-SECRET" not in page.content()
             assert page.get_by_text("references", exact=True).count() == 0  # no such column
 
-            # "Label All Tasks": the label stream, as annotators get it
-            page.goto(f"{label_studio.url}/projects/{project.id}/data?labeling=1", wait_until="domcontentloaded")
+            # The label stream as annotators open it: lowest model score first (the README says so)
+            page.get_by_role("button", name="Label All Tasks").click()
             boxes = [page.get_by_role("checkbox", name=text) for text in CANDIDATES]
             none = page.get_by_role("checkbox", name=NONE)
             expect(boxes[0]).to_be_visible(timeout=90_000)
-            for element in boxes + [none, page.locator("textarea")]:
-                expect(element).to_be_in_viewport(ratio=1)  # all of it, without scrolling
-            image = page.locator(".illume img").first.bounding_box()
-            assert image["width"] == 256 and image["x"] >= 0 and image["y"] + image["height"] <= LAPTOP["height"]
+            expect(page.get_by_text("what color is the circle?").first).to_be_visible()
+            expect(page.get_by_text("is there a square?")).to_have_count(0)
+            for size in (SMALL_LAPTOP, LAPTOP):
+                page.set_viewport_size(size)
+                for element in boxes + [none, page.locator("textarea")]:
+                    expect(element).to_be_in_viewport(ratio=1)  # all of it, without scrolling
+                rows = [page.locator(".lsf-choice", has_text=text).first.bounding_box()["height"] for text in CANDIDATES]
+                assert all(30 < height <= 48 for height in rows), rows  # each candidate on two lines
+                image = page.locator(".illume img").first.bounding_box()
+                assert image["width"] == 256 and image["x"] >= 0 and image["y"] + image["height"] <= size["height"]
             assert page.locator(".lsf-toolbar:visible").count() == 0  # no zoom toolbar eating the frame
             expect(page.locator(".lsf-choice", has_text=NONE)).to_contain_text("[n]")
             assert page.get_by_text("Shift+Enter").count() == 0  # Submit saves the text: no separate "Add"
