@@ -5,7 +5,9 @@ All arms in one run, on the same feedback items and the same test items, on the 
 
   model as built  scored once.
   feedback loop   3 iterations; each samples 10 candidates per feedback item (5 at T=0.3 + 5 at
-                  T=0.8) with the newest ILLUME model, and the ROUGE-L >= 0.7 critic ticks them.
+                  T=0.8) with the newest ILLUME model, and the critic ticks them (--critic: by
+                  default "auto", which on Shapes-X accepts what is true of the item's scene and
+                  supports the answer; rouge-l is the method's ROUGE-L >= 0.7).
                   Diversity remedy (--remedy base, the default): from iteration 2 on, the T=0.8
                   half is sampled with the model as built (the adapter disabled), so the loop
                   keeps seeing what the model could say before it trained on its own outputs.
@@ -30,7 +32,10 @@ expensive writing one explanation must be than judging one candidate for the che
 arm that matches or beats SFT 1x in ROUGE-L to cost no more than SFT 1x ("never" if none does).
 
 Each model is scored on the Shapes-X test split (or its first --test-items): ROUGE-L and CIDEr
-of one rationale at T=0.1, and answer accuracy (illume.metrics, 0-100).
+of one rationale at T=0.1, and answer accuracy (illume.metrics, 0-100), in both scoring modes
+(default, and the paper's: nlg-eval tokens, substring accuracy, the rationale after the model's
+own answer); the table, floors and break-even are printed for both, --scoring picks the one
+the plot and the top-level figures of data_efficiency.json use (and the critic's ROUGE-L tokens).
 
     python benchmarks/data_efficiency.py [--feedback-items 100] [--dpo-weight 0.3] [--out DIR]
 
@@ -59,12 +64,13 @@ if str(ROOT) not in sys.path:
 
 from connector.judging import preference_pairs  # noqa: E402
 from illume import demo_model  # noqa: E402
-from illume.critic import RougeCritic, rouge_l  # noqa: E402
+from illume.critic import DEFAULT_CRITIC, SCORINGS, Critic, Subject, make_critic, rouge_l  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
+from illume.datasets.shapes_truth import scene_of  # noqa: E402
 from illume.demo_model import DEMO_TRAINING  # noqa: E402
 from illume.errors import IllumeError  # noqa: E402
 from illume.images import load_local_image  # noqa: E402
-from illume.metrics import candidate_diversity  # noqa: E402
+from illume.metrics import candidate_diversity, scored_as  # noqa: E402
 from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,  # noqa: E402
                             Item, PreferencePair, TrainingRow, atomic_write_text, rationale_weight, read_jsonl,
                             write_jsonl)
@@ -77,7 +83,8 @@ ACCURACY_LOSS_CEILING = 2.0  # against the model as built
 DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
 REMEDY_TEMPERATURE = 0.8  # the half sampled with the adapter disabled
 ARMS = ("demo", "illume", "pref", "sft")
-CACHE_KEY = ("seed", "feedback_items", "remedy", "critic_threshold", "lr", "epochs", "batch_size", "lora_rank")
+CACHE_KEY = ("seed", "feedback_items", "remedy", "critic", "critic_threshold", "scoring", "lr", "epochs", "batch_size",
+             "lora_rank")
 
 
 def log(message: str) -> None:
@@ -159,7 +166,7 @@ def sample_texts(vlm: VLM, pool: list[Item], config: SamplingConfig) -> dict[str
     return out
 
 
-def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], critic: RougeCritic, seed: int,
+def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], critic: Critic, seed: int,
                      iteration: int) -> tuple[list[Feedback], dict]:
     """10 candidates per item from the newest model (the T=0.8 half from the model as built when
     base_vlm is given), ticked by the critic; and the diversity of the newest model's 10 alone."""
@@ -170,7 +177,7 @@ def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], criti
         mine = own[item.item_id]
         shown = [c for c in mine if c.temperature != REMEDY_TEMPERATURE] + hot[item.item_id] if base_vlm else mine
         texts = [c.text for c in dedupe_candidates(shown)]
-        ticks = critic.tick(texts, item.explanations)
+        ticks = critic.tick(texts, item.explanations, Subject(item.question, item.answer, scene_of(item.meta)))
         feedback.append(Feedback(item.item_id, item.image, item.question, item.answer, texts,
                                  accepted=[t for t, ok in zip(texts, ticks) if ok],
                                  rejected=[t for t, ok in zip(texts, ticks) if not ok], iteration=iteration))
@@ -229,7 +236,7 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
              weights: list[float]) -> tuple[list[dict], dict[float, list[dict]]]:
     """The feedback loop (driven by the published objective's model) and every objective trained on
     the same feedback each iteration: (per-iteration loop records with ILLUME scores, pref scores)."""
-    critic = RougeCritic(args.critic_threshold) if args.critic_threshold is not None else RougeCritic()
+    critic = make_critic(args.critic, args.critic_threshold, args.scoring)
     base_vlm = VLM.load(str(base), device="cpu") if args.remedy == "base" else None
     kept: dict[str, dict[str, str]] = {i.item_id: {} for i in pool}  # item -> normalised text -> text
     first_seen: dict[tuple[str, str], int] = {}
@@ -312,6 +319,19 @@ def run_sft(base: Path, references: list[Item], multiple: int, feedback_items: i
 
 def summary(scores: dict) -> str:
     return f"ROUGE-L {scores['rouge_l']:.1f}  CIDEr {scores['cider']:.1f}  accuracy {scores['accuracy']:.1f}"
+
+
+def in_scoring(report: dict, scoring: str) -> dict:
+    """The report with every arm's held-out figures as `scoring` scores them (both are recorded)."""
+    def view(scores: dict | None) -> dict | None:
+        if scores is None:
+            return None
+        return {**{k: v for k, v in scores.items() if k not in SCORINGS}, **scored_as(scores, scoring)}
+
+    return {**report, "demo": view(report["demo"]),
+            "loop": [{**r, "illume": view(r["illume"])} if "illume" in r else r for r in report["loop"]],
+            "pref": {w: [view(s) for s in runs] for w, runs in report["pref"].items()},
+            "sft": [view(s) for s in report["sft"]]}
 
 
 def arms(report: dict) -> list[dict]:
@@ -464,7 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--remedy", choices=("base", "none"), default="base",
                         help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
+    parser.add_argument("--critic", default=DEFAULT_CRITIC,
+                        help="who ticks: auto (scene-checked on Shapes-X), scene, scene+rouge-l, rouge-l (illume.critic)")
     parser.add_argument("--critic-threshold", type=float, default=None, help="ROUGE-L the critic needs (default: its own)")
+    parser.add_argument("--scoring", choices=SCORINGS, default=SCORINGS[0],
+                        help="the mode of the plot and top-level figures, and of the critic's ROUGE-L tokens "
+                             "(both modes are scored and printed)")
     parser.add_argument("--judge-seconds", type=float, default=5.0, help="cost model: seconds to judge one candidate")
     parser.add_argument("--write-seconds", type=float, default=30.0, help="cost model: seconds to write one explanation")
     parser.add_argument("--epochs", type=int, default=DEMO_TRAINING["epochs"])
@@ -505,13 +530,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_iteration or arms_chosen != set(ARMS):
         report["seconds"] = round(time.time() - started, 1)
         return write_experiment(report, out, weights)
-    rows = arms(report)
-    report["break_even"] = break_even(rows)
-    report["floor"] = floors(report, weights[0] if weights else None)
-    report["arms"] = [{k: v for k, v in r.items() if k != "examples"} for r in rows]
+    report["by_scoring"] = {}
+    for scoring in sorted(SCORINGS, key=lambda m: m == args.scoring):  # the chosen mode last: printed nearest the end
+        scored = in_scoring(report, scoring)
+        rows = arms(scored)
+        scored["break_even"] = break_even(rows)
+        report["by_scoring"][scoring] = {"break_even": scored["break_even"],
+                                         "floor": floors(scored, weights[0] if weights else None),
+                                         "arms": [{k: v for k, v in r.items() if k != "examples"} for r in rows]}
+        log(f"\n{scoring} scoring:\n" + table(rows, scored))
+    chosen = report["by_scoring"][args.scoring]
+    report.update(break_even=chosen["break_even"], floor=chosen["floor"], arms=chosen["arms"], scoring=args.scoring)
     report["seconds"] = round(time.time() - started, 1)
 
-    log("\n" + table(rows, report))
     for r in report["loop"]:
         log(f"iteration {r['iteration']}: distinct candidates/item {r['diversity']['candidates_per_item']} "
             f"(newest model alone {r['diversity_newest_model_only']['candidates_per_item']}), distinct-2 "
@@ -525,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'PASSED' if f['pref_passed'] else 'NOT MET'}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "data_efficiency.json", json.dumps(report, indent=2, default=str))
-    plot(report, rows, out / "data_efficiency.png")
+    plot(in_scoring(report, args.scoring), rows, out / "data_efficiency.png")
     log(f"report: {out / 'data_efficiency.json'}, plot: {out / 'data_efficiency.png'} ({report['seconds']:.0f}s)")
     return 0 if f["diversity_passed"] and f.get("pref_passed", True) else 1
 

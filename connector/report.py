@@ -4,6 +4,8 @@ It reads what the loop recorded (`loop.json`) and each round's export (`feedback
 acceptance rate and candidate diversity per round, held-out rationale metrics and answer
 accuracy per round, annotator agreement, annotator-seconds (rounds people annotated), the
 preference loss's diagnostics per epoch, and example items with their candidates and ticks.
+Held-out metrics are shown in one scoring mode (`--scoring`, illume.metrics): evaluations
+record both, so the same run can be reported as the paper scores it.
 Plots and thumbnails are embedded as data URIs, so the page can be mailed or archived alone.
 """
 from __future__ import annotations
@@ -15,7 +17,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from illume.critic import DEFAULT_SCORING
 from illume.errors import IllumeError
+from illume.metrics import scored_as
 from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
 
 METRICS = (("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"),
@@ -129,7 +133,21 @@ def _preticks(preticks: dict | None) -> str:
     return f"{preticks.get('accepted_preticked_unchanged', 0)} / {preticks.get('accepted', 0)}"
 
 
-def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes]) -> str:
+def in_scoring(rounds: dict[int, dict[str, Any]], scoring: str) -> dict[int, dict[str, Any]]:
+    """The rounds with their held-out metrics as `scoring` scores them (none where not recorded)."""
+    return {n: {**record, "metrics": scored_as(record["metrics"], scoring)} if record.get("metrics") else record
+            for n, record in rounds.items()}
+
+
+SCORING_NOTES = {"default": "default scoring: tokens are the words and numbers of the lower-cased text, accuracy "
+                            "is the exact match, the rationale follows the gold answer",
+                 "paper": "paper scoring (the reference implementation's): nlg-eval tokens (lower-cased, split on "
+                          "spaces, punctuation attached), substring accuracy, the rationale follows the model's "
+                          "own answer"}
+
+
+def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+           scoring: str = DEFAULT_SCORING) -> str:
     summary_rows = []
     for n, record in rounds.items():
         metrics, agreement = record.get("metrics") or {}, record.get("agreement") or {}
@@ -150,7 +168,8 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
              _table(["round", "candidates from", "accepted %", "accepted as untouched pre-ticks",
                      "items with accepted", "candidates / item",
                      "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
-                    summary_rows)]
+                    summary_rows),
+             f"<p class=muted>Held-out metrics: {html.escape(SCORING_NOTES[scoring])}.</p>"]
     effort_rows = [[n, _num(e.get("annotator_seconds")), e.get("annotations_timed", "–"), e.get("accepted_rationales", "–"),
                     _num(e.get("seconds_per_accepted_rationale"))]
                    for n, e in ((n, r.get("effort")) for n, r in rounds.items()) if e]
@@ -200,14 +219,14 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write index.html and the PNG plots into out_dir; returns the HTML path."""
+def write_report(run_dir: str | Path, out_dir: str | Path, scoring: str = DEFAULT_SCORING) -> Path:
+    """Write index.html and the PNG plots into out_dir, metrics in `scoring`; returns the HTML path."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    rounds = load_rounds(run_dir)
+    rounds = in_scoring(load_rounds(run_dir), scoring)
     images = plots(rounds)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in images.items():
         (out_dir / f"{name}.png").write_bytes(data)
     page = out_dir / "index.html"
-    atomic_write_text(page, render(run_dir, rounds, images))
+    atomic_write_text(page, render(run_dir, rounds, images, scoring))
     return page
