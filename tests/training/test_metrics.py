@@ -75,3 +75,17 @@ def test_paper_scoring_keeps_punctuation_on_words_and_takes_substring_accuracy()
     assert score_all(["x"], [[]], ["a yes"], ["yes"], scoring="paper") == {"accuracy": 100.0, "items": 1}
     with pytest.raises(IllumeError, match="unknown scoring"):
         answer_accuracy(["a"], ["a"], "ptb")
+
+
+def test_paper_rouge_l_equals_cocos_rouge_on_the_lower_cased_stripped_strings():
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from illume.critic import rouge_l
+
+    cases = [("it is red, and round.", ["the ball is red and round"]),
+             ("The Square is BLUE.", ["the square is blue.", "it is blue"]),
+             ("the  circle sits left", ["the circle sits left of the square", "circle left"]),
+             ("a dog, a cat and a bird.", ["a cat.", "the dog", "a dog, a cat and a bird"])]
+    for candidate, references in cases:
+        coco = Rouge().calc_score([candidate.lower().strip()], [r.lower().strip() for r in references])
+        assert rouge_l(candidate, references, "paper") == pytest.approx(coco, abs=1e-12), candidate
