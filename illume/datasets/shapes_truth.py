@@ -8,8 +8,8 @@ the answer to the question (which is one of the generator's question templates).
 statement that does not parse in that vocabulary is not accepted: its truth is unknown.
 
 Facts are tuples about shape indices of the scene, e.g. ("attr", 2, "color", "red"),
-("rel", 0, "left", 1), ("count", 3); a definite description ("the red circle") counts as
-stating what it says about the one shape it refers to, and must refer to exactly one.
+("rel", 0, "left", 1), ("count", 3); a description ("the red circle") counts as stating what
+it says about the shape it refers to when only one shape fits it (kinds are unique in a scene).
 """
 from __future__ import annotations
 
