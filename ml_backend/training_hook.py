@@ -17,7 +17,8 @@ directory).
 At most one run per project, and at most `max_runs` at once. Every press is answered with a
 sentence for the lead: started as round N, already running since ..., nothing new to train on,
 or why it could not start. A thread per run waits for its process (so none is left a zombie),
-then removes its payload file and records the exit code for GET /training.
+then removes its payload file and records the exit code for GET /training. Before a run starts,
+torch-extension build locks left by killed runs are removed and reported (ml_backend.stale_locks).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping
 
 from illume.errors import IllumeError
+from ml_backend.stale_locks import clear_stale_locks
 
 log = logging.getLogger(__name__)
 EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model MODEL --backend-url URL"
@@ -167,6 +169,7 @@ class TrainingRuns:
                 return Answer("nothing new", f"Nothing new to train on: {label} has had no new annotations since "
                               f"{earlier.name} started at {_clock(earlier.started_at)} (it finished at "
                               f"{_clock(earlier.ended_at or earlier.started_at)}).", earlier)
+            stale = clear_stale_locks()  # a killed run's build lock would hold this run forever
             try:
                 run = start_training(command, payload, env, project)
             except IllumeError as exc:
@@ -176,7 +179,8 @@ class TrainingRuns:
             self._runs[project] = run
             threading.Thread(target=self._reap, args=(run,), name=f"illume-train-{run.process.pid}",
                              daemon=True).start()
-        return self._first_news(run, label)
+        answer = self._first_news(run, label)
+        return Answer(answer.status, " ".join([answer.message, *(f"Before it: {note}." for note in stale)]), answer.run)
 
     def _first_news(self, run: TrainingRun, label: str) -> Answer:
         """Wait a little for the run to say its round (or to end at once): the answer names it."""

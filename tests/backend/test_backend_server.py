@@ -49,3 +49,17 @@ def test_cli_refuses_bad_options(llava_dir):
     result = subprocess.run([sys.executable, "-m", "ml_backend.server", "--model", "/nowhere/model"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+def test_listening_beyond_loopback_without_auth_warns_loudly(caplog):
+    import logging
+
+    from ml_backend.server import warn_if_open
+
+    with caplog.at_level(logging.WARNING, logger="ml_backend"):
+        for host, auth in (("127.0.0.1", None), ("::1", None), ("localhost", None), ("0.0.0.0", ("u", "p"))):
+            warn_if_open(host, auth)
+        assert caplog.records == []
+        warn_if_open("0.0.0.0", None)
+    assert len(caplog.records) == 1 and "NO AUTHENTICATION: the backend listens on 0.0.0.0" in caplog.text
+    assert "--basic-auth" in caplog.text and "START_TRAINING" in caplog.text

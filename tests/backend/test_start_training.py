@@ -28,6 +28,7 @@ while not (out / "release").exists():
 def round_command(tmp_path, monkeypatch):
     """make(round number) -> a train command; the runs go on until (tmp_path / "release") exists."""
     monkeypatch.setenv("ILLUME_TRAIN_LOG", str(tmp_path / "train.log"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))  # never this machine's build locks
     script = tmp_path / "round.py"
     script.write_text(ROUND)
     return lambda number=1: f"{sys.executable} {script} {tmp_path} {{project}} {number}"
@@ -136,3 +137,25 @@ def test_nothing_new_to_train_on_until_the_project_gets_annotations(round_comman
     counts["11"] = (4, 0, 4, 10)  # one more annotation
     assert runs.start(round_command(5), {"project": {"id": 11}}).status == "started"
     assert runs.wait(60)
+
+
+def test_a_stale_torch_extension_lock_is_removed_and_reported(round_command, tmp_path, monkeypatch):
+    from ml_backend.stale_locks import clear_stale_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    stale = tmp_path / "extensions" / "py311_cpu" / "cpu_adam" / "lock"  # left by a build that was killed
+    held = tmp_path / "extensions" / "py311_cpu" / "fused_adam" / "lock"  # a build running now (this process)
+    for lock in (stale, held):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    with open(held) as _running_build:
+        assert clear_stale_locks() == [f"removed a stale torch extension build lock {stale} (left by a killed build; "
+                                       "every later build would have waited on it forever)"]
+        assert not stale.exists() and held.exists()
+        stale.touch()
+        (tmp_path / "release").touch()
+        runs = TrainingRuns(answer_wait_s=60)
+        answer = runs.start(round_command(2), {"project": {"id": 3}})
+        assert answer.status == "started" and f"Before it: removed a stale torch extension build lock {stale}" \
+            in answer.message and not stale.exists() and held.exists()
+        assert runs.wait(60)
