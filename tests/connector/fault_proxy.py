@@ -8,6 +8,7 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import requests
 
@@ -21,9 +22,10 @@ class Fault:
     method: str
     path: str  # a regular expression the request path (query included) must match from its start
     # "502" | "drop": after forwarding (the server did it); "refuse": 502 without forwarding;
-    # "hold": forward, then wait for `release` before answering
+    # "hold": forward, then wait for `release` before answering; "call": forward, run `then`, answer
     action: str
     times: int = 1
+    then: Callable[[], None] | None = None
     forwarded: threading.Event = field(default_factory=threading.Event)  # set once a matching request went through
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -91,6 +93,8 @@ class FaultProxy:
             fault.forwarded.set()
             if fault.action == "hold":
                 fault.release.wait(600)
+            elif fault.action == "call" and fault.then is not None:
+                fault.then()
             elif fault.action == "502":
                 self._send(handler, 502, {"Content-Type": "text/plain"}, b"bad gateway (injected)")
                 return
