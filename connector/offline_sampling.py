@@ -116,7 +116,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     import torch
 
     from connector.client import connect
-    from connector.predicting import tasks_without_prediction
+    from connector.predicting import store_prediction, tasks_without_prediction
     from connector.project import find_project, served_model_version
     from illume.images import ImagePolicy
     from illume.task_candidates import stored_tasks, write_candidates
@@ -160,7 +160,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
         for task_id, found in zip(ready, candidates):
             options = write_candidates(client, task_id, stored[task_id], fields, found)
             result = task_io.prediction(options, found, fields, version, job.preselect)
-            client.post("/api/predictions", {"task": task_id, **result})
+            store_prediction(client, task_id, result)  # never twice, even after a lost answer
             done += 1
             if rank == 0 and done == 1 and os.environ.get(FAULT_ENV) == "kill-after-first-write":
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -57,6 +57,20 @@ def retrieve_predictions(client: LabelStudioClient, project_id: int, batch: list
                  "Run the same command again: tasks that got a prediction are skipped.")
 
 
+def store_prediction(client: LabelStudioClient, task_id: int, prediction: dict) -> None:
+    """POST one prediction (offline sampling) exactly once: after an unclear outcome, it is sent
+    again only if the task still lacks a prediction of its model version."""
+    def send(_: list[int]) -> None:
+        client.request("POST", "/api/predictions", json={"task": task_id, **prediction}, retry=False)
+
+    def missing(pending: list[int]) -> list[int]:
+        stored = client.sdk.predictions.list(task=task_id)
+        return [] if any(p.model_version == prediction["model_version"] for p in stored) else pending
+
+    send_checked(send, [task_id], missing, f"storing the prediction of task {task_id}",
+                 "Run the same command again: tasks that got a prediction are skipped.")
+
+
 @dataclass
 class PredictResult:
     requested: int

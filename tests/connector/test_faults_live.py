@@ -261,3 +261,17 @@ def test_the_workflow_under_faults_loses_and_duplicates_nothing(label_studio, ti
         backend.kill()
         ls_proxy.stop()
         ml_proxy.stop()
+
+
+def test_a_prediction_answered_502_or_dropped_is_stored_once(illume_project, label_studio, proxy):
+    from connector.predicting import project_predictions, store_prediction
+
+    kit = illume_project
+    tasks = [kit.add_task(f"pred-{i}", ["the square is red."]) for i in range(3)]
+    client = connect(proxy.url, label_studio.token)
+    for task, action in zip(tasks, ("502", "drop", "refuse")):
+        proxy.add(Fault("POST", r"/api/predictions", action))
+        store_prediction(client, task, {"result": [], "score": 0.5, "model_version": "offline-v1"})
+    assert proxy.injected == Counter({"502": 1, "drop": 1, "refuse": 1})
+    stored = Counter(p["task"] for p in project_predictions(kit.client, kit.id).values())
+    assert stored == Counter(tasks)  # one each: the refused one sent again, the others not
