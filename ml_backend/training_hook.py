@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model MODEL --backend-url URL"
 ROUND_LINE = re.compile(rb"^round ([0-9]+):", re.MULTILINE)  # what `illume-sync round` prints first
 LOG_TAIL_CHARS = 2000
+PRESSES_KEPT = 20  # GET /training lists the answers to the latest presses
 
 
 def project_id(payload: dict[str, Any]) -> str:
@@ -133,6 +135,7 @@ class TrainingRuns:
         self.answer_wait_s = answer_wait_s
         self.fingerprint = fingerprint
         self._runs: dict[str, TrainingRun] = {}  # the latest run of each project
+        self._presses: deque[dict[str, Any]] = deque(maxlen=PRESSES_KEPT)  # what each press was answered
         self._lock = threading.Lock()
 
     def running(self) -> list[TrainingRun]:
@@ -143,11 +146,17 @@ class TrainingRuns:
             runs = sorted(self._runs.values(), key=lambda run: run.started_at)
         return {"max_runs": self.max_runs, "running": [run.describe() for run in runs if run.exit_code is None],
                 "last": runs[-1].describe() if runs else None,
-                "projects": {run.project: run.describe() for run in runs}}
+                "projects": {run.project: run.describe() for run in runs}, "presses": list(self._presses)}
 
     def start(self, command: str | None, payload: dict[str, Any],
               env: Mapping[str, str | None] | None = None) -> Answer:
         """Start a run unless one is refused; the answer says which, in a sentence for the lead."""
+        answer = self._start(command, payload, env)
+        self._presses.append({"at": _clock(time.time()), "project": project_id(payload) or None,
+                              "status": answer.status, "message": answer.message})
+        return answer
+
+    def _start(self, command: str | None, payload: dict[str, Any], env: Mapping[str, str | None] | None) -> Answer:
         project = project_id(payload)
         label = f"project {project}" if project else "this backend"
         fingerprint = self.fingerprint(project) if project else None

@@ -18,6 +18,17 @@ REPO = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = (REPO / "label_config" / "illume_rationales.xml").read_text()
 FAST_SAMPLING = SamplingConfig(temperatures=(0.7, 1.0), per_temperature=3, max_new_tokens=8)
 
+# A stand-in for `illume-sync round` (args: folder, project, round): records its payload file's
+# path, says its round as the real one does first, then waits for <folder>/release.
+ROUND_STAND_IN = """
+import os, pathlib, sys, time
+out = pathlib.Path(sys.argv[1])
+(out / f"payload-{sys.argv[2]}").write_text(os.environ["ILLUME_WEBHOOK_PAYLOAD"])
+print(f"round {sys.argv[3]}: exporting completed tasks of project {sys.argv[2]}", flush=True)
+while not (out / "release").exists():
+    time.sleep(0.02)
+"""
+
 
 def png_bytes(color: str = "red", size: tuple[int, int] = (48, 40)) -> bytes:
     buffer = io.BytesIO()

@@ -10,18 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from backend_helpers import ROUND_STAND_IN
 from ml_backend.training_hook import TrainingRuns, project_id
-
-# A stand-in for `illume-sync round`: records its payload file's path, says its round as the real
-# one does first, then waits for the test's release file.
-ROUND = """
-import os, pathlib, sys, time
-out = pathlib.Path(sys.argv[1])
-(out / f"payload-{sys.argv[2]}").write_text(os.environ["ILLUME_WEBHOOK_PAYLOAD"])
-print(f"round {sys.argv[3]}: exporting completed tasks of project {sys.argv[2]}", flush=True)
-while not (out / "release").exists():
-    time.sleep(0.02)
-"""
 
 
 @pytest.fixture
@@ -30,7 +20,7 @@ def round_command(tmp_path, monkeypatch):
     monkeypatch.setenv("ILLUME_TRAIN_LOG", str(tmp_path / "train.log"))
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))  # never this machine's build locks
     script = tmp_path / "round.py"
-    script.write_text(ROUND)
+    script.write_text(ROUND_STAND_IN)
     return lambda number=1: f"{sys.executable} {script} {tmp_path} {{project}} {number}"
 
 
@@ -53,6 +43,8 @@ def test_a_press_answers_with_the_round_it_started(make_client, round_command, t
     last = client.get("/training").json()["last"]
     assert (last["exit_code"], last["round"], last["running"]) == (0, 3, False)
     assert last["log"] == str(tmp_path / "train.log") and "round 3: exporting" in last["log_tail"]
+    presses = client.get("/training").json()["presses"]
+    assert [(p["project"], p["status"]) for p in presses] == [("7", "started")] and "round 3" in presses[0]["message"]
     assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).json()["status"] == "ignored"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend_helpers import FAST_SAMPLING, ServerThread, colour_items
+from backend_helpers import FAST_SAMPLING, ROUND_STAND_IN, ServerThread, colour_items
 from connector.client import LabelStudioClient
 from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items
@@ -124,3 +124,49 @@ def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llav
     assert state["rounds"][0]["promoted"] and state["serving"]["version"] == "illume-round-1"
     assert state["rounds"][0]["effort"] == {"annotator_seconds": 20.0, "annotations_timed": 2, "accepted_rationales": 2,
                                             "seconds_per_accepted_rationale": 10.0}  # Label Studio's lead_time
+
+
+def test_start_training_answers_the_lead(label_studio, llava, make_settings, items, tmp_path, monkeypatch):
+    """Label Studio's own button (POST /api/ml/<id>/train), pressed as a lead would: started as round
+    N, already running since ..., nothing new to train on, started again after a new annotation.
+    Label Studio shows none of the answers itself, so each is read back from GET /training."""
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    monkeypatch.setenv("ILLUME_TRAIN_LOG", str(tmp_path / "train.log"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    script = tmp_path / "round.py"
+    script.write_text(ROUND_STAND_IN)
+    settings = make_settings(sampling=FAST_SAMPLING, train_answer_s=60, train_command=(
+        f"{sys.executable} {script} {tmp_path} {{project}} 1"), images=ImagePolicy(
+        label_studio_url=label_studio.url, label_studio_api_key=label_studio.token))
+    app = create_app(settings, ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu"))
+    with ServerThread(app) as server:
+        project = new_project(client, label_studio, "answers", read_label_config(), items, server.url)
+        tasks = sorted(t["id"] for t in client.pages("/api/tasks", {"project": project["id"]}))
+
+        def annotate(task: int) -> None:
+            alias = client.get(f"/api/tasks/{task}")["data"]["candidates"][0]["alias"]
+            client.sdk.annotations.create(id=task, result=[{"from_name": "rationales", "to_name": "image",
+                                                            "type": "choices", "value": {"choices": [alias]}}])
+
+        def press() -> dict:
+            backend = client.sdk.ml.list(project=project["id"])[0]
+            client.sdk.ml.train(id=backend.id)
+            presses = requests.get(f"{server.url}/training", timeout=10).json()["presses"]
+            return presses[-1]
+
+        annotate(tasks[0])
+        first = press()
+        assert first["status"] == "started" and f"project {project['id']} started as round 1" in first["message"]
+        second = press()
+        assert second["status"] == "already running", second
+        assert second["message"].startswith(f"Training for project {project['id']} is already running since ")
+        (tmp_path / "release").touch()
+        assert app.state.training_runs.wait(60)
+        third = press()
+        assert third["status"] == "nothing new", third
+        assert third["message"].startswith(f"Nothing new to train on: project {project['id']} has had no new "
+                                           "annotations since round 1")
+        annotate(tasks[1])
+        assert press()["status"] == "started"
+        assert app.state.training_runs.wait(60)
+        assert len(requests.get(f"{server.url}/training", timeout=10).json()["presses"]) == 4
