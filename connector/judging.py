@@ -21,6 +21,7 @@ from typing import Any
 
 from illume.labeling_schema import LabelingSchema, shipped_schema
 from illume.records import Feedback, PreferencePair, TrainingRow, RATIONALE
+from illume.task_candidates import unseen_aliases
 
 NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
 
@@ -117,13 +118,17 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
     annotations = latest_per_annotator(submitted)
     data = task.get("data") or {}
     texts, lookup = candidate_texts(data, schema)
+    # Options appended after an annotation (a later model version, illume.task_candidates) were
+    # not shown to it: the task is judged on those every annotator saw, plus any ticked.
+    unseen = {lookup[a] for annotation in annotations for a in unseen_aliases(task, annotation) if a in lookup}
     votes: list[dict[str, bool]] = []
     written: list[str] = []
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
     notes["repeat_annotations"] = len(submitted) - len(annotations)
     chosen_by_hand: set[str] = set()  # ticked by someone who did not find it pre-ticked
-    for annotation in annotations:
-        vote = annotation_choices(annotation, lookup, schema)
+    choices = [annotation_choices(annotation, lookup, schema) for annotation in annotations]
+    texts = [t for t in texts if t not in unseen or any(t in vote.ticked for vote in choices)]
+    for annotation, vote in zip(annotations, choices):
         votes.append({text: text in vote.ticked for text in texts})
         written.extend(t for t in vote.written if t not in written)
         notes["none_with_ticks"] += vote.conflict

@@ -7,6 +7,10 @@ adds its candidates (new texts get new aliases) and keeps the old ones, so every
 still resolves to the text it ticked. The current version's options come first: Label Studio
 shows them in the order of `data.candidates`.
 
+Options appended to a judged task are recorded in the task's `meta` (never shown to annotators):
+`meta.candidates_appended = {alias: id of the task's newest annotation then}`, so the export
+judges each annotation only against the options it could have seen (`unseen_aliases`).
+
 `client` is anything with the connector client's `request(method, path, expect=, params=,
 json=)` (connector.client.LabelStudioClient); this module imports nothing from the connector.
 """
@@ -22,6 +26,7 @@ from illume.records import Candidate
 from illume.text import normalise
 
 _ALIAS = re.compile(r"^c(\d+)$")
+APPENDED = "candidates_appended"  # task meta key: alias -> newest annotation id when it was appended
 _LIST_CHUNK = 100  # task ids per export request (keeps the query string short)
 
 
@@ -37,6 +42,8 @@ class StoredTask:
     data: dict[str, Any]
     judged: bool  # an annotation (even a cancelled one) or a draft exists: options are append-only
     project: int | None = None  # where to read it again (None: never re-read)
+    meta: dict[str, Any] | None = None
+    newest_annotation: int = 0  # the highest annotation id (0: none)
 
 
 def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
@@ -97,8 +104,11 @@ def stored_tasks(client: TaskClient, project: int, task_ids: Sequence[int]) -> d
                               "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
         for task in response.json():
             if isinstance(task, dict) and "id" in task:
-                judged = bool(task.get("annotations") or task.get("drafts"))
-                found[int(task["id"])] = StoredTask(task.get("data") or {}, judged, project)
+                annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+                judged = bool(annotations or task.get("drafts"))
+                newest = max((int(a.get("id") or 0) for a in annotations), default=0)
+                meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+                found[int(task["id"])] = StoredTask(task.get("data") or {}, judged, project, meta, newest)
     return found
 
 
@@ -112,21 +122,37 @@ def write_candidates(client: TaskClient, task_id: int, stored: StoredTask, field
     """
     existing = stored.data.get(fields.candidates)
     options, current = merge_options([c.text for c in candidates], existing, stored.judged)
-    _patch_candidates(client, task_id, stored.data, fields, options)
+    _patch_candidates(client, task_id, stored, fields, options)
     written = {option["alias"] for option in options}
     dropped = [o for o in existing or [] if isinstance(o, dict) and o.get("alias") not in written]
     if dropped and stored.project is not None:
         again = stored_tasks(client, stored.project, [task_id]).get(task_id)
         if again is not None and again.judged:  # judged between our read and our write
-            _patch_candidates(client, task_id, again.data, fields, options + dropped)
+            restored = StoredTask({**again.data, fields.candidates: dropped}, True, again.project, again.meta,
+                                  again.newest_annotation)
+            _patch_candidates(client, task_id, restored, fields, options + dropped)
     return current
 
 
-def _patch_candidates(client: TaskClient, task_id: int, data: dict[str, Any], fields: LabelingSchema,
+def unseen_aliases(task: dict[str, Any], annotation: dict[str, Any]) -> set[str]:
+    """Aliases appended to the task after this annotation was made (it could not tick them)."""
+    meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+    appended = meta.get(APPENDED) if isinstance(meta.get(APPENDED), dict) else {}
+    made = int(annotation.get("id") or 0)
+    return {alias for alias, newest in appended.items() if isinstance(newest, int) and made <= newest}
+
+
+def _patch_candidates(client: TaskClient, task_id: int, stored: StoredTask, fields: LabelingSchema,
                       options: list[dict[str, str]]) -> None:
     # The same body again is harmless, so this PATCH may be retried blindly (by the client).
-    response = client.request("PATCH", f"/api/tasks/{task_id}/", json={"data": {**data, fields.candidates: options}},
-                              expect=(200, 400, 403, 404))
+    body: dict[str, Any] = {"data": {**stored.data, fields.candidates: options}}
+    before = {o.get("alias") for o in stored.data.get(fields.candidates) or [] if isinstance(o, dict)}
+    appended = [o["alias"] for o in options if o["alias"] not in before]
+    if stored.judged and appended:  # remember which annotations could not have seen them
+        meta = dict(stored.meta or {})
+        meta[APPENDED] = {**(meta.get(APPENDED) or {}), **{alias: stored.newest_annotation for alias in appended}}
+        body["meta"] = meta
+    response = client.request("PATCH", f"/api/tasks/{task_id}/", json=body, expect=(200, 400, 403, 404))
     if response.status_code != 200:
         raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
                           f"{response.text[:200]})",

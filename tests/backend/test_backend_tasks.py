@@ -117,7 +117,7 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
     from connector.export_project import export_project
     from connector.project import get_project
     from illume.images import ImagePolicy
-    from illume.records import EXPORT_ROWS, iter_jsonl, TrainingRow
+    from illume.records import EXPORT_FEEDBACK, EXPORT_ROWS, Feedback, TrainingRow, iter_jsonl
     from illume.tiny_models import build_tiny_model
     from ml_backend.app import create_app
     from ml_backend.model_holder import Loaded, ModelHolder
@@ -159,5 +159,7 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
             export_project(client, get_project(client, project.id), tmp_path / "export", method="sync")
         rows = list(iter_jsonl(tmp_path / "export" / EXPORT_ROWS, TrainingRow))
         assert [(r.item_id, r.rationale) for r in rows if r.rationale] == [("square-1", ticked["value"])]
+        (feedback,) = iter_jsonl(tmp_path / "export" / EXPORT_FEEDBACK, Feedback)  # judged on what it saw
+        assert feedback.candidates == [o["value"] for o in first] and feedback.accepted == [ticked["value"]]
     finally:
         ls_client.projects.delete(id=project.id)

@@ -6,7 +6,7 @@ import pytest
 
 from illume.labeling_schema import shipped_schema
 from illume.records import Candidate
-from illume.task_candidates import stored_tasks, write_candidates
+from illume.task_candidates import APPENDED, stored_tasks, unseen_aliases, write_candidates
 
 pytestmark = pytest.mark.label_studio
 
@@ -29,24 +29,29 @@ def test_options_are_replaced_until_judged_then_appended(illume_project):
                      candidates("It is a box", "a new text."))
     assert stored_options(kit, task) == [{"value": "It is a box", "alias": "c1"}, {"value": "a new text.", "alias": "c2"}]
 
-    kit.annotate(task, ["c2"])
+    annotation = kit.annotate(task, ["c2"])
     judged = stored_tasks(kit.client, kit.id, [task])[task]
-    assert judged.judged
+    assert judged.judged and judged.newest_annotation == annotation
     current = write_candidates(kit.client, task, judged, fields, candidates("third one.", "a new text"))
     assert current == [{"value": "third one.", "alias": "c3"}, {"value": "a new text.", "alias": "c2"}]
     assert stored_options(kit, task) == current + [{"value": "It is a box", "alias": "c1"}]
-    assert stored_tasks(kit.client, kit.id, [task])[task].data["item_id"] == "item-a"  # nothing else changed
+    after = stored_tasks(kit.client, kit.id, [task])[task]
+    assert after.data["item_id"] == "item-a"  # nothing else changed
+    assert after.meta == {"references": [], APPENDED: {"c3": annotation}}  # c3 came after that annotation
+    assert unseen_aliases({"meta": after.meta}, {"id": annotation}) == {"c3"}
+    assert unseen_aliases({"meta": after.meta}, {"id": annotation + 1}) == set()
 
 
 def test_an_annotation_saved_between_read_and_write_keeps_its_option(illume_project):
     kit, fields = illume_project, shipped_schema()
     task = kit.add_task("item-b", ["the square is red.", "it is a box."])
     before = stored_tasks(kit.client, kit.id, [task])[task]  # read while nobody has judged it
-    kit.annotate(task, ["c0"])  # an annotator saves meanwhile
+    annotation = kit.annotate(task, ["c0"])  # an annotator saves meanwhile
     write_candidates(kit.client, task, before, fields, candidates("another text."))
     assert stored_options(kit, task) == [{"value": "another text.", "alias": "c2"},
                                          {"value": "the square is red.", "alias": "c0"},
                                          {"value": "it is a box.", "alias": "c1"}]
+    assert stored_tasks(kit.client, kit.id, [task])[task].meta[APPENDED] == {"c2": annotation}
 
 
 def test_a_draft_makes_a_task_judged(illume_project):
