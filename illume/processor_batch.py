@@ -74,17 +74,21 @@ def takes_suffix(processor: Any) -> bool:
 
 
 def process(processor: Any, images: Sequence[Image.Image], texts: Sequence[str],
-            suffixes: Sequence[str] | None = None) -> dict[str, Any]:
+            suffixes: Sequence[str] | None = None, padding_side: str | None = None) -> dict[str, Any]:
     """processor(text=texts, images=images) as one padded batch, images laid out as it wants them.
 
     suffixes (only for processors that `takes_suffix`) are the training targets; the processor
-    appends its end-of-sequence token to each. Labels a processor makes itself are dropped:
-    inference needs none and training builds its own (training.data).
+    appends its end-of-sequence token to each. padding_side, when given, overrides the side the
+    processor pads on by its own default (Aya Vision and Janus pad on the left whatever the
+    tokenizer says). Labels a processor makes itself are dropped: inference needs none and
+    training builds its own (training.data).
     """
     if len(images) != len(texts):
         raise IllumeError(f"{len(images)} images for {len(texts)} prompts",
                           "Pass exactly one image per prompt.")
-    extra = {"suffix": list(suffixes)} if suffixes is not None else {}
+    extra: dict[str, Any] = {"suffix": list(suffixes)} if suffixes is not None else {}
+    if padding_side is not None:
+        extra["padding_side"] = padding_side
     batch = dict(processor(text=list(texts), images=_arrange(images, image_layout(processor)),
                            return_tensors="pt", padding=True, **extra))
     batch.pop("labels", None)

@@ -10,10 +10,18 @@ continuation, so the rationale still continues "... {answer}, seeing that".
 Training appends the target (answer or rationale) to exactly these prompts (PaliGemma's
 processor takes it as its `suffix`, after the newline it ends every prompt with), so the
 backend, the connector's evaluation and the training job can never disagree.
+
+What goes around the question comes from what the processor declares, never from its class
+name: its chat template, its image token, and whether it puts the image tokens into the text
+itself (BLIP-2, InstructBLIP, Kosmos-2, Florence-2), which `writes_image_tokens` asks it once.
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
+
+from PIL import Image
 
 RATIONALE_CONNECTIVE = "seeing that"
 
@@ -43,17 +51,69 @@ def uses_chat_template(processor: Any) -> bool:
     return bool(getattr(processor, "chat_template", None))
 
 
+_writes_image_tokens: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+_probe_lock = threading.Lock()
+_PROBE_TEXT = "Q: what color ? A:"
+
+
+def _image_token_count(processor: Any, text: str) -> int | None:
+    """How many image tokens the processor makes of text + one image; None when it refuses."""
+    image = Image.new("RGB", (32, 32), (120, 60, 30))
+    token_id = getattr(processor, "image_token_id", None)
+    tokenizer = getattr(processor, "tokenizer", None)
+    if token_id is None and getattr(processor, "image_token", None) is not None and tokenizer is not None:
+        token_id = tokenizer.convert_tokens_to_ids(str(processor.image_token))
+    for images in ([image], [[image]]):  # one image for one prompt, in either batch layout
+        try:
+            ids = processor(text=[text], images=images, return_tensors="pt")["input_ids"][0]
+        except Exception:  # a processor refuses a prompt or layout with whatever error it likes
+            continue
+        return int((ids == token_id).sum()) if token_id is not None else 0
+    return None
+
+
+def writes_image_tokens(processor: Any) -> bool:
+    """Whether the processor puts an image's tokens into the text itself, so that a placeholder of
+    ours would be one image too many (BLIP-2 would then fail in the model, Florence-2 in the processor).
+
+    Asked once per processor: it takes an image with a prompt that has no placeholder and gives image
+    tokens for it, and a placeholder of ours adds more (or is refused). PaliGemma also takes a prompt
+    without one, but reads our placeholder as that same image: it keeps the placeholder.
+    """
+    with _probe_lock:
+        try:
+            return _writes_image_tokens[processor]
+        except (KeyError, TypeError):
+            pass
+        without = _image_token_count(processor, _PROBE_TEXT)
+        if without is None:
+            writes = False
+        else:
+            marker = getattr(processor, "image_token", None)
+            with_ours = _image_token_count(processor, f"{marker}{_PROBE_TEXT}") if marker else None
+            writes = marker is None or with_ours is None or with_ours > without
+        try:
+            _writes_image_tokens[processor] = writes
+        except TypeError:  # not weak-referenceable: probe again next time
+            pass
+        return writes
+
+
 def image_placeholder(processor: Any) -> str:
-    """The text the processor expands into image tokens (plain-prompt models).
+    """The text the processor expands into image tokens (plain-prompt models); empty for a processor
+    that writes them itself.
 
     PaliGemma's processor also inserts <bos> after the image and ends the prompt with a
     newline; its generated text starts after that newline.
     """
+    if writes_image_tokens(processor):
+        return ""
     return getattr(processor, "image_token", None) or "<image>"
 
 
 def _chat_prefix(processor: Any, question: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    image = [] if writes_image_tokens(processor) else [{"type": "image"}]
+    messages = [{"role": "user", "content": image + [{"type": "text", "text": question}]}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 

@@ -12,7 +12,8 @@ from typing import Callable, Iterable
 import torch
 
 # Built and tested here on every run (tests/core, tests/backend, tests/training).
-ARCHITECTURES = ("llava", "llava_next", "idefics3", "paligemma", "gemma3", "mllama")
+ARCHITECTURES = ("llava", "llava_next", "idefics3", "paligemma", "gemma3", "mllama", "idefics2", "chameleon",
+                 "aya_vision", "blip2", "florence2")
 # Their processors need torchvision (video processors); tests skip where it cannot be imported.
 TORCHVISION_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl")
 
@@ -21,6 +22,12 @@ _DEFAULT_CORPUS = (
     "because it has a long neck seeing that the giraffe is tall there are two dogs on grass "
     "Q: A: yes no one two three four five large small above below next to the sky is blue"
 )
+
+# Idefics2 and Idefics3 (SmolVLM's base): "User:<image> question<end_of_utterance>\nAssistant:"
+IDEFICS_CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'] | capitalize }}:"
+                         "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+                         "{% else %} {{ part['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+                         "{% if add_generation_prompt %}Assistant:{% endif %}")
 
 
 def train_tokenizer(corpus: Iterable[str], special_tokens: list[str], vocab_size: int = 400,
@@ -97,13 +104,9 @@ def build_idefics3(out: Path, corpus: Iterable[str]) -> Path:
     model = Idefics3ForConditionalGeneration(config)
     image_processor = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": image_size},
                                              max_image_size={"longest_edge": image_size})
-    chat_template = ("{% for message in messages %}{{ message['role'] | capitalize }}:"
-                     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
-                     "{% else %} {{ part['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
-                     "{% if add_generation_prompt %}Assistant:{% endif %}")
     image_seq_len = (image_size // patch) ** 2 // (scale ** 2)
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                  image_seq_len=image_seq_len, chat_template=chat_template)
+                                  image_seq_len=image_seq_len, chat_template=IDEFICS_CHAT_TEMPLATE)
     _save(model, processor, out)
     return out
 
@@ -270,9 +273,167 @@ def build_paligemma(out: Path, corpus: Iterable[str]) -> Path:
     return out
 
 
+# ---------------------------------------------------------------------- more architectures
+def build_idefics2(out: Path, corpus: Iterable[str]) -> Path:
+    """Idefics2: a perceiver resampler between the vision tower and a Mistral-style decoder, chat template."""
+    from transformers import (Idefics2Config, Idefics2ForConditionalGeneration, Idefics2ImageProcessor,
+                              Idefics2Processor)
+
+    specials = ["<pad>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<end_of_utterance>"]
+    tokenizer = train_tokenizer(list(corpus) + ["User: Assistant:"], specials,
+                                named={"image_token": "<image>", "image_boundary_token": "<fake_token_around_image>",
+                                       "end_of_utterance_token": "<end_of_utterance>"})
+    image_size, patch, latents = 32, 8, 4
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=image_size, patch_size=patch)
+    perceiver = dict(hidden_size=64, rms_norm_eps=1e-6, resampler_n_latents=latents, resampler_depth=1, resampler_n_heads=2, resampler_head_dim=8,
+                     num_key_value_heads=1)
+    text = _llama_text_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    config = Idefics2Config(vision_config=vision, perceiver_config=perceiver, text_config=text.to_dict(),
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    model = Idefics2ForConditionalGeneration(config)
+    image_processor = Idefics2ImageProcessor(do_image_splitting=False,
+                                             size={"longest_edge": image_size, "shortest_edge": image_size})
+    processor = Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=latents,
+                                  chat_template=IDEFICS_CHAT_TEMPLATE)
+    _save(model, processor, out)
+    return out
+
+
+def build_chameleon(out: Path, corpus: Iterable[str]) -> Path:
+    """Chameleon: images become discrete VQ tokens of the shared vocabulary; the processor appends a separator."""
+    from transformers import (ChameleonConfig, ChameleonForConditionalGeneration, ChameleonImageProcessor,
+                              ChameleonProcessor)
+
+    codebook = 16
+    # The VQ codes' own tokens: "IMGIMG" + the code's digits written as letters (0 -> A) + "Z".
+    code_tokens = ["IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z" for code in range(codebook)]
+    specials = ["<pad>", "<s>", "</s>", "<image>", "<racm3:break>", "<eoss>", "<reserved08706>"] + code_tokens
+    tokenizer = train_tokenizer(corpus, specials)
+    tokenizer.sep_token = "<reserved08706>"
+    image_size = 32
+    vq = dict(embed_dim=8, num_embeddings=codebook, latent_channels=8, resolution=image_size, base_channels=32,
+              channel_multiplier=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[])
+    seq_length = (image_size // 8) ** 2  # three downsamplings
+    ids = tokenizer.get_vocab()
+    config = ChameleonConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, vq_config=vq, vocabulary_map=ids)
+    model = ChameleonForConditionalGeneration(config)
+    image_processor = ChameleonImageProcessor(size={"shortest_edge": image_size},
+                                              crop_size={"height": image_size, "width": image_size})
+    processor = ChameleonProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=seq_length)
+    _save(model, processor, out)
+    return out
+
+
+def build_aya_vision(out: Path, corpus: Iterable[str]) -> Path:
+    """Aya Vision: SigLIP tiles + pixel-shuffle adapter into a Cohere2 decoder; its processor pads on the left."""
+    from transformers import (AyaVisionConfig, AyaVisionForConditionalGeneration, AyaVisionProcessor,
+                              Cohere2Config, GotOcr2ImageProcessor, SiglipVisionConfig)
+
+    specials = ["<pad>", "<s>", "</s>", "<image>", "<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>",
+                "<|IMG_LINE_BREAK|>", "TILE", "TILE_GLOBAL", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>",
+                "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>"]
+    tokenizer = train_tokenizer(corpus, specials)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    image_size, patch, downsample = 32, 8, 2
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=image_size, patch_size=patch)
+    text = Cohere2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+                         pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"])
+    config = AyaVisionConfig(vision_config=vision, text_config=text, downsample_factor=downsample,
+                             image_token_index=ids["<|IMG_PATCH|>"])
+    model = AyaVisionForConditionalGeneration(config)
+    image_processor = GotOcr2ImageProcessor(size={"height": image_size, "width": image_size}, max_patches=1)
+    chat_template = ("{% for message in messages %}<|START_OF_TURN_TOKEN|>"
+                     "{% if message['role'] == 'user' %}<|USER_TOKEN|>{% else %}<|CHATBOT_TOKEN|>{% endif %}"
+                     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+                     "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<|END_OF_TURN_TOKEN|>{% endfor %}"
+                     "{% if add_generation_prompt %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>{% endif %}")
+    processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+                                   img_size=image_size, downsample_factor=downsample, chat_template=chat_template)
+    _save(model, processor, out)
+    return out
+
+
+def _blip_configs(tokenizer, qformer_vocab: int, qformer_pad: int | None = None):
+    """The BLIP family's tiny parts: a 2-layer vision tower, a 1-layer Q-Former, a small OPT."""
+    from transformers import OPTConfig
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  image_size=32, patch_size=8)
+    qformer = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                   encoder_hidden_size=32, vocab_size=qformer_vocab, pad_token_id=qformer_pad)
+    text = OPTConfig(vocab_size=len(tokenizer), hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                     num_attention_heads=4, word_embed_proj_dim=64, max_position_embeddings=512,
+                     pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                     eos_token_id=tokenizer.eos_token_id)
+    return dict(vision_config=vision, qformer_config=qformer, text_config=text.to_dict(), num_query_tokens=4,
+                image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+
+
+def build_blip2(out: Path, corpus: Iterable[str]) -> Path:
+    """BLIP-2: a Q-Former's query outputs in front of an OPT decoder; the processor inserts the image tokens."""
+    from transformers import BlipImageProcessor, Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
+
+    tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>", "<image>"])  # the processor names <image> itself
+    config = Blip2Config(**_blip_configs(tokenizer, qformer_vocab=64))
+    model = Blip2ForConditionalGeneration(config)
+    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                               tokenizer=tokenizer, num_query_tokens=config.num_query_tokens)
+    _save(model, processor, out)
+    return out
+
+
+def build_instructblip(out: Path, corpus: Iterable[str]) -> Path:
+    """InstructBLIP: BLIP-2 whose Q-Former also reads the prompt (its own tokenizer, qformer_input_ids)."""
+    from transformers import (BlipImageProcessor, InstructBlipConfig, InstructBlipForConditionalGeneration,
+                              InstructBlipProcessor)
+
+    tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>", "<image>"])
+    qformer_tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>"], vocab_size=300)
+    config = InstructBlipConfig(**_blip_configs(tokenizer, len(qformer_tokenizer), qformer_tokenizer.pad_token_id))
+    model = InstructBlipForConditionalGeneration(config)
+    processor = InstructBlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                                      tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer,
+                                      num_query_tokens=config.num_query_tokens)
+    _save(model, processor, out)
+    return out
+
+
+def build_florence2(out: Path, corpus: Iterable[str]) -> Path:
+    """Florence-2: a DaViT tower feeding a BART encoder-decoder; the processor writes the image tokens."""
+    from transformers import (BartConfig, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration,
+                              Florence2Processor, Florence2VisionConfig)
+
+    tokenizer = train_tokenizer(corpus, ["<pad>", "<s>", "</s>", "<image>"], named={"image_token": "<image>"})
+    image_size = 64  # DaViT downsamples 32x: a 2 x 2 grid, plus one pooled token
+    vision = Florence2VisionConfig(depths=[1, 1, 1, 1], embed_dim=[16, 16, 32, 32], num_heads=[1, 1, 2, 2],
+                                   num_groups=[1, 1, 2, 2], window_size=2, drop_path_rate=0.0, projection_dim=64)
+    text = BartConfig(vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2,
+                      encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                      decoder_ffn_dim=128, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None)
+    config = Florence2Config(vision_config=vision, text_config=text.to_dict(),
+                             image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    model = Florence2ForConditionalGeneration(config)
+    image_processor = CLIPImageProcessor(size={"height": image_size, "width": image_size}, do_center_crop=False)
+    image_processor.image_seq_length = (image_size // 32) ** 2 + 1
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    _save(model, processor, out)
+    return out
+
+
 BUILDERS: dict[str, Callable[[Path, Iterable[str]], Path]] = {
     "llava": build_llava, "llava_next": build_llava_next, "idefics3": build_idefics3, "paligemma": build_paligemma,
     "gemma3": build_gemma3, "mllama": build_mllama, "qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl,
+    "idefics2": build_idefics2, "chameleon": build_chameleon, "aya_vision": build_aya_vision, "blip2": build_blip2,
+    "florence2": build_florence2, "instructblip": build_instructblip,
 }
 
 

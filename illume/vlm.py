@@ -160,7 +160,11 @@ class VLM:
     # ------------------------------------------------------------------ inputs
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise texts (with image placeholders) and process images, as one padded batch."""
-        batch = processor_batch.process(self.processor, [img.convert("RGB") for img in images], texts)
+        # Left: generation continues each prompt's last token. An encoder reads its prompt whole, from
+        # position 0 (BART's learnt positions ignore the attention mask): right.
+        side = "left" if self.decoder_start is None else "right"
+        batch = processor_batch.process(self.processor, [img.convert("RGB") for img in images], texts,
+                                        padding_side=side)
         dtype = next(self.model.parameters()).dtype
         return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in batch.items()}
@@ -197,8 +201,9 @@ class VLM:
         else:
             kwargs.update(temperature=None, top_k=None, top_p=None)
         out = self.model.generate(**inputs, **kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
-        new_tokens = out.sequences[:, prompt_len:]
+        # The generated tokens are the last ones, one per step: after the prompt for a decoder-only
+        # model, after the decoder's start token for an encoder-decoder one.
+        new_tokens = out.sequences[:, out.sequences.shape[1] - len(out.logits):]
         # Mean log-probability under the model itself (raw logits, before temperature/top-k).
         logits = torch.stack(out.logits, dim=1).float()
         token_logp = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
@@ -214,6 +219,20 @@ class VLM:
             stop |= new_tokens == token_id
         after_stop = (stop.cumsum(1) - stop.long()) > 0
         return (~after_stop).float()
+
+    @property
+    def decoder_start(self) -> int | None:
+        """The token an encoder-decoder model's decoder starts from (training.data.BatchBuilder); None for
+        decoder-only models."""
+        config = self.model.config
+        if not getattr(config, "is_encoder_decoder", False):
+            return None
+        for source in (self.model.generation_config, config, getattr(config, "text_config", None)):
+            start = getattr(source, "decoder_start_token_id", None)
+            if start is not None:
+                return int(start)
+        raise IllumeError(f"{self.name} is an encoder-decoder model whose config names no decoder_start_token_id",
+                          "Set decoder_start_token_id in its config.json or generation_config.json.")
 
     @property
     def base_available(self) -> bool:

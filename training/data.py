@@ -1,8 +1,10 @@
 """Export directory -> validated records -> padded batches built by the model's own processor.
 
 Each example is the exact prompt of illume.prompts followed by target_text(target) and the
-end-of-sequence token. Labels are -100 on the prompt (image tokens included) and on
-padding, so only the answer or rationale tokens are learned. Nothing is ever truncated.
+end-of-sequence token. Labels are -100 on the prompt (image tokens included), on padding and on
+whatever the processor adds around every text, so only the target's tokens and the end token
+are learned, whichever side the processor pads on (`target_span`). An encoder-decoder model reads
+the prompt in its encoder and learns the target in its decoder. Nothing is ever truncated.
 """
 from __future__ import annotations
 
@@ -135,11 +137,42 @@ def shard_batches(count: int, batch_size: int, world: int, rank: int, seed: int,
     return [mine[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
-class BatchBuilder:
-    """Turns rows / preference pairs into model inputs with the model's own processor."""
+def target_span(full: Sequence[int], prompt: Sequence[int]) -> tuple[int, int]:
+    """[start, end) of the target in a row's tokens (padding removed), given the prompt's tokens alone.
 
-    def __init__(self, processor: Any):
+    The target starts where prompt+target stops matching the prompt (normally the prompt's length;
+    earlier when a tokenizer merges across the seam) and ends before the tokens the processor adds
+    after every text (Chameleon's separator): those the two rows end with alike, as far as the
+    prompt's own tokens leave room.
+    """
+    start = 0
+    while start < min(len(full), len(prompt)) and full[start] == prompt[start]:
+        start += 1
+    tail = 0
+    while tail < len(prompt) - start and tail < len(full) - start and full[-1 - tail] == prompt[-1 - tail]:
+        tail += 1
+    return start, len(full) - tail
+
+
+def _token_aligned(batch: dict[str, Any], key: str) -> bool:
+    """Whether batch[key] has a value per token of input_ids (attention mask, token types, Mllama's
+    cross-attention mask), so that it belongs to the prompt and target together."""
+    value = batch[key]
+    return torch.is_tensor(value) and value.dim() >= 2 and value.shape[:2] == batch["input_ids"].shape[:2]
+
+
+class BatchBuilder:
+    """Turns rows / preference pairs into model inputs with the model's own processor.
+
+    decoder_start (an encoder-decoder model's decoder start token, illume.vlm.VLM.decoder_start; None
+    for decoder-only models): the prompt goes to the encoder, the target to the decoder
+    (decoder_input_ids), labelled so that training.losses reads them like a decoder-only model's:
+    position i's logits predict label i + 1.
+    """
+
+    def __init__(self, processor: Any, decoder_start: int | None = None):
         self.processor = processor
+        self.decoder_start = decoder_start
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
@@ -154,27 +187,59 @@ class BatchBuilder:
     def encode(self, images: Sequence[str], prompt_texts: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:
         """Padded inputs + labels for prompt_i + target_i; labels only on target tokens and eos."""
         pil = [load_local_image(p) for p in images]
+        if self.decoder_start is not None:
+            return self._encode_for_decoder(pil, prompt_texts, targets)
+        # Right padding asked for explicitly: some processors pad left whatever the tokenizer says.
         if processor_batch.takes_suffix(self.processor):  # it appends the target (and eos) after its own prompt end
-            batch = processor_batch.process(self.processor, pil, prompt_texts, [prompts.target_text(t) for t in targets])
+            batch = processor_batch.process(self.processor, pil, prompt_texts, [prompts.target_text(t) for t in targets],
+                                            padding_side="right")
         else:
             full = [p + prompts.target_text(t) + self.eos for p, t in zip(prompt_texts, targets)]
-            batch = processor_batch.process(self.processor, pil, full)
-        prompt = processor_batch.process(self.processor, pil, list(prompt_texts))
-        prompt_ids, prompt_mask = prompt["input_ids"], prompt["attention_mask"]
-        labels = batch["input_ids"].clone()
-        labels[batch["attention_mask"] == 0] = IGNORE
+            batch = processor_batch.process(self.processor, pil, full, padding_side="right")
+        prompt = processor_batch.process(self.processor, pil, list(prompt_texts), padding_side="right")
+        labels = torch.full_like(batch["input_ids"], IGNORE)
         for row in range(labels.shape[0]):
-            n = int(prompt_mask[row].sum())
-            # Label from the first token where prompt+target stops matching the prompt alone
-            # (normally the prompt length; shorter when a tokenizer merges across the seam).
-            same = (batch["input_ids"][row, :n] == prompt_ids[row, :n]).long()
-            n = int(same.cumprod(0).sum())
-            labels[row, :n] = IGNORE
-            if not (labels[row] != IGNORE).any():
-                raise IllumeError(f"the target {targets[row]!r} produced no tokens to learn",
-                                  "Check that rows have a non-empty answer/rationale.")
+            # Positions of real tokens, wherever the processor put its padding (BLIP-2 pads mid-row).
+            where = batch["attention_mask"][row].nonzero().squeeze(-1)
+            full_ids = batch["input_ids"][row, where]
+            prompt_ids = prompt["input_ids"][row, prompt["attention_mask"][row].bool()]
+            start, end = target_span(full_ids.tolist(), prompt_ids.tolist())
+            labels[row, where[start:end]] = full_ids[start:end]
+            self._check_learnt(labels[row], targets[row])
+        for key, value in prompt.items():  # inputs not read token by token come from the prompt, as at inference:
+            if not (_token_aligned(batch, key) and _token_aligned(prompt, key)):  # InstructBLIP's Q-Former text
+                batch[key] = value
         batch["labels"] = labels
         return batch
+
+    def _encode_for_decoder(self, pil: list, prompt_texts: Sequence[str], targets: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Encoder inputs from the prompts; decoder inputs = start token + target + eos, right-padded."""
+        batch = processor_batch.process(self.processor, pil, list(prompt_texts), padding_side="right")
+        rows = [[self.decoder_start] + self.tokenizer(prompts.target_text(t), add_special_tokens=False)["input_ids"]
+                + [self.tokenizer.eos_token_id] for t in targets]
+        width = max(map(len, rows))
+        decoder_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        decoder_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for index, ids in enumerate(rows):
+            decoder_ids[index, :len(ids)] = torch.tensor(ids)
+            decoder_mask[index, :len(ids)] = 1
+            labels[index, 1:len(ids)] = torch.tensor(ids[1:])  # the start token is given, never learnt
+            self._check_learnt(labels[index], targets[index])
+        batch.update(decoder_input_ids=decoder_ids, decoder_attention_mask=decoder_mask, labels=labels)
+        return batch
+
+    def _check_learnt(self, labels: torch.Tensor, target: str) -> None:
+        learnt = labels[labels != IGNORE]
+        if not len(learnt):
+            raise IllumeError(f"the target {target!r} produced no tokens to learn",
+                              "Check that rows have a non-empty answer/rationale.")
+        eos_id = self.tokenizer.eos_token_id
+        if eos_id is not None and int(learnt[-1]) != eos_id:
+            raise IllumeError(f"the tokens learnt for the target {target!r} do not end with the end token "
+                              f"({self.tokenizer.decode(learnt)!r})",
+                              "Report the model: its processor adds tokens after the text that the labels cannot "
+                              "tell from the target.")
 
     def prompt_and_target(self, row: TrainingRow, answer_in_rationale: bool = False) -> tuple[str, str]:
         """A row's prompt and target. With answer_in_rationale, a rationale row's answer moves from the

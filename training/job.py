@@ -102,7 +102,7 @@ class Trainer:
         # ZeRO 3: built partitioned (each rank holds its share from the start); keep hf_ds_config alive.
         base, self.hf_ds_config = load_base(config.base_model, self.ds_config)
         self.eval_processor = base.processor
-        self.builder = BatchBuilder(copy.deepcopy(base.processor))
+        self.builder = BatchBuilder(copy.deepcopy(base.processor), decoder_start=base.decoder_start)
         seed_everything(config.seed)  # the same LoRA init whichever way the base was built
         if config.init_adapter:  # warm start: continue the adapter served now (the method's next iteration)
             self.model = load_adapter(base.model, config.init_adapter, config.base_model)

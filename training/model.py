@@ -36,32 +36,43 @@ def language_model_prefix(model: nn.Module) -> str:
                       "Use an image-text-to-text model whose decoder transformers exposes via get_decoder().")
 
 
-def lora_target_regex(model: nn.Module, train_projector: bool = False) -> str:
-    """A peft target_modules regex: every Linear of the language model (and the projector)."""
+def lora_target_regex(model: nn.Module, train_projector: bool = False, train_heads: bool = False) -> str:
+    """A peft target_modules regex: every Linear of the language model (and the projector).
+
+    The output head and the embeddings are left out unless train_heads: inside a language model
+    that carries its own head (BLIP-2's and Kosmos-2's OPT), LoRA on it would save the whole head
+    with every adapter, for a layer that only maps the last hidden state to the vocabulary.
+    """
     prefixes = [language_model_prefix(model)]
     if train_projector:
         prefixes += [n for n, _ in model.named_modules() if n.split(".")[-1] in PROJECTOR_NAMES]
+    heads = [] if train_heads else [m for m in (model.get_output_embeddings(), model.get_input_embeddings())
+                                    if m is not None]
+    left_out = [n for n, m in model.named_modules() if any(m is head for head in heads)]
     leaves: dict[str, set[str]] = {}
     for name, module in model.named_modules():
         for prefix in prefixes:
-            if name.startswith(prefix + ".") and isinstance(module, nn.Linear):
+            if name.startswith(prefix + ".") and isinstance(module, nn.Linear) and name not in left_out:
                 leaves.setdefault(prefix, set()).add(name.split(".")[-1])
     if not leaves:
         raise IllumeError(f"{type(model).__name__} has no linear layers in its language model",
                           "Use a transformer VLM (LoRA needs nn.Linear layers).")
     parts = [rf"{re.escape(p)}(\..*)?\.({'|'.join(sorted(l))})" for p, l in sorted(leaves.items())]
-    return "|".join(f"(?:{p})" for p in parts)
+    regex = "|".join(f"(?:{p})" for p in parts)
+    if left_out:  # peft full-matches module names: never the head's, whatever its leaf name
+        regex = f"(?!(?:{'|'.join(re.escape(n) for n in left_out)})$)(?:{regex})"
+    return regex
 
 
 def add_lora(model: nn.Module, rank: int = 8, alpha: int = 16, dropout: float = 0.0,
-             train_projector: bool = False) -> Any:
+             train_projector: bool = False, train_heads: bool = False) -> Any:
     """Freeze the base and wrap it with fresh LoRA adapters (peft)."""
     from peft import LoraConfig, get_peft_model
 
     for param in model.parameters():
         param.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                        target_modules=lora_target_regex(model, train_projector))
+                        target_modules=lora_target_regex(model, train_projector, train_heads))
     return get_peft_model(model, config)
 
 

@@ -143,3 +143,19 @@ def test_layout_comes_from_behaviour_not_the_class_name(tiny_model_dir):
         processor_batch.image_layout(_Refusing(real))
     with pytest.raises(IllumeError, match="2 images for 1 prompts"):
         processor_batch.process(real, [q.image for q in queries()[:2]], ["x"])
+
+
+@pytest.mark.parametrize("arch, writes", [("blip2", True), ("florence2", True), ("llava", False), ("paligemma", False),
+                                          ("idefics2", False)])
+def test_the_image_placeholder_follows_what_the_processor_does(arch, writes, tiny_model_dir):
+    """BLIP-2 and Florence-2 put the image tokens into the text themselves: a placeholder of ours would be
+    one image too many. PaliGemma could do it too, but reads our placeholder as the same image."""
+    from transformers import AutoProcessor
+
+    from illume import prompts
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir(arch))
+    assert prompts.writes_image_tokens(processor) is writes
+    for text in (prompts.render_answer_prompt(processor, "what color ?"),
+                 prompts.render_rationale_prompt(processor, "what color ?", "red")):
+        assert (str(processor.image_token) in text) is not writes, text

@@ -1,17 +1,20 @@
 """Training and held-out evaluation on every tiny architecture, batched, on images of mixed sizes."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
+from illume import prompts
 from illume.errors import IllumeError
 from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
-from illume.vlm import ADAPTER_META
+from illume.vlm import ADAPTER_META, VLM
 from training import TrainConfig, run
 from training.cli import parser
-from training.data import IGNORE, BatchBuilder, load_export
+from training.data import IGNORE, BatchBuilder, load_export, target_span
 
 MIXED_SIZES = ((48, 40), (20, 90), (64, 64))  # wide, tall, square: processors resize and tile them differently
 ALL = [pytest.param(a, marks=pytest.mark.skipif(missing_requirement(a) is not None, reason=str(missing_requirement(a))))
@@ -29,21 +32,43 @@ def test_one_step_of_batch_2_and_an_evaluation_of_3_items(arch, tmp_path, tiny_m
     assert result.metrics["items"] == 3 and 0 <= result.metrics["accuracy"] <= 100
     assert len(result.metrics["examples"]) == 3
     assert json.loads((result.adapter_dir / ADAPTER_META).read_text())["steps"] == 1
+    with safe_open(str(result.adapter_dir / "adapter_model.safetensors"), "pt") as adapter:
+        saved = list(adapter.keys())
+    assert saved and not [k for k in saved if "lm_head" in k or "embed_tokens" in k], saved  # no head, no embeddings
+
+
+def learnt_texts(builder: BatchBuilder, batch: dict) -> list[str]:
+    """Exactly what each row's labels teach, decoded (special tokens kept)."""
+    return [builder.tokenizer.decode(labels[labels != IGNORE]) for labels in batch["labels"]]
 
 
 @pytest.mark.parametrize("arch", ALL)
-def test_a_batch_of_mixed_sizes_labels_only_each_row_s_target(arch, tiny_model_dir, tmp_path, make_export):
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(tiny_model_dir(arch))
+def test_exactly_the_target_and_the_end_token_are_learnt(arch, tiny_model_dir, tmp_path, make_export):
+    """Whatever side the processor pads on and whatever it adds around the text (Chameleon's separator,
+    BLIP-2's query tokens, Florence-2's encoder prompt), an answer row, a rationale row and a preference
+    pair learn their target's tokens and the end token, nothing else."""
+    vlm = VLM.load(str(tiny_model_dir(arch)), device="cpu")
+    builder = BatchBuilder(copy.deepcopy(vlm.processor), decoder_start=vlm.decoder_start)
     export = load_export(make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES))
-    batch = BatchBuilder(processor).rows(export.rows, export.rationale_weight)
-    assert batch["input_ids"].shape[0] == len(export.rows) == 3
-    for row, labels in zip(export.rows, batch["labels"]):
-        target = row.rationale if row.kind == "rationale" else row.answer
-        learned = labels[labels != IGNORE]
-        assert processor.tokenizer.decode(learned[:-1]).strip() == target
-        assert learned[-1] == processor.tokenizer.eos_token_id
+    assert [r.kind for r in export.rows] == ["answer", "rationale", "answer"]  # one batch, images of mixed sizes
+    eos = builder.tokenizer.eos_token
+    learnt = learnt_texts(builder, builder.rows(export.rows, export.rationale_weight))
+    learnt += learnt_texts(builder, builder.pairs(export.pairs[1:]))
+    # The training default: the rationale row learns its answer too ("red, seeing that ...").
+    learnt += learnt_texts(builder, builder.rows(export.rows[1:2], export.rationale_weight, answer_in_rationale=True))
+    print(arch, learnt)  # pytest -s shows the decoded learnt tokens per architecture
+    rationale = export.rows[1]
+    assert learnt == [f" {export.rows[0].answer}{eos}", f" {rationale.rationale}{eos}",
+                      f" {export.rows[2].answer}{eos}", f" {export.pairs[1].chosen}{eos}",
+                      f" {export.pairs[1].rejected}{eos}",
+                      f" {prompts.rationale_reply(rationale.answer, rationale.rationale)}{eos}"]
+
+
+def test_target_span_skips_the_prompt_and_what_the_processor_adds_after_every_text():
+    prompt = [1, 7, 7, 5, 9]  # bos, image, image, "A:", separator the processor appends
+    assert target_span([1, 7, 7, 5, 3, 4, 2, 9], prompt) == (4, 7)  # target 3 4, eos 2
+    assert target_span([1, 7, 7, 5, 3, 9, 2, 9], prompt) == (4, 7)  # a target token equal to the separator
+    assert target_span([1, 7, 7, 6, 3, 2], [1, 7, 7, 5]) == (3, 6)  # merged across the seam: from the merge on
 
 
 def test_eval_batch_size_is_an_option_and_is_checked(tmp_path, export_dir, tiny_model_dir):
@@ -77,3 +102,19 @@ def test_illume_sync_train_and_loop_take_the_eval_batch_size():
     args = training_command("export", "model", "out", "items.jsonl", eval_batch_size=3)
     assert args[args.index("--eval-batch-size") + 1] == "3"
     assert parser().parse_args(args[args.index("--export"):]).eval_batch_size == 3
+
+
+def test_the_q_former_reads_the_prompt_never_the_target(tmp_path, make_export):
+    """InstructBLIP's processor tokenizes the whole text for its Q-Former too: there the target would
+    be an input of the very tokens it is learnt on. Training gives it the prompt, as sampling does."""
+    from illume.tiny_models import build_tiny_model
+
+    vlm = VLM.load(str(build_tiny_model("instructblip", tmp_path / "instructblip")), device="cpu")
+    export = load_export(make_export(tmp_path / "export", items=2, sizes=MIXED_SIZES))
+    builder = BatchBuilder(copy.deepcopy(vlm.processor))
+    batch = builder.rows(export.rows, export.rationale_weight)
+    qformer = vlm.processor.qformer_tokenizer
+    read = [qformer.decode(ids[mask.bool()]) for ids, mask in zip(batch["qformer_input_ids"],
+                                                                  batch["qformer_attention_mask"])]
+    assert read == [builder.prompt(r.question, r.answer, r.kind) for r in export.rows]
+    assert learnt_texts(builder, batch)[1] == f" {export.rows[1].rationale}{builder.tokenizer.eos_token}"
