@@ -60,7 +60,9 @@ class AnswerPool:
                               "Pass e.g. 10 (the method's), or 0 for no answer-only rows from the pool.")
 
     def size(self, rationale_rows: int, available: int) -> int:
-        return min(available, round(self.ratio * rationale_rows))
+        """ratio x the rationale rows (as if one when there are none: a round where nothing was accepted
+        still trains answers), capped by the available items."""
+        return min(available, round(self.ratio * max(rationale_rows, 1)))
 
 
 def _row_key(item_id: str, text: str) -> str:

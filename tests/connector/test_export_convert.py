@@ -174,3 +174,6 @@ def test_answer_pool_draws_from_all_items_never_held_out_ones(tmp_path):
     plain = convert(tasks, tmp_path / "plain", ProjectExportOptions(held_out=held_out))  # no pool: as before
     assert plain["counts"]["answer_rows"] == 0 and plain["answer_pool"] == {"source": "annotated", "drawn": 0}
     assert convert(tasks, tmp_path / "plain2")["counts"]["answer_rows"] == 1  # "no-tick", when not held out
+    nothing_accepted = convert([t for t in tasks if t["data"]["item_id"] not in {"r1", "r2"}], tmp_path / "none",
+                               ProjectExportOptions(answer_pool=AnswerPool(ratio=3), held_out=held_out))
+    assert nothing_accepted["counts"]["answer_rows"] == 3  # as if one rationale row: answers still trained
