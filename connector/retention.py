@@ -42,6 +42,8 @@ class Retention:
         """Arguments of `python -m training` for these parts (before the user's own, which win)."""
         args = ["--epochs", str(self.epochs), "--select-epoch" if self.select_epoch else "--no-select-epoch",
                 "--select-metric", select_metric]
+        if select_metric != "meteor":  # the per-epoch evaluations need no JVM (the gate still measures METEOR)
+            args.append("--no-eval-meteor")
         if self.answer_in_rationale is not None:
             args.append("--answer-in-rationale" if self.answer_in_rationale else "--no-answer-in-rationale")
         if self.warm_start and init_adapter:

@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
                    help=d["select_epoch"].metadata["help"])
     p.add_argument("--select-metric", default=d["select_metric"].default, help=d["select_metric"].metadata["help"])
     p.add_argument("--min-accuracy", type=float, help=d["min_accuracy"].metadata["help"])
+    p.add_argument("--eval-meteor", action=argparse.BooleanOptionalAction, default=d["eval_meteor"].default,
+                   help=d["eval_meteor"].metadata["help"])
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 

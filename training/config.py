@@ -46,7 +46,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps
     eval_max_new_tokens: int = 40
     eval_batch_size: int = EVAL_BATCH_SIZE  # held-out items per generate call
-    eval_meteor: bool = True  # METEOR starts a JVM per evaluation (seconds)
+    eval_meteor: bool = field(default=True, metadata={"help": (
+        "METEOR in the held-out evaluation (it starts a JVM per evaluation: seconds; off when the epoch is "
+        "chosen by another metric)")})
     log_every: int = 10
     # Answer retention (issue 22), each as the method has it by default.
     answer_in_rationale: bool = field(default=True, metadata={"help": (

@@ -14,7 +14,8 @@ def test_defaults_are_the_methods_and_reach_the_training_job():
     args = vars(parser().parse_args(["--export", "e", "--base-model", "m", "--out", "o",
                                      *retention.train_args("/runs/round-1/adapter", "rouge_l", 94.5)]))
     assert (args["epochs"], args["init_adapter"], args["select_epoch"], args["select_metric"], args["min_accuracy"],
-            args["answer_in_rationale"]) == (5, "/runs/round-1/adapter", True, "rouge_l", 94.5, True)
+            args["answer_in_rationale"], args["eval_meteor"]) == (5, "/runs/round-1/adapter", True, "rouge_l", 94.5,
+                                                                  True, False)
     assert "--init-adapter" not in retention.train_args(None, "rouge_l", None)  # round 1: the model as built
 
 
