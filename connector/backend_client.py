@@ -179,3 +179,29 @@ def finish_pending_reload(run_dir: Path, admin_token: str, backend_url: str | No
                           "Pass the run directory of the training whose reload failed, or --model/--adapter.")
     return reload_recorded(run_dir, backend_url or pending.backend_url, admin_token, pending.model, pending.adapter,
                            pending.version, wait)
+
+
+def finish_earlier_reloads(run_dir: Path, backend_url: str, admin_token: str, say=lambda _: None,
+                           wait: BackendWait = BackendWait()) -> dict[str, Any] | None:
+    """The next round's part: finish the newest reload an earlier round of the same run left
+    pending (`<run>/round-N/` or `<run>/round-N/<step>/`, as the loop and `round` lay them out);
+    older ones it supersedes are dropped. A failure is said, not raised: this round's own reload
+    follows and reports."""
+    here = Path(run_dir).resolve()
+    rounds = next((p.parent for p in (here, *here.parents) if p.name.startswith("round-")), None)
+    if rounds is None:
+        return None
+    found = {p for p in (*rounds.glob(f"round-*/{PENDING_RELOAD}"), *rounds.glob(f"round-*/*/{PENDING_RELOAD}"))
+             if p.parent != here}
+    if not found:
+        return None
+    newest, *older = sorted(found, key=lambda p: (p.stat().st_mtime_ns, str(p)), reverse=True)
+    for path in older:
+        say(f"dropping {path}: a newer pending reload ({newest}) supersedes it")
+        path.unlink(missing_ok=True)
+    say(f"finishing the reload an earlier round left pending ({newest})")
+    try:
+        return finish_pending_reload(newest.parent, admin_token, backend_url, wait)
+    except IllumeError as exc:
+        say(f"the pending reload failed again: {exc.what}")
+        return None

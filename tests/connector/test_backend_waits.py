@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from connector.backend_client import PENDING_RELOAD, BackendWait, reload_backend, reload_recorded
+from connector.backend_client import (PENDING_RELOAD, BackendWait, finish_earlier_reloads, reload_backend,
+                                      reload_recorded)
 from connector.cli import main
 from fault_proxy import Fault, FaultProxy
 from illume.errors import IllumeError
@@ -73,3 +74,19 @@ def test_a_failed_reload_is_recorded_and_finished_by_illume_sync_reload(backend,
     assert serving(url) == "waits-v3" and not (tmp_path / PENDING_RELOAD).exists()
     result = CliRunner().invoke(main, ["reload", "--backend-url", url, "--admin-token", ADMIN, "--run", str(tmp_path)])
     assert result.exit_code != 0 and "no reload is pending" in result.output
+
+
+def test_the_next_round_finishes_a_reload_an_earlier_round_left_pending(backend, tmp_path):
+    url, model = backend
+    dead = f"http://127.0.0.1:{free_port()}"
+    run = tmp_path / "run"
+    for number in (1, 2):  # two rounds whose reloads failed (the backend was down)
+        (run / f"round-{number}" / "train").mkdir(parents=True)
+        with pytest.raises(IllumeError):
+            reload_recorded(run / f"round-{number}" / "train", dead, ADMIN, model, None, f"round-{number}", QUICK)
+    said = []
+    status = finish_earlier_reloads(run / "round-3" / "train", url, ADMIN, said.append)
+    assert status["serving_version"] == "round-2" == serving(url)  # the newest; round 1's is superseded
+    assert not list(run.glob(f"round-*/*/{PENDING_RELOAD}"))
+    assert any("supersedes" in line for line in said)
+    assert finish_earlier_reloads(tmp_path / "elsewhere", url, ADMIN) is None  # not a round of a run
