@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from connector.backend_client import reload_recorded
+from connector.backend_client import finish_earlier_reloads, reload_recorded
 from connector.training_job import evaluate_model, gate
 from illume.errors import IllumeError
 from illume.records import Item, atomic_write_text
@@ -73,6 +73,8 @@ def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *
     items, the model as built only when it is not the serving model.
     """
     adapter = str(adapter)
+    if backend is not None:  # a reload an earlier round left pending (the backend was down) goes first
+        finish_earlier_reloads(run_dir, backend.url, backend.admin_token, say)
     if eval_items:
         metrics = evaluate_model(base_model, adapter, list(eval_items), settings.eval_batch_size)
         serving_metrics, baseline_metrics = reference_metrics(base_model, serving_adapter, list(eval_items), settings,
