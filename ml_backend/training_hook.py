@@ -42,7 +42,9 @@ from ml_backend.stale_locks import clear_stale_locks
 
 log = logging.getLogger(__name__)
 EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model MODEL --backend-url URL"
-ROUND_LINE = re.compile(rb"^round ([0-9]+):", re.MULTILINE)  # what `illume-sync round` prints first
+# What `illume-sync round` prints first ("round 3: exporting completed tasks of project 11 ..."):
+# naming the project keeps runs of several projects apart in the one log.
+ROUND_LINE = rb"^round ([0-9]+):[^\n]* of project %s\b"
 LOG_TAIL_CHARS = 2000
 PRESSES_KEPT = 20  # GET /training lists the answers to the latest presses
 
@@ -98,7 +100,8 @@ class TrainingRun:
             return b""
 
     def find_round(self) -> int | None:
-        if self.round is None and (match := ROUND_LINE.search(self.output()[:65536])):
+        pattern = ROUND_LINE % (re.escape(self.project.encode()) if self.project else rb"[0-9]+")
+        if self.round is None and (match := re.search(pattern, self.output()[:65536], re.MULTILINE)):
             self.round = int(match.group(1))
         return self.round
 
