@@ -198,13 +198,19 @@ class BatchBuilder:
             batch = processor_batch.process(self.processor, pil, full, padding_side="right")
         prompt = processor_batch.process(self.processor, pil, list(prompt_texts), padding_side="right")
         labels = torch.full_like(batch["input_ids"], IGNORE)
+        aligned = [key for key in batch if _token_aligned(batch, key)]
         for row in range(labels.shape[0]):
             # Positions of real tokens, wherever the processor put its padding (BLIP-2 pads mid-row).
             where = batch["attention_mask"][row].nonzero().squeeze(-1)
             full_ids = batch["input_ids"][row, where]
             prompt_ids = prompt["input_ids"][row, prompt["attention_mask"][row].bool()]
             start, end = target_span(full_ids.tolist(), prompt_ids.tolist())
-            labels[row, where[start:end]] = full_ids[start:end]
+            # What the processor adds after every text (Chameleon's separator) goes before the target, so
+            # the model learns to continue the prompt exactly as the processor gives it when sampling.
+            order = torch.cat([where[:start], where[end:], where[start:end]])
+            for key in aligned:
+                batch[key][row, where] = batch[key][row, order]
+            labels[row, where[len(where) - (end - start):]] = full_ids[start:end]
             self._check_learnt(labels[row], targets[row])
         for key, value in prompt.items():  # inputs not read token by token come from the prompt, as at inference:
             if not (_token_aligned(batch, key) and _token_aligned(prompt, key)):  # InstructBLIP's Q-Former text

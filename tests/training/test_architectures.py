@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from illume import prompts
+from illume import processor_batch, prompts
 from illume.errors import IllumeError
+from illume.images import load_local_image
 from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
 from illume.vlm import ADAPTER_META, VLM
 from training import TrainConfig, run
@@ -57,6 +58,14 @@ def test_exactly_the_target_and_the_end_token_are_learnt(arch, tiny_model_dir, t
     # The training default: the rationale row learns its answer too ("red, seeing that ...").
     learnt += learnt_texts(builder, builder.rows(export.rows[1:2], export.rationale_weight, answer_in_rationale=True))
     print(arch, learnt)  # pytest -s shows the decoded learnt tokens per architecture
+    if vlm.decoder_start is None:  # a decoder-only model learns them right after the prompt as it is sampled
+        batch = builder.rows(export.rows, export.rationale_weight)
+        for row, image in enumerate(load_local_image(r.image) for r in export.rows):
+            prompt = processor_batch.process(builder.processor, [image], [builder.prompt_and_target(export.rows[row])[0]])
+            real = batch["attention_mask"][row].bool()
+            learnt_here = batch["labels"][row][real] != IGNORE
+            assert batch["input_ids"][row][real][~learnt_here].tolist() == prompt["input_ids"][0].tolist()
+            assert learnt_here[-int(learnt_here.sum()):].all()  # the learnt tokens end the row
     rationale = export.rows[1]
     assert learnt == [f" {export.rows[0].answer}{eos}", f" {rationale.rationale}{eos}",
                       f" {export.rows[2].answer}{eos}", f" {export.pairs[1].chosen}{eos}",
