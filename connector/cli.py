@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC, DEFAULT_SCORING, SCORING_HELP, SCORINGS
+from connector.progress import Progress
 from illume.errors import IllumeError
 
 EXIT_PROBLEM = 1
@@ -206,24 +207,6 @@ ANSWER_POOL = _options(
                  help="Held-out items (JSONL of Item) whose item ids never get an answer-only row."))
 
 
-class Progress:
-    """Counts on stderr, at most every `every` units (scripts read stdout only)."""
-
-    def __init__(self, label: str, total: int | None = None, every: int = 1) -> None:
-        self.label, self.total, self.every, self.done, self.shown = label, total, every, 0, 0
-
-    def __call__(self, amount: int = 1) -> None:
-        self.done += amount
-        if self.done - self.shown >= self.every or self.done == self.total:
-            self.shown = self.done
-            of = f"/{self.total}" if self.total else ""
-            click.echo(f"\r{self.label}: {self.done}{of}", err=True, nl=False)
-
-    def end(self) -> None:
-        if self.shown:
-            click.echo("", err=True)
-
-
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="illume-studio")
 def main() -> None:
@@ -301,7 +284,7 @@ def import_(session, source, local_files_root, limit, round_):
     schema = require_schema(found)
     items = list(read_items(source))[:limit]
     base = source if source.is_dir() else source.parent
-    progress = Progress("imported", len(items))
+    progress = Progress("imported", len(items), unit="item")
     placer = ImagePlacer(session.client, found["id"], local_files_root, base)
     result = import_items(session.client, found["id"], items, placer, progress, round_, schema)
     progress.end()
@@ -340,8 +323,9 @@ def predict(session, batch_size, offline, model, adapter, version, processes, ho
             raise IllumeError("--offline needs --model", "Pass the base model directory the backend serves.")
         job = OfflineJob(url=session.client.url, project=session.project["id"], model=model, adapter=adapter,
                          version=version, preselect=preselect, batch_size=batch_size, **sampling_from_env())
-        result = run_offline(session.client, session.project, job, processes, hostfile,
-                             echo=lambda line: click.echo(line, err=True))
+        with Progress("sampled") as progress:
+            result = run_offline(session.client, session.project, job, processes, hostfile,
+                                 echo=lambda line: click.echo(line, err=True), progress=progress)
         session.emit(f"{result.predicted} of {result.requested} tasks got a prediction of version {result.version!r} "
                      f"({processes if not hostfile else 'hostfile'} processes, {result.seconds:.0f} s)",
                      {"requested": result.requested, "predicted": result.predicted, "version": result.version,
@@ -374,7 +358,7 @@ def annotate(session, simulate, annotators, critic, threshold, error_rate, seed)
     from illume.critic import make_critic
 
     judge = make_critic(critic, threshold, session.scoring)
-    progress = Progress("tasks", every=10)
+    progress = Progress("annotated", session.project.get("task_number"))
     result = run(session.client, session.project, annotators, judge, error_rate, seed, progress)
     progress.end()
     session.emit(f"submitted {result.annotations} annotations ticking {result.ticked} of {result.shown} candidates"
@@ -431,10 +415,12 @@ def export(session, out, previous, min_agreement, min_annotations, round_, allow
     """
     from connector.export_project import export_project, held_out_ids
 
-    progress = Progress("tasks", every=200)
+    pool = _retention().answer_pool()
+    # Every task is read when answer-only rows are drawn from all items; else the annotated ones.
+    progress = Progress("exported", session.project.get("task_number" if pool else "num_tasks_with_annotations"))
     manifest = export_project(session.client, session.project, out, min_agreement, previous, progress, round_,
                               policy=_policy(session.client, allow_hosts, allow_roots), method=method,
-                              min_annotations=min_annotations, answer_pool=_retention().answer_pool(),
+                              min_annotations=min_annotations, answer_pool=pool,
                               held_out=held_out_ids(held_out_items))
     progress.end()
     session.emit(_export_summary(manifest, out), manifest)
@@ -529,7 +515,7 @@ def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_a
                          train_args=train_args, retention=_retention(),
                          policy=_policy(session.client, allow_hosts, allow_roots), method=method)
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
-    record = run_round(session.client, config, say=say, progress=Progress("  exported", every=200))
+    record = run_round(session.client, config, say=say, progress=Progress("  exported"))
     session.emit(f"round {record['round']}: {len(record['tasks'])} tasks, adapter {record['adapter']} "
                  + ("promoted" + (f", backend serves {record['serving_version']!r}" if record["serving_version"] else "")
                     if record["promoted"] else f"not promoted ({record['reason']})"), record)
@@ -635,7 +621,7 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait
                         against_base=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size).against_base,
                         **({"wait_hours": wait_hours} if wait_hours is not None else {}))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
-    state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}", every=10)).run()
+    state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}")).run()
     session.emit(summary_table(state.rounds, session.scoring), {"rounds": state.rounds})
 
 
@@ -677,7 +663,7 @@ def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, c
     run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
                         interactive=interactive, annotators=annotators, critic=critic, threshold=threshold,
                         error_rate=error_rate, seed=seed),
-             say=click.echo, progress=lambda label: Progress(f"  {label}", every=10))
+             say=click.echo, progress=lambda label: Progress(f"  {label}"))
 
 
 if __name__ == "__main__":

@@ -210,6 +210,8 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
         if previous is not None:
             carry_over(writer, previous)
         for task in tasks:
+            if progress is not None:  # every task read, so the bar reaches the snapshot's size
+                progress(1)
             if pool is not None:
                 row = pool_row(task, schema, options.iteration, options.max_text_chars)
                 if row is not None and row.item_id not in writer.pool:
@@ -217,8 +219,6 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
             if options.round is not None and task_round(task.get("data") or {}) != options.round:
                 continue
             _add_task(task, writer, tally, options, schema)
-            if progress is not None:
-                progress(1)
         if not writer.counts["completed"]:
             raise _nothing_to_export(options, tally)
         if pool is not None:

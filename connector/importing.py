@@ -169,6 +169,8 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
     for item in items:
         if (item.item_id, round_) in have:
             skipped += 1
+            if progress:  # progress counts items handled, skipped ones too, so the bar reaches its total
+                progress(1)
             continue
         have.add((item.item_id, round_))
         batch.append(task_data(item, placer.url(item.image), schema, round_))

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from connector.progress import announce_total, forward, progress_line
 from connector.training_job import deepspeed_launcher
 from illume.errors import IllumeError
 from illume.vlm import DEFAULT_BASE_SHARE
@@ -165,6 +166,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
             if rank == 0 and done == 1 and os.environ.get(FAULT_ENV) == "kill-after-first-write":
                 os.kill(os.getpid(), signal.SIGKILL)
         log.info("rank %d: %d/%d tasks", rank, done + failed, len(mine))
+        print(progress_line(len(ids)), flush=True)  # the parent's bar (connector.progress.forward)
     return {"rank": rank, "tasks": len(mine), "predicted": done, "skipped": failed, "version": version,
             "seconds": time.perf_counter() - started, "sampling_seconds": time.perf_counter() - sampling_started}
 
@@ -178,7 +180,7 @@ class OfflineResult:
 
 
 def run_offline(client, project: dict, job: OfflineJob, processes: int = 1, hostfile: Path | None = None,
-                echo=None, master_port: int | None = None) -> OfflineResult:
+                echo=None, master_port: int | None = None, progress=None) -> OfflineResult:
     """Run the sampling processes under the deepspeed launcher to the end (the parent side)."""
     import subprocess
 
@@ -191,6 +193,7 @@ def run_offline(client, project: dict, job: OfflineJob, processes: int = 1, host
         raise IllumeError(f"hostfile {hostfile} does not exist", "Pass the hostfile the training job uses.")
     version = follow_backend_version(client, project)
     missing = tasks_without_prediction(client, project["id"], job.version or version)
+    announce_total(progress, len(missing))
     command = launcher_command(job, processes, hostfile, master_port)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -198,6 +201,8 @@ def run_offline(client, project: dict, job: OfflineJob, processes: int = 1, host
     assert process.stdout is not None
     tail: list[str] = []
     for line in process.stdout:
+        if forward(line, progress):
+            continue
         tail = (tail + [line.rstrip("\n")])[-40:]
         if echo:
             echo(line.rstrip("\n"))

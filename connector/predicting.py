@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from connector.client import LabelStudioClient, send_checked
+from connector.progress import announce_total
 from connector.project import follow_backend_version
 from illume.errors import IllumeError
 
@@ -84,6 +85,7 @@ def predict_missing(client: LabelStudioClient, project: dict, batch_size: int = 
         raise IllumeError(f"--batch-size must be at least 1, got {batch_size}", "Pass e.g. --batch-size 16.")
     version = follow_backend_version(client, project)
     missing = tasks_without_prediction(client, project["id"], version)
+    announce_total(progress, len(missing))
     for start in range(0, len(missing), batch_size):
         batch = missing[start:start + batch_size]
         retrieve_predictions(client, project["id"], batch, version)

@@ -53,6 +53,8 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
     crowd = [(simulated_user(client, i), NoisyAnnotator(critic, error_rate, seed + i)) for i in range(annotators)]
     result = SimulationResult(0, 0, 0, 0)
     for task in client.pages("/api/tasks", {"project": project["id"], "fields": "all"}, page_size=200):
+        if progress:  # every task looked at, so the bar reaches the project's task count
+            progress(1)
         data = task.get("data") or {}
         options = [c for c in data.get(schema.candidates) or [] if isinstance(c, dict) and c.get("value")]
         if not options:
@@ -61,7 +63,6 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
         references = task_references(task)
         subject = task_subject(task, schema)
         done = set(task.get("annotators") or [])
-        annotated_before = result.annotations
         for user, annotator in crowd:
             if user in done:
                 continue
@@ -72,6 +73,4 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
             result.annotations += 1
             result.ticked += len(chosen)
             result.shown += len(options)
-        if progress and result.annotations > annotated_before:  # tasks annotated now, not in earlier rounds
-            progress(1)
     return result
