@@ -240,22 +240,27 @@ def main() -> None:
 @click.option("--backend-title", default="illume", show_default=True, help="ML backend name in Label Studio.")
 @click.option("--backend-user", help="HTTP Basic user Label Studio sends to the backend.")
 @click.option("--backend-password", envvar="ILLUME_BACKEND_PASSWORD", help="HTTP Basic password for the backend.")
+@click.option("--instructions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Instructions (HTML) shown before labeling (default: the instructions.html beside the "
+                   "labeling config, label_config/instructions.html for the shipped one).")
 @JSON
 @pass_session
-def init(session, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password):
+def init(session, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password,
+         instructions):
     """Create the project (or reuse the one with this title) and connect the ML backend.
 
     Tasks are offered lowest model score first (Label Studio's uncertainty sampling), so
     annotators see the items the model is least sure of: the project's model version follows
     the version the backend serves (set here, and by `predict` once predictions of it exist).
     The labeling config may name its controls and fields freely; one lacking what the method
-    needs is refused here. Safe to run again.
+    needs is refused here. The project's instructions (shown before labeling) come from
+    --instructions or the instructions.html beside the labeling config. Safe to run again.
     """
-    from connector.project import init_project, read_label_config
+    from connector.project import init_project, read_instructions, read_label_config
 
     auth = (backend_user, backend_password or "") if backend_user else None
     result = init_project(session.client, title, read_label_config(label_config), overlap, backend_url,
-                          backend_title, auth)
+                          backend_title, auth, instructions=read_instructions(instructions, label_config))
     verb = "created" if result.created else "reused"
     session.emit(f"{verb} project {result.project['id']} {title!r} (overlap {overlap}"
                  + (f", backend {backend_url} serving model version {result.model_version!r})" if backend_url else ")"),

@@ -10,6 +10,8 @@ from illume.errors import IllumeError
 from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema
 
 LABEL_CONFIG = SHIPPED_CONFIG
+# Project instructions live beside a labeling config under this name (shown before labeling).
+INSTRUCTIONS_NAME = "instructions.html"
 # Label Studio's "Uncertainty sampling" offers tasks with the lowest prediction score first.
 LOWEST_SCORE_FIRST = "Uncertainty sampling"
 # The skip setting under which a skipped task returns to the same person's stream (a skip settles nothing).
@@ -70,6 +72,22 @@ def read_label_config(path: Path | None = None) -> str:
     return text
 
 
+def read_instructions(path: Path | None = None, label_config: Path | None = None) -> str | None:
+    """The project instructions: `path`, else the instructions.html beside the labeling config
+    (the shipped one by default); None when a custom config has none beside it."""
+    if path is None:
+        path = Path(label_config or LABEL_CONFIG).parent / INSTRUCTIONS_NAME
+        if not path.is_file():
+            return None
+    path = Path(path)
+    if not path.is_file():
+        raise IllumeError(f"Instructions file {path} does not exist", "Pass --instructions with an HTML or text file.")
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise IllumeError(f"Instructions file {path} is empty", "Write the guidance annotators should read first.")
+    return text
+
+
 @dataclass
 class InitResult:
     project: dict
@@ -80,13 +98,18 @@ class InitResult:
 
 def init_project(client: LabelStudioClient, title: str, label_config: str, overlap: int = 1,
                  backend_url: str | None = None, backend_title: str = "illume",
-                 backend_auth: tuple[str, str] | None = None, description: str = "") -> InitResult:
-    """Create the project (or reuse the one with this title) and connect the ML backend. Idempotent."""
+                 backend_auth: tuple[str, str] | None = None, description: str = "",
+                 instructions: str | None = None) -> InitResult:
+    """Create the project (or reuse the one with this title) and connect the ML backend. Idempotent.
+
+    `instructions` (HTML): Label Studio shows them before labeling and on request (None: left as they are)."""
     if overlap < 1:
         raise IllumeError(f"--overlap must be at least 1, got {overlap}", "Pass the number of annotators per task.")
     parse_schema(label_config, f" for project {title!r}")
     settings = {"maximum_annotations": overlap, "sampling": LOWEST_SCORE_FIRST,
                 "show_overlap_first": overlap > 1}
+    if instructions is not None:
+        settings.update(expert_instruction=instructions, show_instruction=True)
     existing = [p for p in all_projects(client) if p.get("title") == title]
     if existing:
         project = get_project(client, min(p["id"] for p in existing))
