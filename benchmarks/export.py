@@ -121,7 +121,7 @@ def fill_project(client, server, tasks: int) -> dict:
 
 
 def live(tasks: int, work: Path, url: str | None, api_key: str | None, project_id: int | None = None) -> dict:
-    from connector.client import connect
+    from illume.labelstudio.client import connect
     from connector.export_project import export_project
     from connector.local_label_studio import LocalLabelStudio
 

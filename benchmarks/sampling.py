@@ -148,12 +148,12 @@ def offline_vs_backend(tasks: int, max_new_tokens: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from backend import Server  # benchmarks/backend.py: uvicorn in a thread
 
-    from connector.client import connect
+    from illume.labelstudio.client import connect
     from connector.local_label_studio import LocalLabelStudio
     from connector.offline_sampling import OfflineJob, run_offline
     from connector.predicting import predict_missing
     from connector.project import init_project, read_label_config
-    from illume.images import ImagePolicy
+    from illume.labelstudio.client import LabelStudioClient
     from ml_backend.app import create_app
     from ml_backend.settings import Settings
 
@@ -172,7 +172,7 @@ def offline_vs_backend(tasks: int, max_new_tokens: int) -> None:
             client = connect(studio.url, studio.token)
             sampling = SamplingConfig(max_new_tokens=max_new_tokens)
             app = create_app(Settings(model=model, sampling=sampling,
-                                      images=ImagePolicy(label_studio_url=studio.url, label_studio_api_key=studio.token)))
+                                      label_studio=LabelStudioClient(studio.url, studio.token)))
             with Server(app) as backend:
                 projects = {}
                 for way in ("backend", "offline"):

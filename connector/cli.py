@@ -58,7 +58,7 @@ class Session:
 
     @cached_property
     def client(self):
-        from connector.client import connect
+        from illume.labelstudio.client import connect
 
         return connect(self.url, self.api_key)
 

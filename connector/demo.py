@@ -162,7 +162,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
 
 def _run_demo(config: DemoConfig, say: Callable[[str], None],
               progress: Callable[[str], Callable[[int], None]] | None) -> dict:
-    from connector.client import connect
+    from illume.labelstudio.client import connect
     from connector.loop import Loop, LoopConfig, LoopState, summary_table
     from connector.project import init_project, read_label_config
     from connector.report import write_report

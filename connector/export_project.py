@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
 from connector.export_writer import AnswerPool
@@ -62,8 +62,7 @@ def export_policy(client: LabelStudioClient, allow_hosts: tuple[str, ...] = (),
                   allow_roots: tuple[Path, ...] = ()) -> ImagePolicy:
     """Images from this Label Studio (with its API key) and data: URIs; other hosts and local
     folders only when the operator names them."""
-    return ImagePolicy(allowed_hosts=list(allow_hosts), allowed_roots=list(allow_roots),
-                       label_studio_url=client.url, label_studio_api_key=client.api_key)
+    return ImagePolicy(allowed_hosts=list(allow_hosts), allowed_roots=list(allow_roots), label_studio=client)
 
 
 def export_project(client: LabelStudioClient, project: dict, out: Path, min_agreement: int | None = None,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 from connector.agreement import Agreement
 from connector.export_images import ImageCollector
-from connector.importing import task_round
+from illume.labelstudio.task import task_round
 from connector.judging import NONE_RULE, NOTE_KEYS, Judged, judge_task, preference_pairs, pretick_summary, rationale_rows
 from illume.atomic_dir import fsync_dir
 from illume.errors import IllumeError

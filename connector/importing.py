@@ -1,11 +1,10 @@
 """Items -> Label Studio tasks, without duplicates: each task carries its stable `item_id`.
 
-Task data: the image, question, answer and candidates under the names the project's labeling
-config gives them (illume.labeling_schema; candidates are filled by the ML backend), plus
-item_id, split and round. Reference explanations go into the task's `meta`, not its data: Label
-Studio's data manager shows every data key as a column (and the labeling view can show any
-of them), while `meta` is neither shown nor sent to the labeling interface's fields; the
-simulated critic and the JSON export still read it (`task_references`).
+What a task holds is the task contract (illume.labelstudio.task.task_data). Reference
+explanations go into the task's `meta`, not its data: Label Studio's data manager shows every
+data key as a column (and the labeling view can show any of them), while `meta` is neither
+shown nor sent to the labeling interface's fields; the simulated critic and the JSON export
+still read it (`task_references`).
 
 Images: http(s) URLs and Label Studio URLs are stored as they are. Local files are served
 by Label Studio's local-files storage: they must lie under the server's
@@ -19,25 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 from urllib.parse import quote
 
-from connector.client import LabelStudioClient, send_checked
+from illume.labelstudio.client import LabelStudioClient, send_checked
+from illume.labelstudio.task import item_key, task_data
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
 from illume.records import Item
 
 BATCH = 500
-
-
-def task_round(data: dict) -> int:
-    """The labeling round a task belongs to (tasks imported without one are round 1)."""
-    try:
-        return int(data.get("round") or 1)
-    except (TypeError, ValueError):
-        return 1
-
-
-def item_key(data: dict) -> tuple[str, int] | None:
-    """What makes a task unique in a project: its item in its labeling round."""
-    return (str(data["item_id"]), task_round(data)) if data.get("item_id") is not None else None
 
 
 def existing_item_ids(client: LabelStudioClient, project_id: int) -> set[tuple[str, int]]:
@@ -116,21 +103,6 @@ class ImagePlacer:
                               "The folder must exist on the Label Studio server under LOCAL_FILES_DOCUMENT_ROOT "
                               "(and LOCAL_FILES_SERVING_ENABLED=true).")
         self._storages.add(folder)
-
-
-def task_data(item: Item, image_url: str, schema: LabelingSchema, round_: int = 1) -> dict:
-    """One task to import: shown data, and the references kept out of the annotators' view."""
-    return {"data": {schema.image: image_url, schema.question: item.question, schema.answer: item.answer,
-                     schema.candidates: [], "item_id": item.item_id, "split": item.split, "round": round_},
-            "meta": {"references": list(item.explanations),  # + a Shapes-X scene, for the scene critic
-                     **({"scene": item.meta["scene"]} if "scene" in item.meta else {})}}
-
-
-def task_references(task: dict) -> list[str]:
-    """A task's reference explanations (in `meta`; tasks imported by earlier versions kept them in data)."""
-    meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
-    found = meta.get("references") or (task.get("data") or {}).get("references") or []
-    return [str(r) for r in found if r]
 
 
 @dataclass

@@ -21,7 +21,8 @@ from typing import Any
 
 from illume.labeling_schema import LabelingSchema, shipped_schema
 from illume.records import Feedback, PreferencePair, TrainingRow, RATIONALE
-from illume.task_candidates import unseen_aliases
+from illume.labelstudio.candidates import task_options, unseen_aliases
+from illume.labelstudio.task import task_item_id
 
 NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
 
@@ -54,19 +55,11 @@ def candidate_texts(data: dict, schema: LabelingSchema) -> tuple[list[str], dict
     """The task's candidate texts (in order, unique) and a map from choice value/alias to text."""
     texts: list[str] = []
     lookup: dict[str, str] = {}
-    for entry in data.get(schema.candidates) or []:
-        if isinstance(entry, dict):
-            text = " ".join(str(entry.get("value", "")).split())
-            alias = entry.get("alias")
-        else:
-            text, alias = " ".join(str(entry).split()), None
-        if not text:
-            continue
-        if text not in lookup:
-            texts.append(text)
-        lookup.setdefault(text, text)
-        if alias is not None:
-            lookup[str(alias)] = text
+    for option in task_options(data, schema):
+        if option.text not in lookup:
+            texts.append(option.text)
+        lookup.setdefault(option.text, option.text)
+        lookup[option.alias] = option.text
     return texts, lookup
 
 
@@ -118,7 +111,7 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
     annotations = latest_per_annotator(submitted)
     data = task.get("data") or {}
     texts, lookup = candidate_texts(data, schema)
-    # Options appended after an annotation (a later model version, illume.task_candidates) were
+    # Options appended after an annotation (a later model version, illume.labelstudio.candidates) were
     # not shown to it: the task is judged on those every annotator saw, plus any ticked.
     unseen = {lookup[a] for annotation in annotations for a in unseen_aliases(task, annotation) if a in lookup}
     votes: list[dict[str, bool]] = []
@@ -143,7 +136,7 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
     accepted = [t for t in texts if counts[t] >= needed]
     notes["accepted_preticked_unchanged"] = sum(1 for t in accepted if t not in chosen_by_hand)
     feedback = Feedback(
-        item_id=str(data.get("item_id") or f"task-{task.get('id')}"),
+        item_id=task_item_id(task),
         image=str(data.get(schema.image, "")), question=str(data.get(schema.question, "")),
         answer=str(data.get(schema.answer, "")),
         candidates=texts, accepted=accepted, rejected=[t for t in texts if t not in accepted],
@@ -179,6 +172,12 @@ def _seconds(value: Any) -> float | None:
 def rationale_rows(feedback: Feedback) -> list[TrainingRow]:
     return [TrainingRow(RATIONALE, feedback.item_id, feedback.image, feedback.question, feedback.answer, text,
                         feedback.iteration) for text in feedback.accepted + feedback.written]
+
+
+def unticked_rows(feedback: Feedback) -> list[TrainingRow]:
+    """The candidates shown and not accepted, as rationale rows (the undesirable side of an unpaired loss)."""
+    return [TrainingRow(RATIONALE, feedback.item_id, feedback.image, feedback.question, feedback.answer, text,
+                        feedback.iteration) for text in feedback.rejected]
 
 
 def preference_pairs(feedback: Feedback) -> list[PreferencePair]:

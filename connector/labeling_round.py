@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
 from connector.export_project import export_project, held_out_ids
 from connector.predicting import predict_missing
 from connector.project import project_backends

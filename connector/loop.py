@@ -15,9 +15,10 @@ from pathlib import Path
 from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
+from illume.labelstudio.task import task_round
 from connector.export_project import export_project, held_out_ids
-from connector.importing import ImagePlacer, import_items, read_items, task_round
+from connector.importing import ImagePlacer, import_items, read_items
 from connector.predicting import predict_missing
 from connector.project import REQUEUE_FOR_ME, get_project, overlap, required_annotations
 from connector.simulate import simulate

@@ -5,8 +5,8 @@
 model + adapter the backend serves, takes its shard of the project's open tasks that lack a
 prediction of that version (task id modulo the number of processes, so shards never overlap
 even when processes list the tasks at different moments), samples candidates and writes them
-through the task contract the backend uses (illume.task_candidates: stored_tasks ->
-write_candidates, append-only once a task is judged; then ml_backend.tasks.prediction with the
+through the task contract the backend uses (illume.labelstudio.candidates: stored_tasks ->
+write_candidates, append-only once a task is judged; then illume.labelstudio.task.prediction with the
 same model version and pre-tick policy), then stores the prediction.
 
 Resumable: a task is done once its prediction exists, and a restarted run only lists tasks
@@ -116,13 +116,13 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     """Sample and write this process's shard; returns counts and seconds."""
     import torch
 
-    from connector.client import connect
+    from illume.labelstudio.client import connect
     from connector.predicting import store_prediction, tasks_without_prediction
     from connector.project import find_project, served_model_version
     from illume.images import ImagePolicy
-    from illume.task_candidates import stored_tasks, write_candidates
+    from illume.labelstudio.candidates import stored_tasks, write_candidates
     from illume.vlm import VLM, SamplingConfig
-    from ml_backend import tasks as task_io
+    from illume.labelstudio import task as task_io
 
     sampling = SamplingConfig(temperatures=job.temperatures, per_temperature=job.per_temperature,
                               max_new_tokens=job.max_new_tokens, top_k_fraction=job.top_k_fraction, seed=job.seed,
@@ -139,7 +139,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     served_version_check(served_model_version(client, project), version)
     mine = shard(tasks_without_prediction(client, project["id"], version), rank, world)
     log.info("rank %d/%d: %d tasks lack a prediction of %r", rank, world, len(mine), version)
-    policy = ImagePolicy.from_env(label_studio_url=job.url, label_studio_api_key=os.environ.get(KEY_ENV))
+    policy = ImagePolicy.from_env(label_studio=client)
     done = failed = 0
     sampling_started = time.perf_counter()
     for start in range(0, len(mine), job.batch_size):

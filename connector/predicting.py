@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from connector.client import LabelStudioClient, send_checked
+from illume.labelstudio.client import LabelStudioClient, send_checked
 from connector.progress import announce_total
 from connector.project import follow_backend_version
 from illume.errors import IllumeError
@@ -30,7 +30,7 @@ def tasks_without_prediction(client: LabelStudioClient, project_id: int, version
     """Open tasks lacking a prediction of this version.
 
     Tasks somebody already annotated are done: re-predicting them would only append options
-    (illume.task_candidates), which nobody judges any more.
+    (illume.labelstudio.candidates), which nobody judges any more.
     """
     missing = []
     # Only the "all" field set lists predictions; the short listing's version field is empty.

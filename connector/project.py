@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
 from illume.errors import IllumeError
 from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from connector.client import LabelStudioClient
-from connector.importing import task_references
+from illume.labelstudio.client import LabelStudioClient
+from illume.labelstudio.candidates import task_options
+from illume.labelstudio.task import task_references
 from connector.project import require_schema
 from illume.critic import Critic, NoisyAnnotator, Subject, make_critic
 from illume.datasets.shapes_truth import scene_of
@@ -56,7 +57,7 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
         if progress:  # every task looked at, so the bar reaches the project's task count
             progress(1)
         data = task.get("data") or {}
-        options = [c for c in data.get(schema.candidates) or [] if isinstance(c, dict) and c.get("value")]
+        options = task_options(data, schema)
         if not options:
             result.skipped_without_candidates += 1
             continue
@@ -66,8 +67,8 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
         for user, annotator in crowd:
             if user in done:
                 continue
-            ticks = annotator.tick([c["value"] for c in options], references, subject)
-            chosen = [c.get("alias", c["value"]) for c, ok in zip(options, ticks) if ok]
+            ticks = annotator.tick([option.text for option in options], references, subject)
+            chosen = [option.alias for option, ok in zip(options, ticks) if ok]
             results = [schema.ticks(chosen)] if chosen else [r for r in [schema.none()] if r is not None]
             client.sdk.annotations.create(id=task["id"], result=results, completed_by=user)
             result.annotations += 1

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
 from connector.backend_client import backend_health
 from connector.export import iter_tasks
 from connector.judging import NOTE_KEYS, judge_task, pretick_summary
-from connector.importing import task_round
+from illume.labelstudio.task import task_round
 from connector.predicting import project_predictions
 from connector.project import project_backends, require_schema, required_annotations
 from illume.metrics import annotation_effort, candidate_diversity

@@ -15,8 +15,9 @@ An image reference is one of
 size and, for downloads, by one overall deadline); `ImageSource.decode` checks pixels and aspect
 ratio from the header, then decodes. Each refusal is an IllumeError that names the reason.
 
-Label Studio reads take their Authorization header (either kind of API key, token exchange
-and renewal) from the one Label Studio client, connector.client.LabelStudioClient.
+Label Studio reads go through the reader the policy is handed (the one Label Studio client,
+illume.labelstudio.client.LabelStudioClient: either kind of API key, token exchange and
+renewal); the policy builds no client itself.
 """
 from __future__ import annotations
 
@@ -31,16 +32,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import requests
 from PIL import Image
 
 from illume.errors import IllumeError
-
-if TYPE_CHECKING:
-    from connector.client import LabelStudioClient
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -59,14 +57,22 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
+class LabelStudioReader(Protocol):
+    """What the loader needs of a Label Studio client: its base URL, and an authenticated
+    request that returns a `requests` response (bounded here by bytes and time)."""
+
+    url: str
+
+    def read(self, method: str, url: str, **kwargs: Any) -> requests.Response: ...
+
+
 @dataclass
 class ImagePolicy:
     """Where images may come from and how big they may be."""
 
     allowed_roots: list[Path] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)
-    label_studio_url: str | None = None
-    label_studio_api_key: str | None = None
+    label_studio: LabelStudioReader | None = field(default=None, repr=False)  # None: Label Studio URLs are refused
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
@@ -75,33 +81,22 @@ class ImagePolicy:
     # Images whose shorter side is at least twice this are decoded reduced (JPEG draft, else
     # Image.reduce), never below it: memory follows what the model's processor keeps. 0: full size.
     decode_side: int = 0
-    _client: "LabelStudioClient | None" = field(default=None, init=False, repr=False)
     _hosts: set[tuple[str, int | None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.allowed_roots = [Path(root).resolve() for root in self.allowed_roots]
         self.allowed_hosts = [host.strip().lower() for host in self.allowed_hosts]
         self._hosts = {_allowed_host(entry) for entry in self.allowed_hosts}
-        if self.label_studio_url and self.label_studio_api_key:
-            from connector.client import LabelStudioClient
-
-            self._client = LabelStudioClient(self.label_studio_url, self.label_studio_api_key, self.timeout)
 
     @classmethod
     def from_env(cls, **overrides) -> "ImagePolicy":
-        """LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, ILLUME_ALLOWED_ROOTS / _HOSTS (comma-separated)."""
-        values = dict(
+        """ILLUME_ALLOWED_ROOTS / _HOSTS (comma-separated); the Label Studio reader is passed in."""
+        values: dict[str, Any] = dict(
             allowed_roots=split_list(os.environ.get("ILLUME_ALLOWED_ROOTS", "")),
             allowed_hosts=split_list(os.environ.get("ILLUME_ALLOWED_HOSTS", "")),
-            label_studio_url=os.environ.get("LABEL_STUDIO_URL") or None,
-            label_studio_api_key=os.environ.get("LABEL_STUDIO_API_KEY") or None,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-    @property
-    def label_studio(self) -> "LabelStudioClient | None":
-        return self._client
 
     def allows(self, url: "HttpUrl") -> bool:
         """A bare allowed host means its scheme's default port only; `host:port` that port."""
@@ -350,10 +345,10 @@ def _is_label_studio_ref(ref: str, policy: ImagePolicy) -> bool:
         return False
     if not parts.scheme and not parts.netloc:
         return True
-    if not policy.label_studio_url:
+    if policy.label_studio is None:
         return False
     try:
-        url, ls = parse_http_url(ref), parse_http_url(policy.label_studio_url)
+        url, ls = parse_http_url(ref), parse_http_url(policy.label_studio.url)
     except IllumeError:
         return False
     return (url.scheme, url.host, url.port) == (ls.scheme, ls.host, ls.port)

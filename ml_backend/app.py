@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from illume.errors import IllumeError
-from ml_backend import tasks as task_io
+from illume.labelstudio.candidates import assign_aliases, stored_tasks, write_candidates
+from illume.labelstudio import task as task_io
 from ml_backend.auth import RequestGuard
 from ml_backend.batcher import Batcher, BatchResult, QueueFull
 from ml_backend.connections import install_accept_error_log
@@ -203,7 +204,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
 
     def annotation_counts(project: str) -> tuple | None:
         """What changes when the project gets annotations ("nothing new to train on" when it does not)."""
-        client = settings.images.label_studio
+        client = settings.label_studio
         if client is None:
             return None
         try:
@@ -226,8 +227,8 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         if body.action != "START_TRAINING":
             return WebhookResponse(status="ignored", detail=f"action {body.action} needs nothing from the backend")
         answer = training_runs.start(settings.train_command, body.model_dump(), {
-            "LABEL_STUDIO_URL": settings.images.label_studio_url,
-            "LABEL_STUDIO_API_KEY": settings.images.label_studio_api_key,
+            "LABEL_STUDIO_URL": settings.label_studio.url if settings.label_studio else None,
+            "LABEL_STUDIO_API_KEY": settings.label_studio.api_key if settings.label_studio else None,
             "ILLUME_ADMIN_TOKEN": settings.admin_token})
         log.info("Start training: %s", answer.message)
         return WebhookResponse(status=answer.status, detail=answer.message,
@@ -281,7 +282,7 @@ def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.LabelingSchema
 
     Only the candidates field is written, and only into tasks of the project the request names.
     """
-    auth = settings.images.label_studio
+    auth = settings.label_studio
     writes = {index: task for index, _, _ in sampled if settings.write_candidates and auth is not None
               and isinstance(task := tasks[index], dict) and task.get("id") is not None}
     stored: dict[int, dict[str, Any]] = {}
@@ -293,7 +294,7 @@ def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.LabelingSchema
             refusal = f"the request names no project (got {str(project)[:40]!r}), so no candidates are written"
         else:
             try:
-                stored = task_io.stored_task_data(auth, project_id, sorted({i for i in ids.values() if i is not None}))
+                stored = stored_tasks(auth, project_id, sorted({i for i in ids.values() if i is not None}))
             except Exception as exc:  # Label Studio unreachable or refusing
                 refusal = f"Label Studio could not list the project's tasks: {exc}"
     def finish(index: int, candidates: list, version: str) -> tuple[dict[str, Any], str | None]:
@@ -306,9 +307,9 @@ def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.LabelingSchema
                 if task_id not in stored:
                     raise IllumeError(f"{task_io.task_name(task)} is not a task of project {project_id}, so no "
                                       "candidates are written into it")
-                options = task_io.write_candidates(auth, task_id, stored[task_id], fields, candidates)
+                options = write_candidates(auth, task_id, stored[task_id], fields, candidates)
             else:
-                options = task_io.assign_aliases([c.text for c in candidates], (task.get("data") or {}).get(fields.candidates))
+                options = assign_aliases([c.text for c in candidates], (task.get("data") or {}).get(fields.candidates))
         except Exception as exc:  # Label Studio unreachable or refusing: this task only
             reason = exc.what if isinstance(exc, IllumeError) else f"{type(exc).__name__}: {exc}"
             return task_io.empty_prediction(version), f"candidates not stored: {reason}"

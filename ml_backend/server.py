@@ -19,6 +19,7 @@ from illume.errors import IllumeError
 from illume.text import MAX_TEXT_CHARS
 from illume.images import (DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES,
                            DEFAULT_MAX_PIXELS, ImagePolicy, split_list)
+from illume.labelstudio.client import LabelStudioClient
 from illume.vlm import DEFAULT_BASE_SHARE, SamplingConfig
 from ml_backend.settings import Settings
 
@@ -160,8 +161,9 @@ def main(model, adapter, model_version, host, port, device, dtype, basic_auth, a
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        label_studio = (LabelStudioClient(label_studio_url, label_studio_api_key, ImagePolicy.timeout)
+                        if label_studio_url and label_studio_api_key else None)
         images = ImagePolicy(allowed_roots=split_list(allowed_roots), allowed_hosts=split_list(allowed_hosts),
-                             label_studio_url=label_studio_url, label_studio_api_key=label_studio_api_key,
                              max_bytes=max_bytes, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
                              download_deadline=download_deadline)
     except IllumeError as exc:
@@ -170,12 +172,12 @@ def main(model, adapter, model_version, host, port, device, dtype, basic_auth, a
     settings = Settings(
         model=model, adapter=adapter, version=model_version, device=device, dtype=dtype,
         basic_auth=parse_basic_auth(basic_auth), admin_token=admin_token,
-        images=images,
+        images=images, label_studio=label_studio,
         sampling=SamplingConfig(temperatures=parse_temperatures(temperatures), per_temperature=per_temperature,
                                 top_k_fraction=top_k_fraction, max_new_tokens=max_new_tokens, seed=seed,
                                 base_share=base_share),
         batch_size=batch_size, queue_size=queue_size, preselect=preselect, train_command=train_command, **limits)
-    if settings.images.label_studio is None:
+    if settings.label_studio is None:
         log.warning("LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set: candidates cannot be written into "
                     "tasks and Label Studio images cannot be read")
     warn_if_open(host, settings.basic_auth)

@@ -1,11 +1,15 @@
 """Everything the backend is configured with, in one plain value."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from illume.images import ImagePolicy
 from illume.vlm import DEFAULT_BASE_SHARE, SamplingConfig
+
+if TYPE_CHECKING:
+    from illume.labelstudio.client import LabelStudioClient
 
 
 def setting(default: Any, help: str, env: str, **click: Any) -> Any:
@@ -24,6 +28,9 @@ class Settings:
     basic_auth: tuple[str, str] | None = None  # (user, password) Label Studio must send
     admin_token: str | None = None  # needed by the reload route; reload is off without it
     images: ImagePolicy = field(default_factory=ImagePolicy)
+    # The backend's Label Studio client: writes candidates into tasks, and is handed to `images`
+    # for Label Studio image URLs. None: neither happens.
+    label_studio: "LabelStudioClient | None" = None
     # base_share > 0 (the default, as --base-share): adapters stay unmerged so that share of the
     # candidates comes from the model as built (illume.vlm, the diversity remedy)
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(base_share=DEFAULT_BASE_SHARE))
@@ -64,3 +71,7 @@ class Settings:
                                             "reduced, never below it (JPEG draft, else reduce). Default: read "
                                             "from the model's processor; 0: always decode full size.",
                                       "ILLUME_DECODE_SIDE", min=0)
+
+    def __post_init__(self) -> None:
+        if self.label_studio is not None:  # the image policy is handed the reader, it builds none
+            self.images = dataclasses.replace(self.images, label_studio=self.label_studio)

@@ -91,7 +91,7 @@ def test_annotator_view_at_laptop_size(label_studio, ls_client, tmp_path):
         pytest.skip(f"{CHROMIUM} is not installed")
     from playwright.sync_api import expect, sync_playwright
 
-    from connector.importing import task_data
+    from illume.labelstudio.task import task_data
     from illume.labeling_schema import shipped_schema
     from illume.records import Item
 
@@ -175,18 +175,17 @@ def test_annotator_view_at_laptop_size(label_studio, ls_client, tmp_path):
 def test_label_stream_offers_lowest_score_first(label_studio, ls_client, llava, make_settings):
     """init -> backend -> predictions share one model version, so Label Studio's uncertainty
     sampling is in force: /next walks the tasks from the lowest prediction score up."""
-    from connector.client import connect
+    from illume.labelstudio.client import connect
     from connector.predicting import predict_missing
     from connector.project import init_project
-    from illume.images import ImagePolicy
+    from illume.labelstudio.client import LabelStudioClient
     from ml_backend.app import create_app
     from ml_backend.model_holder import Loaded, ModelHolder
 
     from ml_backend.settings import Settings
 
     settings = make_settings(preselect=Settings(model="default").preselect,  # the default pre-annotation policy
-                             images=ImagePolicy(label_studio_url=label_studio.url,
-                                                label_studio_api_key=label_studio.token))
+                             label_studio=LabelStudioClient(label_studio.url, label_studio.token))
     app = create_app(settings, ModelHolder(Loaded(llava, "tiny-llava-stream"), device="cpu"))
     client = connect(label_studio.url, label_studio.token)
     with ServerThread(app) as backend:

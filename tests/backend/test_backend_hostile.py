@@ -12,6 +12,7 @@ import pytest
 from backend_helpers import (LABEL_CONFIG, LocalHTTPServer, ServerThread, data_uri, held_sampler, png_bytes,
                              png_response, task)
 from illume.images import ImagePolicy
+from illume.labelstudio.client import LabelStudioClient
 
 
 def _predict(client, tasks, project="1", **kwargs):
@@ -66,7 +67,7 @@ def test_label_studio_paths_are_normalised_and_only_its_data_routes_get_the_key(
         return png_response() if path.startswith("/data/upload/1/") else (404, {"Content-Length": "0"}, b"")
 
     with LocalHTTPServer(label_studio) as ls:
-        policy = ImagePolicy(label_studio_url=ls.url, label_studio_api_key="secret-key")
+        policy = ImagePolicy(label_studio=LabelStudioClient(ls.url, "secret-key"))
         client, _ = make_client(images=policy, write_candidates=False)
         hostile = [
             ("/data/upload/../../api/projects/", "Label Studio path '/api/projects/' is not one of its data routes"),
@@ -322,7 +323,7 @@ def test_predict_writes_only_the_candidates_field_and_only_into_the_named_projec
         return 404, {"Content-Length": "0"}, b""
 
     with LocalHTTPServer(label_studio) as ls:
-        client, _ = make_client(images=ImagePolicy(label_studio_url=ls.url, label_studio_api_key="key"))
+        client, _ = make_client(label_studio=LabelStudioClient(ls.url, "key"))
         hostile = {"id": 1, "data": {"image": data_uri(), "question": "what color ?", "answer": "red",
                                      "explanation": "overwritten!", "evil": "<script>"}}
         other_project = task(2, data_uri())  # a task of another project, named in this request

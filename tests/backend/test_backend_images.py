@@ -12,7 +12,7 @@ from PIL import Image
 
 from backend_helpers import data_uri, png_bytes
 from illume.errors import IllumeError
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
 from illume.images import ImagePolicy, load_image
 
 
@@ -173,12 +173,12 @@ def _jwt(kind: str = "refresh", number: int = 0) -> str:
 
 
 def test_label_studio_urls_use_the_api_key(http_server):
-    legacy = ImagePolicy(label_studio_url=http_server, label_studio_api_key="abc123")
+    legacy = ImagePolicy(label_studio=LabelStudioClient(http_server, "abc123"))
     assert load_image("/data/upload/1/x.png", legacy).size == (48, 40)
     assert load_image(f"{http_server}/data/upload/1/x.png", legacy).size == (48, 40)
     assert _Handler.seen_auth[-2:] == ["Token abc123", "Token abc123"]
 
-    personal = ImagePolicy(label_studio_url=http_server, label_studio_api_key=_jwt())
+    personal = ImagePolicy(label_studio=LabelStudioClient(http_server, _jwt()))
     assert personal.label_studio.is_personal_token and not legacy.label_studio.is_personal_token
     load_image("/data/local-files/?d=images/x.png", personal)  # access token renewed once
     assert _Handler.seen_auth[-2:] == [f"Bearer {_jwt('access', 1)}", f"Bearer {_jwt('access', 2)}"]

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from backend_helpers import LABEL_CONFIG, ServerThread, data_uri, png_bytes
-from illume.images import ImagePolicy
+from illume.labelstudio.client import LabelStudioClient
 from ml_backend.app import create_app
 from ml_backend.model_holder import Loaded, ModelHolder
 
@@ -69,9 +69,9 @@ def backend(request, label_studio, llava, make_settings):
     else:
         key = request.getfixturevalue("personal_access_token")
     settings = make_settings(basic_auth=("studio", "s3cret"), preselect=2,
-                             images=ImagePolicy(label_studio_url=label_studio.url, label_studio_api_key=key))
+                             label_studio=LabelStudioClient(label_studio.url, key))
     app = create_app(settings, ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu"))
-    assert settings.images.label_studio.is_personal_token == (request.param == "personal-access-token")
+    assert settings.label_studio.is_personal_token == (request.param == "personal-access-token")
     with ServerThread(app) as server:
         server.app = app
         yield server
@@ -108,7 +108,7 @@ def test_retrieve_predictions_writes_candidates_and_predictions(label_studio, ls
     assert any(d["image"].startswith("/data/upload/") for d in data)  # the rest of the data is untouched
     assert any(d.get("explanation") == "the reference explanation, never shown" for d in data)
 
-    if backend.app.state.settings.images.label_studio.is_personal_token:
+    if backend.app.state.settings.label_studio.is_personal_token:
         return  # the reload round below runs once
     holder = backend.app.state.holder
     holder.start_reload(str(llava_dir), None, "tiny-llava-v2")

@@ -7,8 +7,8 @@ from backend_helpers import LABEL_CONFIG
 from illume.errors import IllumeError
 from illume.records import Candidate
 from ml_backend.batcher import Batcher, QueueFull
-from illume.task_candidates import merge_options
-from ml_backend.tasks import assign_aliases, parse_label_config, prediction
+from illume.labelstudio.candidates import assign_aliases, merge_options
+from illume.labelstudio.task import parse_label_config, prediction
 
 
 def test_the_shipped_config_names_the_fields():
@@ -113,10 +113,10 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
     """Annotate, reload another model version, let Label Studio retrieve predictions for the
     annotated task (its own action), export: the ticked text is still an accepted row."""
     from backend_helpers import ServerThread, data_uri
-    from connector.client import connect
+    from illume.labelstudio.client import connect
     from connector.export_project import export_project
     from connector.project import get_project
-    from illume.images import ImagePolicy
+    from illume.labelstudio.client import LabelStudioClient
     from illume.records import EXPORT_FEEDBACK, EXPORT_ROWS, Feedback, TrainingRow, iter_jsonl
     from illume.tiny_models import build_tiny_model
     from ml_backend.app import create_app
@@ -127,8 +127,7 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
         {"image": data_uri("red"), "question": "what color is the shape ?", "answer": "red", "candidates": [],
          "item_id": "square-1"}])
     (task_id,) = [t.id for t in ls_client.tasks.list(project=project.id)]
-    settings = make_settings(preselect=1, images=ImagePolicy(label_studio_url=label_studio.url,
-                                                             label_studio_api_key=label_studio.token))
+    settings = make_settings(preselect=1, label_studio=LabelStudioClient(label_studio.url, label_studio.token))
     holder = ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu")
     other_model = build_tiny_model("llava", tmp_path / "other-llava", seed=1)  # samples other texts
     try:

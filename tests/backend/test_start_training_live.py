@@ -11,13 +11,12 @@ import pytest
 import requests
 
 from backend_helpers import FAST_SAMPLING, ROUND_STAND_IN, ServerThread, colour_items
-from connector.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient
 from connector.export_project import export_project
 from connector.importing import ImagePlacer, import_items
 from connector.predicting import predict_missing
 from connector.project import find_project, init_project, read_label_config
 from connector.simulate import simulate
-from illume.images import ImagePolicy
 from illume.critic import Critic
 from illume.records import Item, TrainingRow, read_jsonl
 from ml_backend.app import create_app
@@ -44,8 +43,7 @@ def items(label_studio) -> list[Item]:
 
 def make_backend(label_studio, llava, make_settings, sampling=FAST_SAMPLING, **settings):
     settings = make_settings(sampling=sampling, admin_token="adm1n",
-                             images=ImagePolicy(label_studio_url=label_studio.url,
-                                                label_studio_api_key=label_studio.token), **settings)
+                             label_studio=LabelStudioClient(label_studio.url, label_studio.token), **settings)
     return ServerThread(create_app(settings, ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu")))
 
 
@@ -136,8 +134,7 @@ def test_start_training_answers_the_lead(label_studio, llava, make_settings, ite
     script = tmp_path / "round.py"
     script.write_text(ROUND_STAND_IN)
     settings = make_settings(sampling=FAST_SAMPLING, train_answer_s=60, train_command=(
-        f"{sys.executable} {script} {tmp_path} {{project}} 1"), images=ImagePolicy(
-        label_studio_url=label_studio.url, label_studio_api_key=label_studio.token))
+        f"{sys.executable} {script} {tmp_path} {{project}} 1"), label_studio=LabelStudioClient(label_studio.url, label_studio.token))
     app = create_app(settings, ModelHolder(Loaded(llava, "tiny-llava-v1"), device="cpu"))
     with ServerThread(app) as server:
         project = new_project(client, label_studio, "answers", read_label_config(), items, server.url)

@@ -73,7 +73,7 @@ class ProjectKit:
 
 @pytest.fixture(scope="session")
 def sync_client(label_studio):
-    from connector.client import connect
+    from illume.labelstudio.client import connect
 
     return connect(label_studio.url, label_studio.token)
 

@@ -14,6 +14,7 @@ from http_helpers import ImageHost, send, serve
 from connector.export_images import ImageCollector
 from illume.errors import IllumeError
 from illume.images import ImagePolicy, load_image, storage_ref
+from illume.labelstudio.client import LabelStudioClient
 
 
 def png() -> bytes:
@@ -57,14 +58,14 @@ def test_storage_uris_become_label_studio_resolve_routes():
 
 
 def test_cloud_images_are_read_through_label_studio(servers, tmp_path):
-    policy = ImagePolicy(label_studio_url=servers.label_studio_url, label_studio_api_key="legacy-token")
+    policy = ImagePolicy(label_studio=LabelStudioClient(servers.label_studio_url, "legacy-token"))
     collector = ImageCollector(tmp_path, policy)
     assert collector.add("s3://bucket/cat.png", task_id=7).startswith("images/")  # streamed by Label Studio
     assert servers.resolved == [("7", "s3://bucket/cat.png")] and servers.objects.requests == 0
     with pytest.raises(IllumeError, match="not in the allowed hosts"):  # presigned: the object host must be allowed
         collector.add("gs://bucket/cat.png", task_id=8)
     assert servers.objects.requests == 0
-    widened = ImagePolicy(label_studio_url=servers.label_studio_url, label_studio_api_key="legacy-token",
+    widened = ImagePolicy(label_studio=LabelStudioClient(servers.label_studio_url, "legacy-token"),
                           allowed_hosts=[servers.objects.host])
     assert load_image(storage_ref("gs://bucket/cat.png", 8), widened).size == (8, 6)
     assert servers.objects.requests == 1 and servers.objects.with_authorization == 0  # no API key to the store

@@ -171,7 +171,7 @@ def test_exception_between_files_leaves_previous_export(illume_project, tmp_path
 KILLABLE = r'''
 import sys, time
 from pathlib import Path
-from connector.client import connect
+from illume.labelstudio.client import connect
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
 from connector.export_project import export_policy

@@ -16,8 +16,9 @@ import pytest
 import requests
 from PIL import Image
 
-from connector.client import connect
-from connector.importing import ImagePlacer, import_items, item_key
+from illume.labelstudio.client import connect
+from illume.labelstudio.task import item_key
+from connector.importing import ImagePlacer, import_items
 from fault_proxy import Fault, FaultProxy
 from illume.records import Item
 

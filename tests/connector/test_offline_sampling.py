@@ -19,7 +19,7 @@ from connector.offline_sampling import (
 from connector.predicting import project_predictions
 from connector.project import init_project, read_label_config
 from illume.errors import IllumeError
-from illume.images import ImagePolicy
+from illume.labelstudio.client import LabelStudioClient
 from ml_backend.app import create_app
 from ml_backend.settings import Settings
 from illume.ports import free_port
@@ -46,8 +46,7 @@ def test_offline_sampling_under_the_launcher_is_resumable_and_writes_each_task_o
         illume_project, label_studio, sync_client, tiny_model_dir, monkeypatch):
     model = str(tiny_model_dir("llava"))
     tasks = [illume_project.add_task(f"item{i}", [], color=("red", "blue")[i % 2]) for i in range(TASKS)]
-    settings = Settings(model=model, images=ImagePolicy(label_studio_url=label_studio.url,
-                                                        label_studio_api_key=label_studio.token))
+    settings = Settings(model=model, label_studio=LabelStudioClient(label_studio.url, label_studio.token))
     app = create_app(settings)
     with ServerThread(app) as backend:
         project = init_project(sync_client, illume_project.project["title"], read_label_config(),

@@ -1,4 +1,4 @@
-"""The task contract (illume.task_candidates) against a real Label Studio: options of a judged
+"""The task contract (illume.labelstudio.candidates) against a real Label Studio: options of a judged
 task are append-only, also when the annotation arrives between our read and our write."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from illume.labeling_schema import shipped_schema
 from illume.records import Candidate
-from illume.task_candidates import APPENDED, stored_tasks, unseen_aliases, write_candidates
+from illume.labelstudio.candidates import APPENDED, stored_tasks, unseen_aliases, write_candidates
 
 pytestmark = pytest.mark.label_studio
 

@@ -1,23 +1,60 @@
-"""Label Studio tasks <-> model queries: which data fields to read (named by the labeling
-config's schema, illume.labeling_schema) and prediction results. Reading tasks and writing
-candidates back (aliases, append-only once judged) is the task contract of
-illume.task_candidates, shared with offline sampling; its names are re-exported here."""
+"""What a Label Studio task holds, one definition for every reader and writer.
+
+A task's data: the image, question, answer and candidates under the names the project's
+labeling config gives them (illume.labeling_schema), plus `item_id`, `split` and `round`.
+Reference explanations (and a Shapes-X scene) go into its `meta`, out of the annotators' view.
+From a task the backend and offline sampling build a model query (`task_query`) and a
+prediction (`prediction`); candidates are read and written by illume.labelstudio.candidates.
+"""
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from illume.errors import IllumeError
 from illume.images import ImagePolicy, ImageSource, check_image, storage_ref
 from illume.labeling_schema import LabelingSchema, parse_schema, shipped_schema
-from illume.records import Candidate
-from illume.task_candidates import StoredTask, assign_aliases, write_candidates  # noqa: F401 (the contract)
-from illume.task_candidates import stored_tasks as stored_task_data  # noqa: F401 (the backend's name)
+from illume.records import Candidate, Item
 from illume.text import MAX_TEXT_CHARS
 from illume.text import check_text as check_text_value
-from illume.vlm import Query
+
+if TYPE_CHECKING:
+    from illume.vlm import Query
+
+
+def task_data(item: Item, image_url: str, schema: LabelingSchema, round_: int = 1) -> dict:
+    """One task to import: shown data, and the references kept out of the annotators' view."""
+    return {"data": {schema.image: image_url, schema.question: item.question, schema.answer: item.answer,
+                     schema.candidates: [], "item_id": item.item_id, "split": item.split, "round": round_},
+            "meta": {"references": list(item.explanations),  # + a Shapes-X scene, for the scene critic
+                     **({"scene": item.meta["scene"]} if "scene" in item.meta else {})}}
+
+
+def task_round(data: dict) -> int:
+    """The labeling round a task belongs to (tasks imported without one are round 1)."""
+    try:
+        return int(data.get("round") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def item_key(data: dict) -> tuple[str, int] | None:
+    """What makes a task unique in a project: its item in its labeling round."""
+    return (str(data["item_id"]), task_round(data)) if data.get("item_id") is not None else None
+
+
+def task_item_id(task: dict) -> str:
+    """The item a task shows (tasks imported without an item id are named after the task)."""
+    return str((task.get("data") or {}).get("item_id") or f"task-{task.get('id')}")
+
+
+def task_references(task: dict) -> list[str]:
+    """A task's reference explanations (in `meta`; tasks imported by earlier versions kept them in data)."""
+    meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
+    found = meta.get("references") or (task.get("data") or {}).get("references") or []
+    return [str(r) for r in found if r]
 
 
 def parse_label_config(xml: str | None) -> LabelingSchema:
@@ -39,7 +76,9 @@ class PendingQuery:
     def fetch(self) -> bytes:
         return self.image.fetch()
 
-    def build(self, data: bytes) -> Query:
+    def build(self, data: bytes) -> "Query":
+        from illume.vlm import Query  # torch: loaded by those that run the model only
+
         return Query(image=self.image.decode(data), question=self.question, answer=self.answer)
 
 

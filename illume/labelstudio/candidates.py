@@ -12,7 +12,7 @@ Options appended to a judged task are recorded in the task's `meta` (never shown
 judges each annotation only against the options it could have seen (`unseen_aliases`).
 
 `client` is anything with the connector client's `request(method, path, expect=, params=,
-json=)` (connector.client.LabelStudioClient); this module imports nothing from the connector.
+json=)` (illume.labelstudio.client.LabelStudioClient); this module imports nothing from the connector.
 """
 from __future__ import annotations
 
@@ -44,6 +44,29 @@ class StoredTask:
     project: int | None = None  # where to read it again (None: never re-read)
     meta: dict[str, Any] | None = None
     newest_annotation: int = 0  # the highest annotation id (0: none)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One candidate option of a task: its text (whitespace collapsed) and the choice value an
+    annotation stores for it (its alias; the stored text for options kept without one)."""
+
+    text: str
+    alias: str
+
+
+def task_options(data: dict[str, Any], fields: LabelingSchema) -> list[Option]:
+    """The options of a task's `data.candidates` in stored order: the one reader of that list
+    ([{"value", "alias"}]; plain strings from early imports are options without an alias).
+    Options without text are left out."""
+    found = []
+    for entry in data.get(fields.candidates) or []:
+        value = entry.get("value", "") if isinstance(entry, dict) else entry
+        alias = entry.get("alias") if isinstance(entry, dict) else None
+        text = " ".join(str(value).split())
+        if text:
+            found.append(Option(text, str(alias) if alias is not None else str(value)))
+    return found
 
 
 def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
