@@ -130,7 +130,7 @@ def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, 
                     args: argparse.Namespace, pairs: list[PreferencePair] = (), dpo_weight: float = 0.0,
                     unticked: list[TrainingRow] = ()) -> tuple[Path, dict]:
     from training import TrainConfig, run
-    from training.losses import preference_diagnostics
+    from illume.run_diagnostics import preference_diagnostics
 
     kto = args.preference_loss == "kto"
     pairs, unticked = ([], unticked) if kto else (pairs, [])

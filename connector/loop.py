@@ -30,7 +30,7 @@ from illume.critic import DEFAULT_CRITIC, DEFAULT_SCORING, make_critic
 from illume.errors import IllumeError
 from illume.records import EXPORT_FEEDBACK, EXPORT_MANIFEST, Feedback, atomic_write_text, iter_jsonl
 from illume.metrics import annotation_effort, candidate_diversity, scored_as
-from training.losses import preference_diagnostics
+from illume.run_diagnostics import preference_diagnostics
 
 STATE_FILE = "loop.json"
 STEPS = ("import", "predict", "annotate", "export", "train")

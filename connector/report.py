@@ -183,7 +183,7 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
         parts += ["<h2>Candidate diversity</h2>",
                   _table(["round", "distinct candidates / item", "distinct bigrams / bigrams"], diversity_rows)]
     epochs = [(n, e) for n, r in rounds.items() for e in r.get("preference") or []]
-    if epochs:  # TRL's names (training.losses.DPO_STATS), as the job logged them
+    if epochs:  # TRL's names (illume.run_diagnostics.DPO_STATS), as the job logged them
         names = sorted({k for _, e in epochs for k in e if k != "epoch"})
         parts += ["<h2>Preference loss (DPO on ticked vs unticked candidates of the same item), per epoch</h2>",
                   _table(["round", "epoch", *names], [[n, e.get("epoch"), *(_fine(e.get(k)) for k in names)]

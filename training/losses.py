@@ -20,12 +20,10 @@ on items where nothing was accepted):
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
+from illume.run_diagnostics import DPO_STATS
 from training.data import IGNORE
 
 
@@ -45,8 +43,6 @@ def illume_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weight: torch.T
     return (loss_weight.to(nll.dtype) * nll).mean()
 
 
-DPO_STATS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-             "logps/chosen", "logps/rejected")  # TRL's DPOTrainer names, means over the pairs
 PREFERENCE_LOSSES = ("dpo", "ipo", "kto")
 
 
@@ -87,10 +83,3 @@ def kto_loss(policy: torch.Tensor, reference: torch.Tensor, desirable: torch.Ten
         if desirable.any() and (~desirable).any():
             stats["rewards/margins"] = stats["rewards/chosen"] - stats["rewards/rejected"]
     return loss, stats
-
-
-def preference_diagnostics(eval_dir: str | Path) -> list[dict[str, float]]:
-    """Per epoch of a finished run (its eval/epoch_<n>.json): the epoch, the DPO loss and TRL's diagnostics."""
-    files = sorted(Path(eval_dir).glob("epoch_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-    epochs = [json.loads(p.read_text(encoding="utf-8")) for p in files]
-    return [{k: e[k] for k in ("epoch", "dpo_loss", *DPO_STATS, "kl") if k in e} for e in epochs if "dpo_loss" in e]

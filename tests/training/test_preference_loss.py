@@ -11,7 +11,8 @@ from illume.records import ANSWER_ONLY, EXPORT_ROWS, RATIONALE, TrainingRow, rea
 from illume.vlm import ADAPTER_META
 from training import TrainConfig, run
 from training.data import EXPORT_UNTICKED, IGNORE
-from training.losses import DPO_STATS, kto_loss, preference_loss, sequence_logprobs
+from illume.run_diagnostics import DPO_STATS
+from training.losses import kto_loss, preference_loss, sequence_logprobs
 
 
 # IPO's squared loss has gradients ~1/beta larger than DPO's: a smaller step keeps SGD from overshooting.
