@@ -408,8 +408,8 @@ def _policy(client, allow_hosts, allow_roots):
 @pass_session
 def export(session, out, previous, min_agreement, min_annotations, round_, allow_hosts, allow_roots, method,
            held_out_items):
-    """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, feedback.jsonl,
-    manifest.json and images/.
+    """Turn completed tasks into training data: rows.jsonl, preferences.jsonl, unticked.jsonl,
+    feedback.jsonl, manifest.json and images/.
 
     Rationale rows for every accepted candidate and written rationale; answer-only rows drawn
     from all the project's items without one (--answer-pool-ratio x the rationale rows, never
@@ -429,6 +429,35 @@ def export(session, out, previous, min_agreement, min_annotations, round_, allow
                               held_out=held_out_ids(held_out_items))
     progress.end()
     session.emit(_export_summary(manifest, out), manifest)
+
+
+@main.command(name="export-trl")
+@click.option("--export", "export_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Export directory written by `illume-sync export`.")
+@click.option("--push-to-hub", "repo", metavar="OWNER/NAME",
+              help="Also upload the layouts (sft, unpaired, preference configs, images embedded) to this "
+                   "Hugging Face dataset repository (private; token from HF_TOKEN). Off by default.")
+@click.option("--dry-run", is_flag=True, help="With --push-to-hub: say what would be uploaded, upload nothing.")
+@JSON
+@pass_session
+def export_trl(session, export_dir, repo, dry_run):
+    """Write the export in TRL's other layouts beside preferences.jsonl: sft.jsonl (prompt/completion,
+    SFTTrainer) and unpaired.jsonl (prompt/completion/label, KTOTrainer: accepted rationales true,
+    candidates nobody ticked false). Each loads with datasets.load_dataset("json", ...)."""
+    from dataclasses import asdict
+
+    from connector.export_trl import push_to_hub, write_trl_layouts
+
+    counts = write_trl_layouts(export_dir)
+    summary = f"wrote {counts['sft']} SFT rows and {counts['unpaired']} unpaired rows into {export_dir}"
+    result: dict[str, Any] = {"export": str(export_dir), "rows": counts}
+    if repo:
+        plan = push_to_hub(export_dir, repo, dry_run=dry_run)
+        result["hub"] = asdict(plan)
+        configs = ", ".join(f"{name} ({rows} rows)" for name, rows in plan.configs.items())
+        summary += (f"\n{'would push' if dry_run else 'pushed'} to https://huggingface.co/datasets/{repo}: "
+                    f"{configs}; {plan.images} images")
+    session.emit(summary, result)
 
 
 @main.command()

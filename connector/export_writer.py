@@ -8,6 +8,8 @@ images and the manifest (what export.convert swaps in atomically).
     rows; without one, every annotated item without an accepted rationale (now or earlier) gets one;
   * preference pairs: each accepted (or written) rationale against each candidate that was
     shown and not accepted, in TRL's layout (images, prompt, chosen, rejected);
+  * unticked.jsonl: each candidate shown and not accepted, as a rationale row (the undesirable
+    side of an unpaired loss; connector.export_trl writes TRL's unpaired layout from it);
   * rows and pairs of the previous export are carried over without duplicates;
   * a task whose image the image policy refuses (a disallowed host, outside the allowed roots,
     too large) is left out and reported in the manifest, with nothing fetched or copied.
@@ -26,11 +28,13 @@ from typing import Any, Callable, Iterable
 from connector.agreement import Agreement
 from connector.export_images import ImageCollector
 from illume.labelstudio.task import task_round
-from connector.judging import NONE_RULE, NOTE_KEYS, Judged, judge_task, preference_pairs, pretick_summary, rationale_rows
+from connector.judging import (NONE_RULE, NOTE_KEYS, Judged, judge_task, preference_pairs, pretick_summary,
+                               rationale_rows, unticked_rows)
 from illume.atomic_dir import fsync_dir
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
-from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,
+from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED,
+                            RATIONALE, Feedback,
                             PreferencePair, TrainingRow, atomic_write_text, iter_jsonl, sha256_file)
 from illume.text import check_text
 
@@ -78,7 +82,9 @@ class ExportWriter:
         self.rows = open(directory / EXPORT_ROWS, "w", encoding="utf-8")
         self.pairs = open(directory / EXPORT_PAIRS, "w", encoding="utf-8")
         self.feedback = open(directory / EXPORT_FEEDBACK, "w", encoding="utf-8")
+        self.unticked = open(directory / EXPORT_UNTICKED, "w", encoding="utf-8")
         self.row_keys: set[str] = set()
+        self.unticked_keys: set[str] = set()
         self.pair_keys: set[tuple[str, str, str]] = set()
         self.with_rationale: set[str] = set()
         self.answer_only: dict[str, TrainingRow] = {}
@@ -97,6 +103,13 @@ class ExportWriter:
         self.counts["rationale_rows"] += 1
         self.counts["new_rationale_rows"] += new
 
+    def add_unticked(self, row: TrainingRow) -> None:
+        key = _row_key(row.item_id, row.rationale or "")
+        if key not in self.unticked_keys:
+            self.unticked_keys.add(key)
+            self.unticked.write(to_line(row))
+            self.counts["unticked_rows"] += 1
+
     def add_pair(self, pair: PreferencePair) -> None:
         key = (pair.item_id, pair.chosen, pair.rejected)  # texts are already whitespace-normalised
         if key in self.pair_keys:
@@ -113,13 +126,13 @@ class ExportWriter:
         for row in self.answer_only.values():
             self.rows.write(to_line(row))
         self.counts["answer_rows"] = len(self.answer_only)
-        for handle in (self.rows, self.pairs, self.feedback):
+        for handle in (self.rows, self.pairs, self.feedback, self.unticked):
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
 
     def close(self) -> None:
-        for handle in (self.rows, self.pairs, self.feedback):
+        for handle in (self.rows, self.pairs, self.feedback, self.unticked):
             handle.close()
 
 
@@ -180,6 +193,10 @@ def carry_over(writer: ExportWriter, previous: Path) -> None:
         for pair in iter_jsonl(pairs_path, PreferencePair):
             pair.images = [carried(image) for image in pair.images]
             writer.add_pair(pair)
+    if (previous / EXPORT_UNTICKED).is_file():
+        for row in iter_jsonl(previous / EXPORT_UNTICKED, TrainingRow):
+            row.image = carried(row.image)
+            writer.add_unticked(row)
 
 
 @dataclass
@@ -266,6 +283,8 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
         writer.add_rationale(row, new=True)
     for pair in preference_pairs(feedback):
         writer.add_pair(pair)
+    for row in unticked_rows(feedback):
+        writer.add_unticked(row)
     if not feedback.accepted and not feedback.written:
         writer.note_answer_only(TrainingRow(ANSWER_ONLY, feedback.item_id, feedback.image, feedback.question,
                                             feedback.answer, None, feedback.iteration))
@@ -325,7 +344,8 @@ def _manifest(work: Path, writer: ExportWriter, tally: Tally, options: Any, prev
                    "cancelled_annotations": tally.cancelled, "annotations": len(tally.annotation_ids),
                    "below_min_annotations": tally.below_min_annotations, "min_annotations": options.min_annotations,
                    "rationale_rows": rationale, "new_rationale_rows": counts.get("new_rationale_rows", 0),
-                   "answer_rows": answer, "pairs": counts.get("pairs", 0), "images": len(images),
+                   "answer_rows": answer, "pairs": counts.get("pairs", 0),
+                   "unticked_rows": counts.get("unticked_rows", 0), "images": len(images),
                    "refused_images": len(tally.refused_images), "refused_texts": len(tally.refused_texts)},
         "refused_images": tally.refused_images,
         "refused_texts": tally.refused_texts,
@@ -334,6 +354,6 @@ def _manifest(work: Path, writer: ExportWriter, tally: Tally, options: Any, prev
         "previous_export": str(previous) if previous else None,
         "annotation_ids": sorted(tally.annotation_ids),
         "task_ids": sorted(writer.task_ids),
-        "files": {name: sha256_file(work / name) for name in (EXPORT_ROWS, EXPORT_PAIRS, EXPORT_FEEDBACK)},
+        "files": {name: sha256_file(work / name) for name in (EXPORT_ROWS, EXPORT_PAIRS, EXPORT_FEEDBACK, EXPORT_UNTICKED)},
         "images": images,
     }

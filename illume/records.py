@@ -81,6 +81,16 @@ class TrainingRow:
             raise ValueError(f"rationale row for item {self.item_id!r} has no rationale text")
 
 
+def user_turn(question: str) -> list[dict[str, Any]]:
+    """TRL's conversational prompt of a vision row: the user's turn, the image then the question."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def assistant_turn(text: str) -> list[dict[str, Any]]:
+    """TRL's conversational completion: one assistant turn holding `text`."""
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
 @dataclass
 class PreferencePair:
     """An accepted and a rejected rationale for the same item (image, question, answer).
@@ -104,11 +114,10 @@ class PreferencePair:
 
     def to_json_object(self) -> dict[str, Any]:
         def reply(rationale: str) -> list[dict[str, Any]]:
-            return [{"role": "assistant", "content": [{"type": "text", "text": rationale_reply(self.answer, rationale)}]}]
+            return assistant_turn(rationale_reply(self.answer, rationale))
 
         return {"item_id": self.item_id, "question": self.question, "answer": self.answer, "images": self.images,
-                "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.question}]}],
-                "chosen": reply(self.chosen), "rejected": reply(self.rejected)}
+                "prompt": user_turn(self.question), "chosen": reply(self.chosen), "rejected": reply(self.rejected)}
 
     @classmethod
     def from_json_object(cls, data: dict[str, Any]) -> "PreferencePair":
@@ -205,6 +214,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 # The export directory: what `illume-sync export` writes and `training` reads.
 EXPORT_ROWS = "rows.jsonl"  # TrainingRow, both kinds
 EXPORT_PAIRS = "preferences.jsonl"  # PreferencePair
+EXPORT_UNTICKED = "unticked.jsonl"  # candidates nobody ticked, in rows.jsonl's layout (rationale rows)
 EXPORT_FEEDBACK = "feedback.jsonl"  # Feedback, one per completed item
 EXPORT_MANIFEST = "manifest.json"  # counts, rationale_weight, sha256 per file, annotation ids
 

@@ -20,11 +20,10 @@ import torch
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.images import load_local_image
-from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Item,
+from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED, RATIONALE, Item,
                             PreferencePair, TrainingRow, read_jsonl, rationale_weight, sha256_file)
 
 IGNORE = -100
-EXPORT_UNTICKED = "unticked.jsonl"  # candidates nobody ticked, in rows.jsonl's layout (rationale rows)
 _EXPORT_HINT = "Write the export with `illume-sync export --out DIR` and pass that DIR as --export."
 
 
