@@ -53,7 +53,10 @@ SETTINGS_FILE = "demo_settings.json"
 CAPTION_PROMPT = "Describe the picture:"
 INVENTORY_PROMPTS = {"kind": "List the shapes:", "color": "List the colors:"}
 DEFAULT_CACHE = Path(os.environ.get("ILLUME_CACHE", Path.home() / ".cache" / "illume")) / "demo-models"
-BUILD_ESTIMATE = "about 15 minutes on 2 idle CPU cores, much longer on a loaded machine; each stage says its ETA"
+# measured: 10m15s with --threads 1 on a busy 2-core machine (the language stage is 9 of them); more torch
+# threads than free cores slowed the same build several times over
+BUILD_ESTIMATE = ("about 10 minutes on one free CPU core (on a busy machine use --threads 1); "
+                  "each stage says its ETA")
 # LoRA training that suits the demo model: the demo (connector.demo) and benchmarks/data_efficiency.py use it
 DEMO_TRAINING = {"epochs": 5, "lr": 1e-3, "batch_size": 8}
 

@@ -183,4 +183,4 @@ def test_a_build_reports_every_stage_even_when_not_on_a_terminal(built):
     _, _, lines = built
     for stage in ("tokenizer", "scenes", "pixels", "tokens", "vision", "language", "measure"):
         assert any(line.startswith(f"[{stage}] done in") for line in lines), stage
-    assert lines[0].startswith("building the demo model into") and "about 15 minutes" in lines[1]
+    assert lines[0].startswith("building the demo model into") and "about 10 minutes" in lines[1]
