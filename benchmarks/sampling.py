@@ -43,7 +43,8 @@ import torch
 from PIL import Image
 
 from illume.tiny_models import build_tiny_model
-from illume.vlm import ADAPTER_META, VLM, Query, SamplingConfig
+from illume.layout import ADAPTER_META
+from illume.vlm import VLM, Query, SamplingConfig
 
 
 def make_queries(count: int) -> list[Query]:

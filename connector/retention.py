@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.export_writer import AnswerPool
+from illume.layout import ADAPTER_META
 
 _POOL = AnswerPool.__dataclass_fields__
 
@@ -54,8 +55,6 @@ class Retention:
 
     def record(self, adapter: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
         """What was used, for the round record: these options, the export's answer pool and what the job did."""
-        from illume.vlm import ADAPTER_META  # here: importing illume.vlm loads torch
-
         meta_path = Path(adapter) / ADAPTER_META
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         used = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from illume.errors import IllumeError
 from illume.records import EXPORT_ROWS, Item, read_jsonl
-from illume.vlm import ADAPTER_META
+from illume.layout import ADAPTER_META
 
 ADAPTER_DIR = "adapter"
 

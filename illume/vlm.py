@@ -31,12 +31,12 @@ from PIL import Image
 
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
+from illume.layout import ADAPTER_META
 from illume.records import Candidate
 from illume.text import normalise
 
 log = logging.getLogger(__name__)
 
-ADAPTER_META = "illume_adapter.json"  # written next to a trained adapter (training job)
 # The product's default share of candidates sampled with the adapter disabled: the hot half of
 # 5 x T=0.3 + 5 x T=0.8, the setting measured in benchmarks/data_efficiency.py (README, Diversity).
 DEFAULT_BASE_SHARE = 0.5

@@ -22,7 +22,8 @@ import torch
 from illume.atomic_dir import remove_stale_temporaries, swap_in, temporary_beside
 from illume.errors import IllumeError
 from illume.records import atomic_write_text
-from illume.vlm import ADAPTER_META, VLM, pick_device
+from illume.layout import ADAPTER_META
+from illume.vlm import VLM, pick_device
 from training import deepspeed_config
 from training.config import TrainConfig, TrainResult
 from training.data import BatchBuilder, Export, load_export, load_items, model_inputs, shard_batches, to_device

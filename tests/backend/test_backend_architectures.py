@@ -10,7 +10,8 @@ import requests
 
 from backend_helpers import FAST_SAMPLING, LABEL_CONFIG, ServerThread, data_uri, task
 from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
-from illume.vlm import ADAPTER_META, VLM
+from illume.layout import ADAPTER_META
+from illume.vlm import VLM
 from ml_backend.app import create_app
 from ml_backend.model_holder import ModelHolder
 from ml_backend.settings import Settings

@@ -17,7 +17,8 @@ from PIL import Image
 from connector.offline_sampling import OfflineJob, launcher_command, sampling_from_env
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
-from illume.vlm import ADAPTER_META, DEFAULT_BASE_SHARE, VLM, Query, SamplingConfig
+from illume.layout import ADAPTER_META
+from illume.vlm import DEFAULT_BASE_SHARE, VLM, Query, SamplingConfig
 from ml_backend.app import create_app
 from ml_backend.settings import Settings
 

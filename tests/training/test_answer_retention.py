@@ -11,7 +11,7 @@ from transformers import AutoProcessor
 
 from illume import prompts
 from illume.errors import IllumeError
-from illume.vlm import ADAPTER_META
+from illume.layout import ADAPTER_META
 from training import TrainConfig, run
 from training.data import IGNORE, BatchBuilder, load_export
 from training.job import Trainer, choose_epoch

@@ -12,7 +12,8 @@ from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.images import load_local_image
 from illume.tiny_models import ARCHITECTURES, TORCHVISION_ARCHITECTURES, missing_requirement
-from illume.vlm import ADAPTER_META, VLM
+from illume.layout import ADAPTER_META
+from illume.vlm import VLM
 from training import TrainConfig, run
 from training.cli import parser
 from training.data import IGNORE, BatchBuilder, load_export, target_span

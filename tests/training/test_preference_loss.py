@@ -8,7 +8,7 @@ import torch
 
 from illume.errors import IllumeError
 from illume.records import ANSWER_ONLY, EXPORT_ROWS, RATIONALE, TrainingRow, read_jsonl, write_jsonl
-from illume.vlm import ADAPTER_META
+from illume.layout import ADAPTER_META
 from training import TrainConfig, run
 from training.data import EXPORT_UNTICKED, IGNORE
 from illume.run_diagnostics import DPO_STATS

@@ -9,7 +9,8 @@ from PIL import Image
 
 from illume.errors import IllumeError
 from illume.records import EXPORT_ROWS
-from illume.vlm import ADAPTER_META, VLM, Query
+from illume.layout import ADAPTER_META
+from illume.vlm import VLM, Query
 from training import TrainConfig, run
 from training.data import BatchBuilder, load_export, model_inputs
 from training.losses import sequence_logprobs
