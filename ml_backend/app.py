@@ -24,7 +24,7 @@ from ml_backend.batcher import Batcher, BatchResult, QueueFull
 from ml_backend.connections import install_accept_error_log
 from ml_backend.model_holder import ModelHolder, processor_side
 from ml_backend.settings import Settings
-from ml_backend.training_hook import TrainingRuns
+from illume.training_runs import TrainingRuns
 
 log = logging.getLogger("ml_backend")
 WRITE_WORKERS = 8  # concurrent candidate writes into Label Studio per request

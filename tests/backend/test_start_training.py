@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backend_helpers import ROUND_STAND_IN
-from ml_backend.training_hook import TrainingRuns, project_id
+from illume.training_runs import TrainingRuns, project_id
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_nothing_new_to_train_on_until_the_project_gets_annotations(round_comman
 
 
 def test_a_stale_torch_extension_lock_is_removed_and_reported(round_command, tmp_path, monkeypatch):
-    from ml_backend.stale_locks import clear_stale_locks
+    from illume.stale_locks import clear_stale_locks
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
     stale = tmp_path / "extensions" / "py311_cpu" / "cpu_adam" / "lock"  # left by a build that was killed

@@ -18,7 +18,7 @@ At most one run per project, and at most `max_runs` at once. Every press is answ
 sentence for the lead: started as round N, already running since ..., nothing new to train on,
 or why it could not start. A thread per run waits for its process (so none is left a zombie),
 then removes its payload file and records the exit code for GET /training. Before a run starts,
-torch-extension build locks left by killed runs are removed and reported (ml_backend.stale_locks).
+torch-extension build locks left by killed runs are removed and reported (illume.stale_locks).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping
 
 from illume.errors import IllumeError
-from ml_backend.stale_locks import clear_stale_locks
+from illume.stale_locks import clear_stale_locks
 
 log = logging.getLogger(__name__)
 EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model MODEL --backend-url URL"
