@@ -70,7 +70,7 @@ from illume.datasets.shapes_truth import scene_of  # noqa: E402
 from illume.demo_model import DEMO_TRAINING  # noqa: E402
 from illume.errors import IllumeError  # noqa: E402
 from illume.images import load_local_image  # noqa: E402
-from illume.metrics import candidate_diversity, scored_as  # noqa: E402
+from illume.metrics import RATIONALE_METRICS, candidate_diversity, scored_as  # noqa: E402
 from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,  # noqa: E402
                             Item, PreferencePair, TrainingRow, atomic_write_text, rationale_weight, read_jsonl,
                             write_jsonl)
@@ -326,7 +326,8 @@ def in_scoring(report: dict, scoring: str) -> dict:
     def view(scores: dict | None) -> dict | None:
         if scores is None:
             return None
-        return {**{k: v for k, v in scores.items() if k not in SCORINGS}, **scored_as(scores, scoring)}
+        figures = {k: v for k, v in scored_as(scores, scoring).items() if k in (*RATIONALE_METRICS, "accuracy")}
+        return {**{k: v for k, v in scores.items() if k not in SCORINGS}, **figures}  # the arm's own "items" stay
 
     return {**report, "demo": view(report["demo"]),
             "loop": [{**r, "illume": view(r["illume"])} if "illume" in r else r for r in report["loop"]],

@@ -61,6 +61,8 @@ def test_data_efficiency_tables_read_either_mode_of_the_same_run():
               "cost_model": {"judge_seconds": 5.0, "write_seconds": 30.0}}
     paper = bench.in_scoring(report, "paper")
     assert paper["loop"][0]["illume"]["rouge_l"] == 46.0 and paper["loop"][0]["illume"]["train_seconds"] == 3.0
+    report["sft"][0]["paper"]["items"] = 12  # evaluated items: never the SFT arm's training items
+    assert bench.in_scoring(report, "paper")["sft"][0]["items"] == 5
     # ILLUME reaches SFT 1x when scored the paper's way, not the default way
     assert bench.break_even(bench.arms(paper))["arm"] == "ILLUME iteration 1"
     assert bench.break_even(bench.arms(bench.in_scoring(report, "default")))["ratio"] == "never"
