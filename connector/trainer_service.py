@@ -1,0 +1,156 @@
+"""The trainer service: "Start training" runs on the training machine, not in the serving backend.
+
+Wiring (docker-compose.yml): Label Studio's button sends START_TRAINING to the backend's /webhook,
+as for any ML backend; the backend's training command is `python -m connector.trainer_service
+forward`, which posts that same payload to this service (ILLUME_TRAINER_URL, bearer
+ILLUME_ADMIN_TOKEN) and prints its answer. Here the payload starts ILLUME_TRAIN_COMMAND (normally
+`illume-sync round ...`, which writes its run under a writable runs volume and reloads the backend)
+through the backend's own run keeper (illume.training_runs.TrainingRuns): one run per project,
+an answer sentence per press, GET /training with the exit codes and log tails.
+
+Why this way: Label Studio only talks to the ML backend, whose webhook already answers presses;
+forwarding keeps the backend a server with read-only model and run mounts and no GPU, and the
+trainer needs no Label Studio-facing address. The forwarder prints the trainer's round as
+"round N: ... of project P", the line the backend's answer names the round from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Header, HTTPException, Request  # module level: FastAPI resolves the annotations here
+
+from illume.errors import IllumeError
+
+TOKEN_ENV = "ILLUME_ADMIN_TOKEN"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    command: str = field(default="", metadata={"env": "ILLUME_TRAIN_COMMAND", "help": (
+        "what a press runs, `{project}` replaced by the project id, e.g. illume-sync round --project {project} "
+        "--run-dir /runs/project-{project} --base-model /models/M --backend-url http://ml-backend:9090")})
+    token: str = field(default="", metadata={"env": TOKEN_ENV, "help": (
+        "bearer token the backend's forwarder sends (the backend's admin token; required)")})
+    answer_wait_s: float = field(default=8.0, metadata={"env": "ILLUME_TRAINER_ANSWER_S", "help": (
+        "seconds a press waits for the run to name its round; keep it below the backend's ILLUME_TRAIN_ANSWER_S")})
+    max_runs: int = field(default=1, metadata={"env": "ILLUME_MAX_TRAINING_RUNS", "help": "training runs at once"})
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "TrainerSettings":
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            raw = environ.get(spec.metadata["env"])
+            if raw not in (None, ""):
+                try:
+                    values[spec.name] = type(spec.default)(raw)
+                except ValueError:
+                    raise IllumeError(f"{spec.metadata['env']}={raw!r} is not a {type(spec.default).__name__}",
+                                      f"Set it to {spec.metadata['help']}.") from None
+        settings = cls(**values)
+        for name in ("command", "token"):
+            if not getattr(settings, name):
+                env = cls.__dataclass_fields__[name].metadata
+                raise IllumeError(f"the trainer needs {env['env']}", f"Set {env['env']}: {env['help']}.")
+        return settings
+
+
+def create_app(settings: TrainerSettings):
+    """The trainer's HTTP face: POST /webhook (a forwarded START_TRAINING), GET /training, GET /health."""
+    import secrets
+
+    from illume.training_runs import TrainingRuns
+
+    runs = TrainingRuns(settings.max_runs, settings.answer_wait_s)
+    app = FastAPI(title="ILLUME trainer")
+
+    def check(authorization: str | None) -> None:
+        if not secrets.compare_digest((authorization or "").encode(), f"Bearer {settings.token}".encode()):
+            raise HTTPException(401, "a bearer token (ILLUME_ADMIN_TOKEN) is required")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "UP", "running": len(runs.running())}
+
+    @app.post("/webhook")
+    async def webhook(request: Request, authorization: str | None = Header(None)) -> dict[str, Any]:
+        check(authorization)
+        payload = await request.json()
+        if not isinstance(payload, dict) or payload.get("action") != "START_TRAINING":
+            return {"status": "ignored", "detail": "only START_TRAINING starts anything here"}
+        answer = runs.start(settings.command, payload)
+        return {"status": answer.status, "detail": answer.message,
+                "round": answer.run.round if answer.run is not None else None}
+
+    @app.get("/training")
+    def training(authorization: str | None = Header(None)) -> dict[str, Any]:
+        check(authorization)
+        return runs.status()
+
+    app.state.training_runs = runs
+    return app
+
+
+def forward(url: str, token: str, payload: dict[str, Any], timeout_s: float = 60.0) -> tuple[bool, str]:
+    """Post a START_TRAINING payload to the trainer; (started, the line to print)."""
+    import requests
+
+    from illume.training_runs import project_id
+
+    try:
+        response = requests.post(f"{url.rstrip('/')}/webhook", json=payload, timeout=timeout_s,
+                                 headers={"Authorization": f"Bearer {token}"})
+    except requests.RequestException as exc:
+        return False, (f"the trainer at {url} cannot be reached ({type(exc).__name__}); start it "
+                       "(docker compose --profile gpu up -d trainer) and press again")
+    if response.status_code != 200:
+        return False, f"the trainer at {url} answered HTTP {response.status_code}: {response.text[:300]}"
+    answer = response.json()
+    detail = answer.get("detail", "")
+    if answer.get("status") != "started":
+        return False, f"the trainer did not start: {detail}"
+    project = project_id(payload)
+    if answer.get("round") is not None and project:  # illume.training_runs.ROUND_LINE
+        return True, f"round {answer['round']}: handed to the trainer at {url} for the training of project {project}: {detail}"
+    return True, f"handed to the trainer at {url}: {detail}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m connector.trainer_service", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the trainer (settings from the environment: "
+                                + ", ".join(f.metadata["env"] for f in fields(TrainerSettings)) + ")")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=9090)
+    commands.add_parser("forward", help="the backend's training command: hand its START_TRAINING to "
+                        "ILLUME_TRAINER_URL (payload from ILLUME_WEBHOOK_PAYLOAD)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            import uvicorn
+
+            uvicorn.run(create_app(TrainerSettings.from_env()), host=args.host, port=args.port, log_level="info")
+            return
+        url, token = os.environ.get("ILLUME_TRAINER_URL"), os.environ.get(TOKEN_ENV, "")
+        if not url:
+            raise IllumeError("ILLUME_TRAINER_URL is not set", "Set it to the trainer's address, e.g. http://trainer:9090.")
+        payload_file = os.environ.get("ILLUME_WEBHOOK_PAYLOAD")
+        if not payload_file:
+            raise IllumeError("ILLUME_WEBHOOK_PAYLOAD is not set (the backend sets it for its training command)",
+                              "Run this as the backend's --train-command, not by hand.")
+        payload = json.loads(Path(payload_file).read_text(encoding="utf-8"))
+        started, line = forward(url, token, payload, TrainerSettings.answer_wait_s + 30)
+        print(line, flush=True)
+        raise SystemExit(0 if started else 1)
+    except IllumeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
