@@ -233,7 +233,7 @@ def main() -> None:
 @API_KEY
 @click.option("--project", "-p", "title", required=True, help="Project title (reused when it exists).")
 @click.option("--label-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Labeling config XML (default: label_config/illume_rationales.xml).")
+              help="Labeling config XML (default: the shipped illume/label_config/illume_rationales.xml).")
 @click.option("--overlap", type=click.IntRange(min=1), default=1, show_default=True,
               help="Annotators per task (crowd-sourcing; export then votes by majority).")
 @click.option("--backend-url", help="ML backend address as Label Studio reaches it, e.g. http://backend:9090.")
@@ -242,7 +242,7 @@ def main() -> None:
 @click.option("--backend-password", envvar="ILLUME_BACKEND_PASSWORD", help="HTTP Basic password for the backend.")
 @click.option("--instructions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Instructions (HTML) shown before labeling (default: the instructions.html beside the "
-                   "labeling config, label_config/instructions.html for the shipped one).")
+                   "labeling config, illume/label_config/instructions.html for the shipped one).")
 @JSON
 @pass_session
 def init(session, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password,

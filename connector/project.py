@@ -7,11 +7,9 @@ from typing import Any
 
 from illume.labelstudio.client import LabelStudioClient
 from illume.errors import IllumeError
-from illume.labeling_schema import SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema
+from illume.labeling_schema import (INSTRUCTIONS_NAME, SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema,
+                                    shipped_text)
 
-LABEL_CONFIG = SHIPPED_CONFIG
-# Project instructions live beside a labeling config under this name (shown before labeling).
-INSTRUCTIONS_NAME = "instructions.html"
 # Label Studio's "Uncertainty sampling" offers tasks with the lowest prediction score first.
 LOWEST_SCORE_FIRST = "Uncertainty sampling"
 # The skip setting under which a skipped task returns to the same person's stream (a skip settles nothing).
@@ -64,7 +62,10 @@ def required_annotations(project: dict, min_annotations: int | None = None) -> i
 
 
 def read_label_config(path: Path | None = None) -> str:
-    path = Path(path or LABEL_CONFIG)
+    """The labeling config at `path` (checked), else the shipped one."""
+    if path is None:
+        return shipped_text(SHIPPED_CONFIG)
+    path = Path(path)
     if not path.is_file():
         raise IllumeError(f"Labeling config {path} does not exist", "Pass --label-config with an XML file.")
     text = path.read_text(encoding="utf-8")
@@ -75,8 +76,10 @@ def read_label_config(path: Path | None = None) -> str:
 def read_instructions(path: Path | None = None, label_config: Path | None = None) -> str | None:
     """The project instructions: `path`, else the instructions.html beside the labeling config
     (the shipped one by default); None when a custom config has none beside it."""
+    if path is None and label_config is None:
+        return shipped_text(INSTRUCTIONS_NAME).strip()
     if path is None:
-        path = Path(label_config or LABEL_CONFIG).parent / INSTRUCTIONS_NAME
+        path = Path(label_config).parent / INSTRUCTIONS_NAME
         if not path.is_file():
             return None
     path = Path(path)

@@ -19,12 +19,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from illume.errors import IllumeError
 
-SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "label_config" / "illume_rationales.xml"
+# Package data (illume/label_config/), read through importlib.resources so it is found in any install.
+SHIPPED_CONFIG = "illume_rationales.xml"
+INSTRUCTIONS_NAME = "instructions.html"  # the instructions beside a labeling config, shown before labeling
+
+
+def shipped_text(name: str) -> str:
+    """A file shipped in illume/label_config/ (SHIPPED_CONFIG, INSTRUCTIONS_NAME)."""
+    return (files("illume") / "label_config" / name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def _variable(value: Any) -> str | None:
 
 def _refuse(what: str, todo: str, where: str) -> IllumeError:
     return IllumeError(f"The labeling config{where} {what}",
-                       f"{todo} (label_config/illume_rationales.xml shows a complete config).")
+                       f"{todo} (illume/label_config/illume_rationales.xml shows a complete config).")
 
 
 @lru_cache(maxsize=64)
@@ -126,8 +133,8 @@ def parse_schema(config: str, where: str = "") -> LabelingSchema:
 
 
 def shipped_schema() -> LabelingSchema:
-    """The schema of label_config/illume_rationales.xml (exports converted without a project)."""
-    return parse_schema(SHIPPED_CONFIG.read_text(encoding="utf-8"))
+    """The schema of the shipped labeling config (exports converted without a project)."""
+    return parse_schema(shipped_text(SHIPPED_CONFIG), " (the shipped labeling config)")
 
 
 def project_schema(project: dict[str, Any]) -> LabelingSchema:

@@ -1,11 +1,12 @@
-"""DeepSpeed configuration: the JSON files in this directory, "auto" values filled from the flags."""
+"""DeepSpeed configuration: the JSON files shipped in this package, "auto" values filled from the flags."""
 from __future__ import annotations
 
 import copy
 import json
 import os
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,14 +14,16 @@ from illume.errors import IllumeError
 from illume.ports import free_port
 from training.config import TrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python 3.11+; annotations only
+
 STAGES = (0, 2, 3)
 
 
-def template_path(zero: int) -> Path:
+def template_path(zero: int) -> Traversable:
     if zero not in STAGES:
         raise IllumeError(f"ZeRO stage {zero} is not offered", f"Use --zero with one of {', '.join(map(str, STAGES))}.")
-    return CONFIG_DIR / f"ds_zero{zero}.json"
+    return files("training") / f"ds_zero{zero}.json"  # package data
 
 
 def read_config(config: TrainConfig) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from illume.labeling_schema import SHIPPED_CONFIG, shipped_text
 from illume.ports import free_port
 from illume.records import Item
 from illume.vlm import SamplingConfig
 
-REPO = Path(__file__).resolve().parents[2]
-LABEL_CONFIG = (REPO / "label_config" / "illume_rationales.xml").read_text()
+LABEL_CONFIG = shipped_text(SHIPPED_CONFIG)
 FAST_SAMPLING = SamplingConfig(temperatures=(0.7, 1.0), per_temperature=3, max_new_tokens=8)
 
 # A stand-in for `illume-sync round` (args: folder, project, round): records its payload file's

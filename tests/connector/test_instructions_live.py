@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.project import LABEL_CONFIG, read_instructions
+from connector.project import read_instructions, read_label_config
 from illume.errors import IllumeError
 
 
@@ -18,7 +18,7 @@ def test_the_shipped_config_has_short_instructions_beside_it():
 
 def test_a_custom_config_without_instructions_leaves_them_alone_and_an_empty_file_is_refused(tmp_path):
     config = tmp_path / "mine.xml"
-    config.write_text(LABEL_CONFIG.read_text())
+    config.write_text(read_label_config())
     assert read_instructions(None, config) is None
     (tmp_path / "instructions.html").write_text("<p>ours</p>\n")
     assert read_instructions(None, config) == "<p>ours</p>"
