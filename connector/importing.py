@@ -6,7 +6,9 @@ data key as a column (and the labeling view can show any of them), while `meta` 
 shown nor sent to the labeling interface's fields; the simulated critic and the JSON export
 still read it (`task_references`).
 
-Images: http(s) URLs and Label Studio URLs are stored as they are. Local files are served
+Images: http(s) URLs and Label Studio URLs are stored as they are; so are cloud-storage URIs
+(s3://, gs://, azure-blob://) once the project has a storage connected for their bucket, which
+Label Studio resolves for the labeling view and the backend (/tasks/<id>/resolve). Local files are served
 by Label Studio's local-files storage: they must lie under the server's
 LOCAL_FILES_DOCUMENT_ROOT (`--local-files-root`, as this machine sees it); the project gets
 a local storage connection for each folder that holds images.
@@ -53,6 +55,11 @@ def post_tasks(client: LabelStudioClient, project_id: int, tasks: list[dict]) ->
                  "imported twice.")
 
 
+# Cloud URI scheme -> Label Studio's storage API (/api/storages/<kind>) and the field naming the bucket.
+STORAGE_KINDS = {"s3": ("s3", "bucket"), "gs": ("gcs", "bucket"), "azure-blob": ("azure", "container"),
+                 "azure-spi": ("azure_spi", "container")}  # the schemes of illume.images.CLOUD_SCHEMES
+
+
 @dataclass
 class ImagePlacer:
     """Turns an item's image into a URL Label Studio can show."""
@@ -64,9 +71,14 @@ class ImagePlacer:
 
     def __post_init__(self) -> None:
         self._storages: set[Path] = set()
+        self._buckets: set[tuple[str, str]] = set()  # (scheme, bucket) with a storage connected
 
     def url(self, image: str) -> str:
         if image.startswith(("http://", "https://", "/data/", "data:")):
+            return image
+        scheme, _, rest = image.partition("://")
+        if scheme.lower() in STORAGE_KINDS and rest:
+            self._require_cloud_storage(scheme.lower(), rest.split("/", 1)[0], image)
             return image
         path = Path(image)
         if not path.is_absolute() and self.base_dir is not None:
@@ -86,6 +98,21 @@ class ImagePlacer:
                               "Move the images under --local-files-root (Label Studio's LOCAL_FILES_DOCUMENT_ROOT).")
         self._ensure_storage(path.parent, root)
         return f"/data/local-files/?d={quote(str(path.relative_to(root)))}"
+
+    def _require_cloud_storage(self, scheme: str, bucket: str, image: str) -> None:
+        """Label Studio resolves a cloud URI only through a storage of the project for its bucket."""
+        if (scheme, bucket) in self._buckets:
+            return
+        kind, field_name = STORAGE_KINDS[scheme]
+        response = self.client.request("GET", f"/api/storages/{kind}", params={"project": self.project_id},
+                                       expect=(200, 404))
+        storages = response.json() if response.status_code == 200 else []
+        if not any(s.get(field_name) == bucket for s in storages if isinstance(s, dict)):
+            raise IllumeError(f"Image {image}: project {self.project_id} has no {kind} storage connected for "
+                              f"{field_name} {bucket!r}, so Label Studio could not resolve it",
+                              "Connect the bucket in the project's Settings > Cloud Storage (source storage; no "
+                              "sync needed), then import again.")
+        self._buckets.add((scheme, bucket))
 
     def _ensure_storage(self, folder: Path, root: Path) -> None:
         if any(folder.is_relative_to(known) for known in self._storages):
