@@ -83,8 +83,8 @@ fi
 # 4. ILLUME Studio itself (editable), with the test tools on request.
 extras=""
 [[ $WITH_TEST == 1 ]] && extras="[test]"
-if ! "$VPY" -c "import illume, connector, ml_backend, training, peft, deepspeed, label_studio_sdk, pycocoevalcap, fastapi, ijson" 2>/dev/null \
-   || { [[ $WITH_TEST == 1 ]] && ! "$VPY" -c "import pytest_timeout, playwright, httpx, yaml, statsmodels, trl, datasets" 2>/dev/null; }; then
+if ! "$VPY" -c "import illume, connector, ml_backend, training, peft, deepspeed, label_studio_sdk, pycocoevalcap, fastapi, ijson, tqdm" 2>/dev/null \
+   || { [[ $WITH_TEST == 1 ]] && ! "$VPY" -c "import pytest_timeout, playwright, httpx, yaml, statsmodels, trl, datasets, moto" 2>/dev/null; }; then
   step "installing illume-studio$extras (editable) into $ILLUME_VENV"
   $PIP -e ".$extras"
 fi
