@@ -57,12 +57,17 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from connector.export_writer import AnswerPool, draw_answer_pool  # noqa: E402
 from connector.judging import preference_pairs  # noqa: E402
+from connector.promotion import GateSettings  # noqa: E402
+from connector.retention import Retention  # noqa: E402
+from connector.training_job import accuracy_floor  # noqa: E402
 from illume import demo_model  # noqa: E402
 from illume.critic import DEFAULT_CRITIC, SCORINGS, Critic, Subject, make_critic, rouge_l  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
@@ -71,12 +76,12 @@ from illume.demo_model import DEMO_TRAINING  # noqa: E402
 from illume.errors import IllumeError  # noqa: E402
 from illume.images import load_local_image  # noqa: E402
 from illume.metrics import RATIONALE_METRICS, candidate_diversity, scored_as  # noqa: E402
-from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Feedback,  # noqa: E402
-                            Item, PreferencePair, TrainingRow, atomic_write_text, rationale_weight, read_jsonl,
-                            write_jsonl)
+from illume.records import (ANSWER_ONLY, RATIONALE, Feedback, Item, PreferencePair, TrainingRow, atomic_write_text,
+                            rationale_weight, read_jsonl, write_jsonl)
+from illume.layout import EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED  # noqa: E402
 from illume.text import normalise  # noqa: E402
 from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates  # noqa: E402
-from training.data import EXPORT_UNTICKED  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
 
 PREF_ROUGE_FLOOR = 3.0  # ILLUME + pref over ILLUME at the last iteration
 ACCURACY_LOSS_CEILING = 2.0  # against the model as built
@@ -84,7 +89,10 @@ DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
 REMEDY_TEMPERATURE = 0.8  # the half sampled with the adapter disabled
 ARMS = ("demo", "illume", "pref", "sft")
 CACHE_KEY = ("seed", "feedback_items", "remedy", "critic", "critic_threshold", "scoring", "lr", "epochs", "batch_size",
-             "lora_rank")
+             "lora_rank", "answer_in_rationale", "answer_pool_ratio", "warm_start", "select_epoch", "val_items")
+# The epoch is chosen on a split of its own: "val" is the feedback and reference pool here (unseen by the
+# demo model), "test" the items every arm is scored on.
+SELECT_SPLIT = "select"
 
 
 def log(message: str) -> None:
@@ -119,6 +127,20 @@ def rationale_row(item: Item, text: str, iteration: int = 0) -> TrainingRow:
     return TrainingRow(RATIONALE, item.item_id, item.image, item.question, item.answer, text, iteration)
 
 
+def pool_answer_rows(project: list[Item], with_rationale: set[str], rationale_rows: int, held_out: frozenset[str],
+                     iteration: int, args: argparse.Namespace) -> tuple[list[TrainingRow], dict]:
+    """Answer-only rows drawn as the product's export draws them (connector.export_writer.draw_answer_pool:
+    from all the project's items without an accepted rationale, never held-out ones, ratio x the
+    rationale rows, a new seeded draw each iteration); and what its manifest would record."""
+    writer = SimpleNamespace(pool={i.item_id: (None, answer_row(i, iteration)) for i in project},
+                             with_rationale=with_rationale, counts={"rationale_rows": rationale_rows},
+                             images=SimpleNamespace(add=lambda image, task_id=None: image),  # local files already
+                             answer_only={})
+    drawn = draw_answer_pool(writer, AnswerPool(args.answer_pool_ratio, args.seed), held_out, iteration,
+                             SimpleNamespace(refused_images=[]))
+    return list(writer.answer_only.values()), drawn
+
+
 def evaluate_adapter(base: Path, adapter: Path | None, test: list[Item]) -> dict:
     from training import evaluate
 
@@ -128,8 +150,12 @@ def evaluate_adapter(base: Path, adapter: Path | None, test: list[Item]) -> dict
 
 def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, test: list[Item],
                     args: argparse.Namespace, pairs: list[PreferencePair] = (), dpo_weight: float = 0.0,
-                    unticked: list[TrainingRow] = ()) -> tuple[Path, dict]:
-    from training import TrainConfig, run
+                    unticked: list[TrainingRow] = (), init_adapter: Path | None = None,
+                    references: tuple[dict | None, ...] = ()) -> tuple[Path, dict]:
+    """Train one arm as the product's round trains (warm start from init_adapter; with --select-epoch the
+    epoch with the best validation ROUGE-L within the gate's accuracy bound of `references`, the
+    validation metrics of the model as built and of the one served before) and score it on the test items."""
+    from training import run
     from illume.run_diagnostics import preference_diagnostics
 
     kto = args.preference_loss == "kto"
@@ -144,9 +170,19 @@ def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, 
                              device="cpu", version=name, log_every=1000, dpo_weight=dpo_weight,
                              dpo_beta=args.dpo_beta, preference_loss=args.preference_loss,
                              dpo_label_smoothing=args.dpo_label_smoothing, dpo_length_norm=args.dpo_length_norm,
-                             pair_batch_size=args.pair_batch_size))
+                             pair_batch_size=args.pair_batch_size, answer_in_rationale=args.answer_in_rationale,
+                             init_adapter=str(init_adapter) if init_adapter else None,
+                             eval_items=str(args.select_items) if args.select_epoch else None,
+                             select_epoch=args.select_epoch, eval_meteor=False,
+                             min_accuracy=accuracy_floor(GateSettings().max_accuracy_drop, *references)))
+    trained = time.time()
     scores = evaluate_adapter(base, result.adapter_dir, test)
-    scores["train_seconds"] = round(time.time() - started, 1)
+    scores["train_seconds"] = round(trained - started, 1)
+    scores["test_seconds"] = round(time.time() - trained, 1)
+    scores["warm_start_from"] = str(init_adapter) if init_adapter else None
+    scores["chosen_epoch"] = result.chosen_epoch
+    if args.select_epoch:  # the validation metrics of the epoch kept: the next iteration's serving reference
+        scores["validation"] = {k: result.metrics.get(k) for k in ("rouge_l", "cider", "accuracy", "epoch")}
     scores["rows"] = {RATIONALE: sum(r.kind == RATIONALE for r in rows),
                       ANSWER_ONLY: sum(r.kind == ANSWER_ONLY for r in rows)}
     scores["rationale_weight"] = rationale_weight(rows)
@@ -233,9 +269,12 @@ def select_pairs(pairs: list[PreferencePair], per_item: int) -> list[PreferenceP
 
 
 def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: argparse.Namespace,
-             weights: list[float]) -> tuple[list[dict], dict[float, list[dict]]]:
+             weights: list[float], project: list[Item], held_out: frozenset[str],
+             demo_validation: dict | None) -> tuple[list[dict], dict[float, list[dict]]]:
     """The feedback loop (driven by the published objective's model) and every objective trained on
-    the same feedback each iteration: (per-iteration loop records with ILLUME scores, pref scores)."""
+    the same feedback each iteration: (per-iteration loop records with ILLUME scores, pref scores).
+    Each arm continues its own previous iteration's chosen adapter (--warm-start), as a round continues
+    the adapter served."""
     critic = make_critic(args.critic, args.critic_threshold, args.scoring)
     base_vlm = VLM.load(str(base), device="cpu") if args.remedy == "base" else None
     kept: dict[str, dict[str, str]] = {i.item_id: {} for i in pool}  # item -> normalised text -> text
@@ -243,6 +282,8 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
     pairs: dict[tuple[str, str, str], PreferencePair] = {}
     unticked: dict[tuple[str, str], TrainingRow] = {}  # every item's candidates nobody ticked (kto)
     adapter: Path | None = None
+    served: dict | None = None  # the ILLUME adapter's validation metrics (the gate's serving reference)
+    pref_served: dict[float, tuple[Path, dict | None]] = {}  # weight -> its arm's previous adapter, metrics
     judged = 0
     loop, pref = [], {w: [] for w in weights}
     arms = set(args.arms.split(","))
@@ -257,6 +298,7 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
                                                        args.seed + iteration, iteration)
             cache_feedback(args, base, iteration, feedback, own_diversity)
         judged += sum(len(f.candidates) for f in feedback)
+        served_before, served_metrics_before = adapter, served
         new = 0
         for record in feedback:
             for text in record.accepted:
@@ -270,26 +312,31 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
             for text in record.rejected:
                 unticked.setdefault((record.item_id, normalise(text)),
                                     rationale_row(items_by_id[record.item_id], text, iteration))
-        rows = []
-        for item in pool:
-            if kept[item.item_id]:
-                rows += [rationale_row(item, text, first_seen[(item.item_id, key)])
-                         for key, text in kept[item.item_id].items()]
-            else:
-                rows.append(answer_row(item, iteration))
+        rows = [rationale_row(item, text, first_seen[(item.item_id, key)])
+                for item in pool for key, text in kept[item.item_id].items()]
+        if args.answer_pool_ratio > 0:  # the product's draw from the whole project
+            answers, drawn = pool_answer_rows(project, {i for i, texts in kept.items() if texts}, len(rows), held_out,
+                                              iteration, args)
+        else:  # before issue 22: the feedback items without an accepted rationale
+            answers = [answer_row(item, iteration) for item in pool if not kept[item.item_id]]
+            drawn = {"source": "annotated", "drawn": len(answers)}
+        rows += answers
         diversity = candidate_diversity(feedback)
         record = {"iteration": iteration, "candidates_judged": sum(len(f.candidates) for f in feedback),
                   "candidates_judged_total": judged, "diversity": diversity, "diversity_newest_model_only": own_diversity,
                   "items_with_accepted_now": sum(bool(f.accepted) for f in feedback),
                   "items_with_rationale_rows": sum(bool(v) for v in kept.values()), "new_rationales": new,
-                  "pairs": len(pairs)}
+                  "pairs": len(pairs), "answer_pool": drawn}
         log(f"iteration {iteration}: {record['items_with_accepted_now']}/{len(pool)} items had an accepted candidate "
             f"({new} new rationales, {len(pairs)} pairs); distinct candidates/item {diversity['candidates_per_item']} "
             f"(newest model alone {own_diversity['candidates_per_item']}), distinct-2 {diversity['distinct_2']}")
         chosen = args.only_iteration in (None, iteration)
         drives_next = iteration < args.iterations and not cached[iteration + 1]  # the loop samples with it
         if ("illume" in arms and chosen) or drives_next:
-            adapter, scores = train_and_score(f"illume-{iteration}", rows, base, work, test, args)
+            previous = adapter if args.warm_start else None
+            adapter, scores = train_and_score(f"illume-{iteration}", rows, base, work, test, args,
+                                              init_adapter=previous, references=(demo_validation, served))
+            served = scores.get("validation")
             record["illume"] = scores
             log(f"  ILLUME: {summary(scores)}")
         loop.append(record)
@@ -298,8 +345,13 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
         trained_pairs = select_pairs(list(pairs.values()), args.pairs_per_item)
         record["pairs_trained"] = len(trained_pairs)
         for weight in weights:
-            _, with_pref = train_and_score(f"illume-pref{weight:g}-{iteration}", rows, base, work, test, args,
-                                           trained_pairs, weight, list(unticked.values()))
+            # its own previous adapter; with --only-iteration the ILLUME one of the iteration before
+            previous, previous_metrics = pref_served.get(weight, (served_before, served_metrics_before))
+            pref_adapter, with_pref = train_and_score(
+                f"illume-pref{weight:g}-{iteration}", rows, base, work, test, args, trained_pairs, weight,
+                list(unticked.values()), init_adapter=previous if args.warm_start else None,
+                references=(demo_validation, previous_metrics))
+            pref_served[weight] = (pref_adapter, with_pref.get("validation"))
             last = (with_pref.get("preference") or [{}])[-1]
             log(f"  ILLUME + pref (w={weight:g}): {summary(with_pref)}; last epoch rewards/accuracies "
                 f"{last.get('rewards/accuracies', float('nan')):.2f} margins {last.get('rewards/margins', float('nan')):.2f}")
@@ -308,10 +360,11 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
 
 
 def run_sft(base: Path, references: list[Item], multiple: int, feedback_items: int, test: list[Item], work: Path,
-            args: argparse.Namespace) -> dict:
+            args: argparse.Namespace, demo_validation: dict | None) -> dict:
+    """A fresh LoRA on the references, its epoch chosen on the same validation items as ILLUME's."""
     items = references[: multiple * feedback_items]
     rows = [rationale_row(i, text) for i in items for text in i.explanations] + [answer_row(i) for i in items]
-    _, scores = train_and_score(f"sft-{multiple}x", rows, base, work, test, args)
+    _, scores = train_and_score(f"sft-{multiple}x", rows, base, work, test, args, references=(demo_validation,))
     scores.update(multiple=multiple, items=len(items), explanations_written=sum(len(i.explanations) for i in items))
     log(f"SFT on references of {len(items)} items ({multiple}x): {summary(scores)}")
     return scores
@@ -415,10 +468,11 @@ def table(rows: list[dict], report: dict) -> str:
     cost = report["cost_model"]
     lines = [f"cost model: {cost['judge_seconds']:g} s to judge one candidate, {cost['write_seconds']:g} s to write "
              f"one explanation",
-             f"{'arm':<40}{'ROUGE-L':>9}{'CIDEr':>9}{'accuracy':>10}{'judged':>8}{'written':>8}{'annot. h':>10}"]
+             f"{'arm':<40}{'ROUGE-L':>9}{'CIDEr':>9}{'accuracy':>10}{'judged':>8}{'written':>8}{'annot. h':>10}"
+             f"{'epoch':>7}"]
     for r in rows:
         lines.append(f"{r['arm']:<40}{r['rouge_l']:>9.1f}{r['cider']:>9.1f}{r['accuracy']:>10.1f}{r['judged']:>8}"
-                     f"{r['written']:>8}{r['annotation_seconds'] / 3600:>10.2f}")
+                     f"{r['written']:>8}{r['annotation_seconds'] / 3600:>10.2f}{str(r.get('chosen_epoch') or '-'):>7}")
     be = report["break_even"]
     lines.append(f"break-even write/judge ratio: {be['ratio']} ({be['why']})")
     return "\n".join(lines)
@@ -494,11 +548,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judge-seconds", type=float, default=5.0, help="cost model: seconds to judge one candidate")
     parser.add_argument("--write-seconds", type=float, default=30.0, help="cost model: seconds to write one explanation")
     parser.add_argument("--epochs", type=int, default=DEMO_TRAINING["epochs"])
+    train_fields, keep = TrainConfig.__dataclass_fields__, Retention.__dataclass_fields__
+    parser.add_argument("--answer-in-rationale", action=argparse.BooleanOptionalAction,
+                        default=train_fields["answer_in_rationale"].default,
+                        help=train_fields["answer_in_rationale"].metadata["help"])
+    parser.add_argument("--answer-pool-ratio", type=float, default=keep["answer_pool_ratio"].default,
+                        help=keep["answer_pool_ratio"].metadata["help"] + " (the project here: the feedback items "
+                             "and the rest of the SFT reference pool, --multiples' largest x --feedback-items)")
+    parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=keep["warm_start"].default,
+                        help=keep["warm_start"].metadata["help"] + " (ILLUME arms; SFT arms always start fresh)")
+    parser.add_argument("--select-epoch", action=argparse.BooleanOptionalAction,
+                        default=keep["select_epoch"].default,
+                        help=keep["select_epoch"].metadata["help"] + f" (every arm, on --val-items items of a "
+                             f"Shapes-X split of their own, {SELECT_SPLIT!r}, never the test items)")
+    parser.add_argument("--val-items", type=int, default=40,
+                        help="validation items the epoch is chosen on (per epoch: one greedy answer and rationale each)")
     parser.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"])
     parser.add_argument("--lr", type=float, default=DEMO_TRAINING["lr"])
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.answer_pool_ratio < 0 or args.val_items < 1:
+        parser.error("--answer-pool-ratio must be >= 0 and --val-items >= 1")
     import torch
 
     if args.threads:
@@ -511,10 +582,13 @@ def main(argv: list[str] | None = None) -> int:
     weights = [float(w) for w in args.dpo_weight.split(",") if w]
     data = out / "data"
     items = shapes.generate(data, seed=args.seed, sizes={"val": max(multiples + [1]) * args.feedback_items,
-                                                        "test": settings["test_items"]})
-    pool_all = absolute(items["val"], data)  # never seen by the demo model
+                                                        "test": settings["test_items"], SELECT_SPLIT: args.val_items})
+    pool_all = absolute(items["val"], data)  # never seen by the demo model; ILLUME's project
     test = absolute(items["test"], data)[: args.test_items]
     pool = pool_all[: args.feedback_items]
+    validation = absolute(items[SELECT_SPLIT], data)
+    args.select_items = data / f"{SELECT_SPLIT}.jsonl"  # images relative to it (training.data.load_items)
+    held_out = frozenset(i.item_id for i in test + validation)
 
     arms_chosen = set(args.arms.split(","))
     if not arms_chosen <= set(ARMS):
@@ -522,11 +596,20 @@ def main(argv: list[str] | None = None) -> int:
     demo_scores = evaluate_adapter(base, None, test) if "demo" in arms_chosen else None
     if demo_scores:
         log(f"model as built: {summary(demo_scores)}")
+    demo_validation = None
+    if args.select_epoch:  # the gate's reference for the model as built, on the validation items
+        checked = time.time()
+        demo_validation = {k: v for k, v in evaluate_adapter(base, None, validation).items() if k != "examples"}
+        log(f"model as built on {len(validation)} validation items: {summary(demo_validation)} "
+            f"({time.time() - checked:.0f}s per evaluation)")
     report = {"demo_model": str(base), "feedback_items": len(pool), "test_items": len(test), "demo": demo_scores,
+              "validation_items": len(validation), "demo_validation": demo_validation,
+              "project_items": len(pool_all),
               "settings": vars(args), "cost_model": {"judge_seconds": args.judge_seconds,
                                                      "write_seconds": args.write_seconds}}
-    report["loop"], report["pref"] = run_loop(base, pool, test, out / "runs", args, weights)
-    report["sft"] = [run_sft(base, pool_all, k, len(pool), test, out / "runs", args)
+    report["loop"], report["pref"] = run_loop(base, pool, test, out / "runs", args, weights, pool_all, held_out,
+                                              demo_validation)
+    report["sft"] = [run_sft(base, pool_all, k, len(pool), test, out / "runs", args, demo_validation)
                      for k in (multiples if "sft" in arms_chosen else [])]
     if args.only_iteration or arms_chosen != set(ARMS):
         report["seconds"] = round(time.time() - started, 1)

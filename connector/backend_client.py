@@ -19,9 +19,9 @@ from typing import Any
 import requests
 
 from illume.errors import IllumeError
+from illume.layout import PENDING_RELOAD, ROUND_PREFIX
 from illume.records import atomic_write_text
 
-PENDING_RELOAD = "pending_reload.json"
 TRANSIENT = (408, 429, 500, 502, 503, 504)
 MAX_BACKOFF_S = 10.0
 
@@ -188,10 +188,10 @@ def finish_earlier_reloads(run_dir: Path, backend_url: str, admin_token: str, sa
     older ones it supersedes are dropped. A failure is said, not raised: this round's own reload
     follows and reports."""
     here = Path(run_dir).resolve()
-    rounds = next((p.parent for p in (here, *here.parents) if p.name.startswith("round-")), None)
+    rounds = next((p.parent for p in (here, *here.parents) if p.name.startswith(ROUND_PREFIX)), None)
     if rounds is None:
         return None
-    found = {p for p in (*rounds.glob(f"round-*/{PENDING_RELOAD}"), *rounds.glob(f"round-*/*/{PENDING_RELOAD}"))
+    found = {p for p in (*rounds.glob(f"{ROUND_PREFIX}*/{PENDING_RELOAD}"), *rounds.glob(f"{ROUND_PREFIX}*/*/{PENDING_RELOAD}"))
              if p.parent != here}
     if not found:
         return None

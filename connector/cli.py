@@ -21,6 +21,7 @@ import click
 from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC, DEFAULT_SCORING, SCORING_HELP, SCORINGS
 from connector.progress import Progress
 from illume.errors import IllumeError
+from illume.layout import TRAIN_LOG
 
 EXIT_PROBLEM = 1
 EXIT_NOT_PROMOTED = 3
@@ -499,7 +500,7 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
     extra = retention.train_args(serving_adapter, gate_metric, accuracy_floor(max_accuracy_drop, baseline, serving))
     command = training_command(export_dir, base_model, out, eval_items, version, processes, resume,
                                extra + list(train_args), eval_batch_size)
-    adapter = run_training(command, out / "train.log", echo=lambda line: click.echo(line, err=True))
+    adapter = run_training(command, out / TRAIN_LOG, echo=lambda line: click.echo(line, err=True))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     say(f"trained adapter {adapter}")
     result = promote(adapter, version, base_model, out, eval_items=items, serving_adapter=serving_adapter,

@@ -25,7 +25,7 @@ from connector.export_writer import write_export
 from illume.atomic_dir import remove_stale_temporaries, swap_in, temporary_beside
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema, shipped_schema
-from illume.records import EXPORT_MANIFEST
+from illume.layout import EXPORT_MANIFEST
 from illume.text import max_text_chars
 
 

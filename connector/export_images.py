@@ -18,8 +18,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from illume.images import ImagePolicy, check_image, storage_ref
+from illume.layout import EXPORT_IMAGES
 
-IMAGES_DIR = "images"
 KNOWN_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 MAGIC = [(b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp")]
 
@@ -49,7 +49,7 @@ class ImageCollector:
 
     def __init__(self, export_dir: Path, policy: ImagePolicy | None = None) -> None:
         self.export_dir = Path(export_dir)
-        self.images = self.export_dir / IMAGES_DIR
+        self.images = self.export_dir / EXPORT_IMAGES
         self.images.mkdir(parents=True, exist_ok=True)
         self.policy = policy or ImagePolicy()  # by default only data: URIs; widen it explicitly
         self.written: dict[str, str] = {}  # source -> path relative to the export dir
@@ -57,7 +57,7 @@ class ImageCollector:
 
     def reuse(self, previous_export: Path) -> None:
         """Take images a previous export already fetched instead of fetching them again."""
-        folder = Path(previous_export) / IMAGES_DIR
+        folder = Path(previous_export) / EXPORT_IMAGES
         if folder.is_dir():
             self.reusable = {p.stem: p for p in folder.iterdir() if p.is_file()}
 
@@ -77,7 +77,7 @@ class ImageCollector:
             checked.decode(data)  # pixel and aspect limits, and a readable image, before it is kept
             target = self.images / f"{stem}{suffix_of(source) or sniff_suffix(data)}"
             target.write_bytes(data)
-        relative = f"{IMAGES_DIR}/{target.name}"
+        relative = f"{EXPORT_IMAGES}/{target.name}"
         self.written[source] = relative
         return relative
 
@@ -86,7 +86,7 @@ class ImageCollector:
         target = self.images / path.name
         if not target.exists():
             _link_or_copy(path, target)
-        return f"{IMAGES_DIR}/{path.name}"
+        return f"{EXPORT_IMAGES}/{path.name}"
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

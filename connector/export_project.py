@@ -27,7 +27,7 @@ from connector.export_writer import AnswerPool
 from connector.project import require_schema, required_annotations
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
-from illume.records import EXPORT_MANIFEST
+from illume.layout import EXPORT_MANIFEST
 
 METHODS = ("snapshot", "sync")
 SNAPSHOT_WAIT_S = 3600.0

@@ -21,12 +21,10 @@ from typing import Any
 
 from illume.errors import IllumeError
 from illume.prompts import rationale_reply
-from illume.records import (EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED, RATIONALE, TrainingRow, assistant_turn,
-                            atomic_write_text, iter_jsonl, user_turn)
+from illume.records import RATIONALE, TrainingRow, assistant_turn, atomic_write_text, iter_jsonl, user_turn
+from illume.layout import EXPORT_PAIRS, EXPORT_ROWS, EXPORT_TRL_SFT, EXPORT_TRL_UNPAIRED, EXPORT_UNTICKED
 
-SFT = "sft.jsonl"
-UNPAIRED = "unpaired.jsonl"
-HUB_CONFIGS = {"sft": SFT, "unpaired": UNPAIRED, "preference": EXPORT_PAIRS}  # config name -> file
+HUB_CONFIGS = {"sft": EXPORT_TRL_SFT, "unpaired": EXPORT_TRL_UNPAIRED, "preference": EXPORT_PAIRS}  # config name -> file
 
 
 def completion_text(row: TrainingRow) -> str:
@@ -60,8 +58,8 @@ def write_trl_layouts(export: Path) -> dict[str, int]:
                           "Export again with this version of `illume-sync export`, then convert.")
     rows = list(iter_jsonl(rows_path, TrainingRow))
     unticked = list(iter_jsonl(unticked_path, TrainingRow))
-    return {"sft": _write(export / SFT, map(sft_record, rows)),
-            "unpaired": _write(export / UNPAIRED,
+    return {"sft": _write(export / EXPORT_TRL_SFT, map(sft_record, rows)),
+            "unpaired": _write(export / EXPORT_TRL_UNPAIRED,
                                [unpaired_record(r, True) for r in rows if r.kind == RATIONALE]
                                + [unpaired_record(r, False) for r in unticked])}
 

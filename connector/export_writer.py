@@ -33,9 +33,9 @@ from connector.judging import (NONE_RULE, NOTE_KEYS, Judged, judge_task, prefere
 from illume.atomic_dir import fsync_dir
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
-from illume.records import (ANSWER_ONLY, EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED,
-                            RATIONALE, Feedback,
-                            PreferencePair, TrainingRow, atomic_write_text, iter_jsonl, sha256_file)
+from illume.records import (ANSWER_ONLY, RATIONALE, Feedback, PreferencePair, TrainingRow, atomic_write_text,
+                            iter_jsonl, sha256_file)
+from illume.layout import EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED
 from illume.text import check_text
 
 MANIFEST_FORMAT = 1

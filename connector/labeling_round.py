@@ -31,9 +31,9 @@ from connector.training_job import accuracy_floor, read_eval_items, run_training
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.metrics import annotation_effort
-from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
+from illume.records import Feedback, atomic_write_text, iter_jsonl
+from illume.layout import EXPORT_FEEDBACK, ROUNDS_STATE, ROUND_EXPORT, ROUND_TRAIN, TRAIN_LOG, round_path
 
-STATE_FILE = "rounds.json"
 LOCK_FILE = ".round.lock"
 
 
@@ -58,7 +58,7 @@ class RoundConfig:
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / STATE_FILE
+    path = Path(run_dir) / ROUNDS_STATE
     if not path.is_file():
         return {"rounds": [], "trained_tasks": [], "serving": {}}
     return json.loads(path.read_text(encoding="utf-8"))
@@ -97,18 +97,18 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
     with _exclusive(run_dir):
         state = read_state(run_dir)
         number = len(state["rounds"]) + 1
-        round_dir = run_dir / f"round-{number}"
+        round_dir = round_path(run_dir, number)
         previous = Path(state["rounds"][-1]["export"]) if state["rounds"] else None
         trained = frozenset(state["trained_tasks"])
         say(f"round {number}: exporting completed tasks of project {config.project['id']} "
             f"({len(trained)} already trained on)")
-        manifest = export_project(client, config.project, round_dir / "export", config.min_agreement,
+        manifest = export_project(client, config.project, round_dir / ROUND_EXPORT, config.min_agreement,
                                   previous if previous and previous.is_dir() else None, progress,
                                   policy=config.policy, method=config.method, exclude_tasks=trained,
                                   min_annotations=config.min_annotations,
                                   answer_pool=config.retention.answer_pool(), held_out=held_out_ids(config.eval_items))
         tasks = manifest["task_ids"]
-        effort = annotation_effort(list(iter_jsonl(round_dir / "export" / EXPORT_FEEDBACK, Feedback)))
+        effort = annotation_effort(list(iter_jsonl(round_dir / ROUND_EXPORT / EXPORT_FEEDBACK, Feedback)))
         say(f"  {len(tasks)} tasks ({manifest['counts']['below_min_annotations']} more wait for "
             f"{manifest['counts']['min_annotations']} annotations), {manifest['counts']['rationale_rows']} rationale rows, "
             f"{manifest['counts']['pairs']} preference pairs; {effort['annotator_seconds']} annotator-seconds "
@@ -123,17 +123,17 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
                                                           serving_metrics, baseline)
             state["baseline"] = baseline
             state["serving"]["metrics"] = serving_metrics
-            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+            atomic_write_text(run_dir / ROUNDS_STATE, json.dumps(state, indent=1, sort_keys=True))
         floor = accuracy_floor(config.gate.max_accuracy_drop, baseline, serving_metrics)
         extra = config.retention.train_args(serving, config.gate.metric, floor) + list(config.train_args)
-        command = training_command(round_dir / "export", config.base_model, round_dir / "train", config.eval_items,
-                                   version, config.processes, (round_dir / "train").is_dir(), extra,
+        command = training_command(round_dir / ROUND_EXPORT, config.base_model, round_dir / ROUND_TRAIN, config.eval_items,
+                                   version, config.processes, (round_dir / ROUND_TRAIN).is_dir(), extra,
                                    config.gate.eval_batch_size)
-        adapter = run_training(command, round_dir / "train.log", echo=lambda line: say(f"  {line}"))
+        adapter = run_training(command, round_dir / TRAIN_LOG, echo=lambda line: say(f"  {line}"))
         result = promote(adapter, version, config.base_model, round_dir, eval_items=eval_items,
                          serving_adapter=serving, serving_metrics=serving_metrics, baseline_metrics=baseline,
                          settings=config.gate, backend=config.backend, say=say)
-        record = {"round": number, "export": str(round_dir / "export"), "tasks": tasks, "effort": effort,
+        record = {"round": number, "export": str(round_dir / ROUND_EXPORT), "tasks": tasks, "effort": effort,
                   "waiting_for_annotations": manifest["counts"]["below_min_annotations"],
                   "adapter": str(adapter), "version": version, "promoted": result.promoted,
                   "reason": result.reason, "serving_version": result.serving_version, "metrics": result.metrics,
@@ -142,12 +142,12 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
         state["trained_tasks"] = sorted(trained | set(tasks))
         if result.promoted:
             state["serving"] = {"adapter": str(adapter), "version": version, "metrics": result.metrics}
-        atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+        atomic_write_text(run_dir / ROUNDS_STATE, json.dumps(state, indent=1, sort_keys=True))
         if result.promoted and result.serving_version:  # recorded first: the round stands if this fails
             try:
                 record["refreshed"] = refresh_open_tasks(client, config.project, config.predict_batch, say)
             except IllumeError as exc:
                 say(f"  the open tasks keep their candidates: {exc.what} -> run `illume-sync predict`")
                 record["refreshed"] = {"error": exc.what}
-            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+            atomic_write_text(run_dir / ROUNDS_STATE, json.dumps(state, indent=1, sort_keys=True))
         return record

@@ -28,11 +28,12 @@ from connector.training_job import (accuracy_floor, evaluate_model, read_eval_it
                                     training_command)
 from illume.critic import DEFAULT_CRITIC, DEFAULT_SCORING, make_critic
 from illume.errors import IllumeError
-from illume.records import EXPORT_FEEDBACK, EXPORT_MANIFEST, Feedback, atomic_write_text, iter_jsonl
+from illume.records import Feedback, atomic_write_text, iter_jsonl
+from illume.layout import (EXPORT_FEEDBACK, EXPORT_MANIFEST, LOOP_STATE, ROUND_EXPORT, ROUND_TRAIN, RUN_CHECKPOINTS,
+                           RUN_EVAL, TRAIN_LOG, round_path)
 from illume.metrics import annotation_effort, candidate_diversity, scored_as
 from illume.run_diagnostics import preference_diagnostics
 
-STATE_FILE = "loop.json"
 STEPS = ("import", "predict", "annotate", "export", "train")
 
 
@@ -81,7 +82,7 @@ class LoopState:
 
     @classmethod
     def load(cls, run_dir: Path) -> "LoopState":
-        path = run_dir / STATE_FILE
+        path = run_dir / LOOP_STATE
         if not path.is_file():
             return cls()
         try:
@@ -91,7 +92,7 @@ class LoopState:
                               "Use another --run-dir, or delete the file to start over.") from exc
 
     def save(self, run_dir: Path) -> None:
-        atomic_write_text(run_dir / STATE_FILE, json.dumps(asdict(self), indent=1, sort_keys=True))
+        atomic_write_text(run_dir / LOOP_STATE, json.dumps(asdict(self), indent=1, sort_keys=True))
 
     def round(self, number: int) -> dict[str, Any]:
         return self.rounds.setdefault(str(number), {"done": []})
@@ -149,7 +150,7 @@ class Loop:
             self.state.save(self.config.run_dir)
 
     def _dir(self, number: int, name: str) -> Path:
-        return self.config.run_dir / f"round-{number}" / name
+        return round_path(self.config.run_dir, number) / name
 
     # ------------------------------------------------------------------ steps
     def _import(self, number: int, record: dict) -> None:
@@ -220,13 +221,13 @@ class Loop:
             time.sleep(self.config.poll_seconds)  # waiting on people, not on a race
 
     def _export(self, number: int, record: dict) -> None:
-        previous = self._dir(number - 1, "export") if number > 1 else None
-        manifest = export_project(self.client, self.config.project, self._dir(number, "export"),
+        previous = self._dir(number - 1, ROUND_EXPORT) if number > 1 else None
+        manifest = export_project(self.client, self.config.project, self._dir(number, ROUND_EXPORT),
                                   self.config.min_agreement, previous if previous and previous.is_dir() else None,
                                   self.progress("exported"), round_=number, min_annotations=self.config.min_annotations,
                                   answer_pool=self.config.retention.answer_pool(self.config.seed),
                                   held_out=held_out_ids(self.config.eval_items))
-        feedback = list(iter_jsonl(self._dir(number, "export") / EXPORT_FEEDBACK, Feedback))
+        feedback = list(iter_jsonl(self._dir(number, ROUND_EXPORT) / EXPORT_FEEDBACK, Feedback))
         record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
                       preticks=manifest["preticks"], reconciliation=manifest["reconciliation"],
                       diversity=candidate_diversity(feedback),
@@ -241,7 +242,7 @@ class Loop:
                  f"{manifest['reconciliation']['none_with_ticks']} 'None' submitted with ticks")
 
     def _train(self, number: int, record: dict) -> None:
-        out = self._dir(number, "train")
+        out = self._dir(number, ROUND_TRAIN)
         version = f"{self.config.version_prefix}-round{number}"
         serving, retention = self.state.serving, self.config.retention
         baseline = (self.state.rounds.get("0") or {}).get("metrics")  # the model as built (_baseline)
@@ -252,18 +253,18 @@ class Loop:
         if self.config.dpo_weight:
             extra += ["--dpo-weight", str(self.config.dpo_weight)]
         select_on = self.config.eval_items if retention.select_epoch else None
-        command = training_command(self._dir(number, "export"), self.config.base_model, out, select_on, version,
-                                   self.config.processes, resume=(out / "checkpoints").is_dir(), extra=extra,
+        command = training_command(self._dir(number, ROUND_EXPORT), self.config.base_model, out, select_on, version,
+                                   self.config.processes, resume=(out / RUN_CHECKPOINTS).is_dir(), extra=extra,
                                    eval_batch_size=self.config.eval_batch_size)
-        adapter = run_training(command, out / "train.log")
-        preference = preference_diagnostics(out / "eval")
+        adapter = run_training(command, out / TRAIN_LOG)
+        preference = preference_diagnostics(out / RUN_EVAL)
         if preference:
             record["preference"] = preference
         result = promote(adapter, version, self.config.base_model, out, eval_items=self.eval_items,
                          serving_adapter=serving.get("adapter"), serving_metrics=serving.get("metrics"),
                          baseline_metrics=baseline, settings=self.gate_settings, backend=self.backend,
                          say=lambda line: self.say(f"  {line}"))
-        manifest = json.loads((self._dir(number, "export") / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((self._dir(number, ROUND_EXPORT) / EXPORT_MANIFEST).read_text(encoding="utf-8"))
         record["retention"] = retention.record(adapter, manifest)
         record.update(adapter=result.adapter, version=version, promoted=result.promoted, gate=result.reason)
         if result.metrics is not None:

@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 from connector.backend_client import finish_earlier_reloads, reload_recorded
 from connector.training_job import evaluate_model, gate
 from illume.errors import IllumeError
+from illume.layout import PROMOTION_RECORD
 from illume.records import Item, atomic_write_text
 
-RECORD_FILE = "promotion.json"
 
 
 @dataclass(frozen=True)
@@ -113,4 +113,4 @@ def reference_metrics(base_model: str, serving_adapter: str | None, items: list[
 
 
 def _record(run_dir: Path, result: Promotion) -> None:
-    atomic_write_text(Path(run_dir) / RECORD_FILE, json.dumps(asdict(result), indent=1, sort_keys=True))
+    atomic_write_text(Path(run_dir) / PROMOTION_RECORD, json.dumps(asdict(result), indent=1, sort_keys=True))

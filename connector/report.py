@@ -20,7 +20,8 @@ from typing import Any, Sequence
 from illume.critic import DEFAULT_SCORING
 from illume.errors import IllumeError
 from illume.metrics import scored_as
-from illume.records import EXPORT_FEEDBACK, Feedback, atomic_write_text, iter_jsonl
+from illume.records import Feedback, atomic_write_text, iter_jsonl
+from illume.layout import EXPORT_FEEDBACK, LOOP_STATE, ROUND_EXPORT, round_path
 
 METRICS = (("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"),
            ("accuracy", "answer accuracy"))
@@ -28,7 +29,7 @@ EXAMPLES = 6
 
 
 def load_rounds(run_dir: Path) -> dict[int, dict[str, Any]]:
-    state = run_dir / "loop.json"
+    state = run_dir / LOOP_STATE
     if not state.is_file():
         raise IllumeError(f"{run_dir} has no loop.json, so no loop ran there",
                           "Pass the --run-dir of `illume-sync loop` (or <demo run>/loop).")
@@ -104,7 +105,7 @@ def _thumbnail(path: Path) -> str:
 
 def examples(run_dir: Path, number: int, count: int = EXAMPLES) -> list[tuple[Feedback, Path]]:
     """Items of one round: those with an accepted candidate first, then the others."""
-    export = run_dir / f"round-{number}" / "export"
+    export = round_path(run_dir, number) / ROUND_EXPORT
     if not (export / EXPORT_FEEDBACK).is_file():
         return []
     feedback = [f for f in iter_jsonl(export / EXPORT_FEEDBACK, Feedback) if f.iteration == number]

@@ -16,10 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 
 from illume.errors import IllumeError
-from illume.records import EXPORT_ROWS, Item, read_jsonl
-from illume.layout import ADAPTER_META
+from illume.records import Item, read_jsonl
+from illume.layout import ADAPTER_META, EXPORT_ROWS, RUN_ADAPTER
 
-ADAPTER_DIR = "adapter"
 
 
 def deepspeed_launcher() -> str:
@@ -75,7 +74,7 @@ def run_training(command: list[str], log: Path, echo: Callable[[str], None] | No
         code = process.wait()
     if code != 0:
         raise IllumeError(f"The training job failed (exit code {code})", f"See its output in {log}.")
-    adapter = out / ADAPTER_DIR
+    adapter = out / RUN_ADAPTER
     if not (adapter / ADAPTER_META).is_file():
         raise IllumeError(f"The training job finished but wrote no adapter in {adapter}", f"See its output in {log}.")
     return adapter

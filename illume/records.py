@@ -211,14 +211,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-# The export directory: what `illume-sync export` writes and `training` reads.
-EXPORT_ROWS = "rows.jsonl"  # TrainingRow, both kinds
-EXPORT_PAIRS = "preferences.jsonl"  # PreferencePair
-EXPORT_UNTICKED = "unticked.jsonl"  # candidates nobody ticked, in rows.jsonl's layout (rationale rows)
-EXPORT_FEEDBACK = "feedback.jsonl"  # Feedback, one per completed item
-EXPORT_MANIFEST = "manifest.json"  # counts, rationale_weight, sha256 per file, annotation ids
-
-
 def rationale_weight(rows: Iterable[TrainingRow]) -> float:
     """SPEC section 1: w = #answer-only rows / #rationale rows (1.0 when either is empty)."""
     rationale = answer = 0

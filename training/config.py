@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from illume.errors import IllumeError
+from illume.layout import RUN_ADAPTER, RUN_CHECKPOINTS, RUN_EPOCHS, RUN_EVAL, RUN_RANKS
 from training.evaluate import BATCH_SIZE as EVAL_BATCH_SIZE
 
 
@@ -90,23 +91,23 @@ class TrainConfig:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.out_dir / "checkpoints"
+        return self.out_dir / RUN_CHECKPOINTS
 
     @property
     def adapter_dir(self) -> Path:
-        return self.out_dir / "adapter"
+        return self.out_dir / RUN_ADAPTER
 
     @property
     def epochs_dir(self) -> Path:
-        return self.out_dir / "epochs"
+        return self.out_dir / RUN_EPOCHS
 
     @property
     def eval_dir(self) -> Path:
-        return self.out_dir / "eval"
+        return self.out_dir / RUN_EVAL
 
     @property
     def ranks_dir(self) -> Path:
-        return self.out_dir / "ranks"
+        return self.out_dir / RUN_RANKS
 
 
 @dataclass

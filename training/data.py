@@ -20,8 +20,9 @@ import torch
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.images import load_local_image
-from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED, RATIONALE, Item,
-                            PreferencePair, TrainingRow, read_jsonl, rationale_weight, sha256_file)
+from illume.records import (ANSWER_ONLY, RATIONALE, Item, PreferencePair, TrainingRow, read_jsonl, rationale_weight,
+                            sha256_file)
+from illume.layout import EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED
 
 IGNORE = -100
 _EXPORT_HINT = "Write the export with `illume-sync export --out DIR` and pass that DIR as --export."
@@ -283,5 +284,5 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in ("labels", "loss_weight")}
 
 
-__all__ = ["ANSWER_ONLY", "EXPORT_UNTICKED", "RATIONALE", "BatchBuilder", "Export", "IGNORE", "load_export", "load_items",
+__all__ = ["ANSWER_ONLY", "RATIONALE", "BatchBuilder", "Export", "IGNORE", "load_export", "load_items",
            "model_inputs", "shard_batches", "to_device"]

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from backend_helpers import FAST_SAMPLING, ServerThread, colour_items
 from connector.cli import main
-from connector.promotion import RECORD_FILE, Backend, GateSettings, promote
+from connector.promotion import Backend, GateSettings, promote
+from illume.layout import PROMOTION_RECORD
 from illume.errors import IllumeError
 from illume.records import Item
 from ml_backend.app import create_app
@@ -38,7 +39,7 @@ def test_promote_records_the_decision_and_reloads_only_when_promoted(llava_dir, 
         assert not refused.promoted and "keeping the serving model" in refused.reason
         assert refused.serving_version is None
         assert requests.get(f"{server.url}/health", timeout=10).json()["model_version"] == first
-        record = json.loads((tmp_path / "refused" / RECORD_FILE).read_text())
+        record = json.loads((tmp_path / "refused" / PROMOTION_RECORD).read_text())
         assert record["promoted"] is False and record["metrics"]["rouge_l"] == refused.metrics["rouge_l"]
 
         promoted = promote(adapter, "round-1", base, tmp_path / "promoted", eval_items=held_out,
@@ -46,7 +47,7 @@ def test_promote_records_the_decision_and_reloads_only_when_promoted(llava_dir, 
                            backend=backend)
         assert promoted.promoted and promoted.serving_version == "round-1"
         assert requests.get(f"{server.url}/health", timeout=10).json()["model_version"] == "round-1"
-        record = json.loads((tmp_path / "promoted" / RECORD_FILE).read_text())
+        record = json.loads((tmp_path / "promoted" / PROMOTION_RECORD).read_text())
         assert record == {**record, "promoted": True, "serving_version": "round-1", "version": "round-1"}
         assert not list((tmp_path / "promoted").glob("*.tmp*"))  # written atomically, nothing left behind
 

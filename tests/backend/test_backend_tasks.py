@@ -117,7 +117,8 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
     from connector.export_project import export_project
     from connector.project import get_project
     from illume.labelstudio.client import LabelStudioClient
-    from illume.records import EXPORT_FEEDBACK, EXPORT_ROWS, Feedback, TrainingRow, iter_jsonl
+    from illume.records import Feedback, TrainingRow, iter_jsonl
+    from illume.layout import EXPORT_FEEDBACK, EXPORT_ROWS
     from illume.tiny_models import build_tiny_model
     from ml_backend.app import create_app
     from ml_backend.model_holder import Loaded, ModelHolder

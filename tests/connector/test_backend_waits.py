@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from connector.backend_client import (PENDING_RELOAD, BackendWait, finish_earlier_reloads, reload_backend,
-                                      reload_recorded)
+from connector.backend_client import BackendWait, finish_earlier_reloads, reload_backend, reload_recorded
 from connector.cli import main
 from fault_proxy import Fault, FaultProxy
 from illume.errors import IllumeError
+from illume.layout import PENDING_RELOAD
 from illume.ports import free_port
 from ml_backend.app import create_app
 from ml_backend.settings import Settings

@@ -9,9 +9,10 @@ from click.testing import CliRunner
 
 from connector.cli import main
 from connector.export import ExportOptions, convert
-from connector.export_trl import SFT, UNPAIRED, push_to_hub, write_trl_layouts
+from connector.export_trl import push_to_hub, write_trl_layouts
 from illume.errors import IllumeError
-from illume.records import EXPORT_PAIRS, EXPORT_UNTICKED, TrainingRow, read_jsonl
+from illume.records import TrainingRow, read_jsonl
+from illume.layout import EXPORT_PAIRS, EXPORT_TRL_SFT, EXPORT_TRL_UNPAIRED, EXPORT_UNTICKED
 from tests.connector.test_export_convert import png_uri, task
 from training.data import load_export
 
@@ -45,10 +46,10 @@ def test_layouts_load_with_datasets_and_match_trls_own_unpaired_form(export):
     from trl.data_utils import is_conversational, unpair_preference_dataset
 
     assert write_trl_layouts(export) == {"sft": 2, "unpaired": 4}  # r0 + answer-only y; r0 true + 3 false
-    sft = datasets.load_dataset("json", data_files=str(export / SFT), split="train")
+    sft = datasets.load_dataset("json", data_files=str(export / EXPORT_TRL_SFT), split="train")
     completions = sorted(row["completion"][0]["content"][0]["text"] for row in sft)
     assert completions == ["a", "a, seeing that r0 is red."]
-    unpaired = datasets.load_dataset("json", data_files=str(export / UNPAIRED), split="train")
+    unpaired = datasets.load_dataset("json", data_files=str(export / EXPORT_TRL_UNPAIRED), split="train")
     assert sorted(unpaired["label"]) == [False, False, False, True]
     assert is_conversational(sft[0]) and is_conversational(unpaired[0])
 
@@ -75,13 +76,13 @@ def test_trl_trainers_take_one_step_on_each_layout(export, tiny_model_dir, tmp_p
     common = dict(max_steps=1, per_device_train_batch_size=2, learning_rate=1e-3, report_to=[], use_cpu=True,
                   save_strategy="no", logging_steps=1)
     sft = trl.SFTTrainer(model=AutoModelForImageTextToText.from_pretrained(model_dir),
-                         args=trl.SFTConfig(output_dir=str(tmp_path / "sft"), **common), train_dataset=load(SFT),
+                         args=trl.SFTConfig(output_dir=str(tmp_path / "sft"), **common), train_dataset=load(EXPORT_TRL_SFT),
                          processing_class=AutoProcessor.from_pretrained(model_dir))
     sft.train()
     assert sft.state.log_history[0]["loss"] > 0
 
     kto = trl.KTOTrainer(model=AutoModelForImageTextToText.from_pretrained(model_dir),
-                         args=trl.KTOConfig(output_dir=str(tmp_path / "kto"), **common), train_dataset=load(UNPAIRED),
+                         args=trl.KTOConfig(output_dir=str(tmp_path / "kto"), **common), train_dataset=load(EXPORT_TRL_UNPAIRED),
                          processing_class=AutoProcessor.from_pretrained(model_dir))
     kto.train()
     assert "loss" in kto.state.log_history[0]

@@ -140,7 +140,8 @@ def test_the_workflow_under_faults_loses_and_duplicates_nothing(label_studio, ti
     from connector.backend_client import reload_backend
     from connector.predicting import project_predictions, retrieve_predictions
     from connector.project import init_project, read_label_config
-    from illume.records import EXPORT_ROWS, TrainingRow, iter_jsonl
+    from illume.records import TrainingRow, iter_jsonl
+    from illume.layout import EXPORT_ROWS
     from illume.tiny_models import build_tiny_model
 
     data_dir, token = Path(label_studio.data_dir), label_studio.token

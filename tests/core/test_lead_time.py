@@ -8,7 +8,8 @@ from PIL import Image
 
 from connector.export import convert
 from illume.metrics import annotation_effort
-from illume.records import EXPORT_FEEDBACK, Feedback, read_jsonl
+from illume.records import Feedback, read_jsonl
+from illume.layout import EXPORT_FEEDBACK
 
 
 def _png() -> str:

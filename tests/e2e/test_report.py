@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from connector.cli import main
-from illume.records import EXPORT_FEEDBACK, Feedback, write_jsonl
+from illume.records import Feedback, write_jsonl
+from illume.layout import EXPORT_FEEDBACK
 
 pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from illume.records import (ANSWER_ONLY, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, RATIONALE, Item,
-                            PreferencePair, TrainingRow, rationale_weight, sha256_file, write_jsonl)
+from illume.records import (ANSWER_ONLY, RATIONALE, Item, PreferencePair, TrainingRow, rationale_weight,
+                            sha256_file, write_jsonl)
+from illume.layout import EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS
 
 COLORS = ("red", "blue", "green", "yellow")
 

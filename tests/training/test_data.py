@@ -8,7 +8,7 @@ import torch
 from transformers import AutoProcessor
 
 from illume.errors import IllumeError
-from illume.records import EXPORT_MANIFEST, EXPORT_ROWS
+from illume.layout import EXPORT_MANIFEST, EXPORT_ROWS
 from training import TrainConfig, run
 from training.data import IGNORE, BatchBuilder, load_export, shard_batches
 

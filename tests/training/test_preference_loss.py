@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from illume.errors import IllumeError
-from illume.records import ANSWER_ONLY, EXPORT_ROWS, RATIONALE, TrainingRow, read_jsonl, write_jsonl
-from illume.layout import ADAPTER_META
+from illume.records import ANSWER_ONLY, RATIONALE, TrainingRow, read_jsonl, write_jsonl
+from illume.layout import ADAPTER_META, EXPORT_ROWS, EXPORT_UNTICKED
 from training import TrainConfig, run
-from training.data import EXPORT_UNTICKED, IGNORE
+from training.data import IGNORE
 from illume.run_diagnostics import DPO_STATS
 from training.losses import kto_loss, preference_loss, sequence_logprobs
 

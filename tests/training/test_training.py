@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from illume.errors import IllumeError
-from illume.records import EXPORT_ROWS
-from illume.layout import ADAPTER_META
+from illume.layout import ADAPTER_META, EXPORT_ROWS
 from illume.vlm import VLM, Query
 from training import TrainConfig, run
 from training.data import BatchBuilder, load_export, model_inputs

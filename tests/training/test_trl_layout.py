@@ -7,7 +7,8 @@ import json
 import pytest
 
 from connector.export_writer import to_line
-from illume.records import EXPORT_PAIRS, PreferencePair, to_json
+from illume.records import PreferencePair, to_json
+from illume.layout import EXPORT_PAIRS
 from training.data import load_export
 
 
