@@ -142,7 +142,7 @@ def pool_answer_rows(project: list[Item], with_rationale: set[str], rationale_ro
 
 
 def evaluate_adapter(base: Path, adapter: Path | None, test: list[Item]) -> dict:
-    from training import evaluate
+    from illume.evaluation import evaluate
 
     return evaluate(VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu"), test,
                     batch_size=40, meteor=False)

@@ -63,7 +63,7 @@ class LoopConfig:
     tolerance: float = 0.0
     max_accuracy_drop: float | None = 2.0  # promotion also needs answers no worse than this (points)
     against_base: bool = GateSettings.against_base  # ... than the model as built's too (GateSettings)
-    eval_batch_size: int | None = None  # held-out items per generate call (None: training.evaluate's default)
+    eval_batch_size: int | None = None  # held-out items per generate call (None: illume.evaluation's default)
     processes: int = 1
     train_args: Sequence[str] = ()
     dpo_weight: float = 0.0  # > 0: ILLUME + dpo_weight x DPO on (accepted, unticked) pairs of the same item

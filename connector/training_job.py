@@ -2,7 +2,7 @@
 
 The training job runs as a subprocess (`python -m training`, or the `deepspeed` launcher for
 several processes; see training/README.md). Promotion compares the new adapter with the
-serving model on the same held-out items with the same evaluation (training.evaluate), so
+serving model on the same held-out items with the same evaluation (illume.evaluation), so
 the gate never compares numbers measured differently.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def evaluate_model(base_model: str, adapter: str | None, items: list[Item],
                    batch_size: int | None = None) -> dict[str, Any]:
     """Held-out metrics of base model (+ adapter), measured as the training job measures them."""
     from illume.vlm import VLM
-    from training.evaluate import evaluate
+    from illume.evaluation import evaluate  # loads torch: only when a model is evaluated
 
     scores = evaluate(VLM.load(base_model, adapter=adapter), items, batch_size=batch_size)
     scores.pop("examples", None)

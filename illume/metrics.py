@@ -116,7 +116,7 @@ def score_all(rationales: Sequence[str], references: Sequence[Sequence[str]], an
 
 
 def scored_as(scores: dict, scoring: str) -> dict:
-    """The figures of one scoring mode from an evaluation (training.evaluate writes the first mode's
+    """The figures of one scoring mode from an evaluation (illume.evaluation writes the first mode's
     at the top, with "scoring" naming it, and each other under its name); empty when not scored so."""
     check_scoring(scoring)
     if scores.get("scoring", DEFAULT_SCORING) == scoring:

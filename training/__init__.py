@@ -8,9 +8,4 @@ def run(config: TrainConfig) -> TrainResult:
     return _run(config)
 
 
-# Imported eagerly: a lazy wrapper named `evaluate` would be replaced by the submodule
-# training.evaluate as soon as anything imports that submodule.
-from training.evaluate import evaluate  # noqa: E402
-
-
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "run"]
+__all__ = ["TrainConfig", "TrainResult", "run"]

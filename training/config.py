@@ -7,7 +7,7 @@ from typing import Any
 
 from illume.errors import IllumeError
 from illume.layout import RUN_ADAPTER, RUN_CHECKPOINTS, RUN_EPOCHS, RUN_EVAL, RUN_RANKS
-from training.evaluate import BATCH_SIZE as EVAL_BATCH_SIZE
+from illume.evaluation import BATCH_SIZE as EVAL_BATCH_SIZE
 
 
 @dataclass

@@ -21,13 +21,13 @@ import torch
 
 from illume.atomic_dir import remove_stale_temporaries, swap_in, temporary_beside
 from illume.errors import IllumeError
+from illume.evaluation import evaluate
 from illume.records import atomic_write_text
 from illume.layout import ADAPTER_META
 from illume.vlm import VLM, pick_device
 from training import deepspeed_config
 from training.config import TrainConfig, TrainResult
 from training.data import BatchBuilder, Export, load_export, load_items, model_inputs, shard_batches, to_device
-from training.evaluate import evaluate
 from training.losses import illume_loss, kto_loss, preference_loss, sequence_logprobs
 from training.model import add_lora, load_adapter, load_base, trainable_state, weights_sha256
 

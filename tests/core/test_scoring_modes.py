@@ -9,7 +9,7 @@ from connector.cli import main
 from connector.loop import summary_table
 from connector.report import in_scoring, render
 
-# what training.evaluate records: the default mode's figures, and the paper's under "paper"
+# what illume.evaluation records: the default mode's figures, and the paper's under "paper"
 ROUNDS = {"0": {"metrics": {"rouge_l": 41.5, "cider": 80.0, "accuracy": 96.0, "scoring": "default",
                             "paper": {"rouge_l": 30.25, "cider": 60.0, "accuracy": 97.0}},
                 "version": "base"},

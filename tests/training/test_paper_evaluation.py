@@ -4,7 +4,7 @@ from __future__ import annotations
 from illume.metrics import answer_accuracy, scored_as
 from illume.vlm import VLM
 from connector.training_job import read_eval_items
-from training.evaluate import evaluate
+from illume.evaluation import evaluate
 
 
 def test_paper_mode_explains_the_generated_answer_and_scores_both_ways(eval_items, tiny_model_dir, monkeypatch):
