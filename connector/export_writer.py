@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 from connector.agreement import Agreement
 from connector.export_images import ImageCollector
-from illume.labelstudio.task import task_round
+from illume.labelstudio.task import task_item_id, task_round
 from connector.judging import (NONE_RULE, NOTE_KEYS, Judged, judge_task, preference_pairs, pretick_summary,
                                rationale_rows, unticked_rows)
 from illume.atomic_dir import fsync_dir
@@ -139,7 +139,7 @@ class ExportWriter:
 def pool_row(task: dict, schema: LabelingSchema, iteration: int, max_chars: int) -> TrainingRow | None:
     """The answer-only row a task's item would give (any task: annotated or not), None when incomplete."""
     data = task.get("data") or {}
-    item_id = str(data.get("item_id") or f"task-{task.get('id')}")
+    item_id = task_item_id(task)
     image, question, answer = (str(data.get(key) or "") for key in (schema.image, schema.question, schema.answer))
     if not (image and question.strip() and answer.strip()):
         return None
