@@ -165,12 +165,14 @@ def test_answer_pool_draws_from_all_items_never_held_out_ones(tmp_path):
     assert len(drawn) == 6 and not set(drawn) & held_out and not set(drawn) & {"r1", "r2"}
     assert set(drawn) <= {f"u{n}" for n in range(3, 12)}
     assert manifest["answer_pool"] == {"source": "project", "ratio": 3, "seed": 0, "project_items": 15,
-                                       "held_out_excluded": 4, "with_rationale": 2, "eligible": 9, "drawn": 6}
+                                       "held_out_excluded": 4, "with_rationale": 2, "eligible": 9, "topped_up": 0,
+                                       "drawn": 6}
     assert manifest["counts"]["answer_rows"] == 6 and manifest["rationale_weight"] == 3.0
     assert export("again", ratio=3)[1] == drawn  # seeded
     assert export("other-seed", ratio=3, seed=5)[1] != drawn
-    capped = export("capped", ratio=10)[1]  # 20 wanted, 9 eligible
-    assert capped == sorted(f"u{n}" for n in range(3, 12))
+    capped_manifest, capped = export("capped", ratio=10)  # 20 wanted, 9 without a rationale: topped up with r1, r2
+    assert capped == sorted(["r1", "r2", *(f"u{n}" for n in range(3, 12))])
+    assert capped_manifest["answer_pool"]["topped_up"] == 2 and not set(capped) & held_out
     plain = convert(tasks, tmp_path / "plain", ProjectExportOptions(held_out=held_out))  # no pool: as before
     assert plain["counts"]["answer_rows"] == 0 and plain["answer_pool"] == {"source": "annotated", "drawn": 0}
     assert convert(tasks, tmp_path / "plain2")["counts"]["answer_rows"] == 1  # "no-tick", when not held out

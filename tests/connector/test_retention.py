@@ -8,9 +8,12 @@ from connector.retention import Retention
 from training.cli import parser
 
 
-def test_defaults_are_the_methods_and_reach_the_training_job():
+def test_defaults_reach_the_training_job():
     retention = Retention()
     assert retention.answer_pool() == AnswerPool(ratio=10.0, seed=0) and retention.epochs == 5
+    assert not retention.warm_start  # measured: a fresh LoRA keeps answers (docs/retention.md)
+    assert "--init-adapter" not in retention.train_args("/runs/round-1/adapter", "rouge_l", 94.5)
+    retention = Retention(warm_start=True)
     args = vars(parser().parse_args(["--export", "e", "--base-model", "m", "--out", "o",
                                      *retention.train_args("/runs/round-1/adapter", "rouge_l", 94.5)]))
     assert (args["epochs"], args["init_adapter"], args["select_epoch"], args["select_metric"], args["min_accuracy"],
