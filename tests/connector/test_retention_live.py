@@ -1,5 +1,6 @@
 """Answer retention in the loop, with a real Label Studio, the real backend and real training on a
-tiny model: the answer pool leaves held-out items out, round 2 continues round 1's adapter, the
+tiny model: the answer pool leaves held-out items out, round 2 continues round 1's adapter (asked for:
+warm start is an option, off by default), the
 epoch is chosen on held-out items, and the round record says which parts were used."""
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_two_rounds_keep_answers_as_the_method_does(label_studio, sync_client, b
         "--base-model", model, "--run-dir", str(tmp_path / "run"), "--rounds", "2",
         "--local-files-root", str(label_studio.data_dir), "--backend-url", url, "--admin-token", ADMIN,
         "--tolerance", "100", "--max-accuracy-drop", "100",  # a random tiny model: promote whatever it learns
-        "--train-arg=--batch-size", "--train-arg=4", "--epochs", "2", "--json"])
+        "--train-arg=--batch-size", "--train-arg=4", "--epochs", "2", "--warm-start", "--json"])
     assert result.exit_code == 0, result.output
     state = json.loads((tmp_path / "run" / "loop.json").read_text())
     first, second = state["rounds"]["1"], state["rounds"]["2"]
