@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from illume.labelstudio.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient, send_checked
 from illume.errors import IllumeError
 from illume.labeling_schema import (INSTRUCTIONS_NAME, SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema,
                                     shipped_text)
@@ -124,9 +124,16 @@ def init_project(client: LabelStudioClient, title: str, label_config: str, overl
             project = get_project(client, project["id"])
         created = False
     else:
-        created_id = client.sdk.projects.create(title=title, label_config=label_config, description=description,
-                                                **settings).id
-        project = get_project(client, created_id)
+        body = {"title": title, "label_config": label_config, "description": description, **settings}
+        found: list[dict] = []
+
+        def missing(pending: list) -> list:  # an unclear answer: did Label Studio create it anyway?
+            found[:] = [p for p in all_projects(client) if p.get("title") == title]
+            return [] if found else pending
+
+        send_checked(lambda _: found.append(client.post("/api/projects/", json=body, retry=False)), [title], missing,
+                     f"creating project {title!r}", "Run `illume-sync init` again: a project with this title is reused.")
+        project = get_project(client, min(p["id"] for p in found))
         created = True
     backend = model_version = None
     if backend_url:

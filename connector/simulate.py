@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from illume.labelstudio.client import LabelStudioClient
+from illume.labelstudio.client import LabelStudioClient, send_checked
 from illume.labelstudio.candidates import task_options
 from illume.labelstudio.task import task_references
 from connector.project import require_schema
@@ -70,8 +70,24 @@ def simulate(client: LabelStudioClient, project: dict, annotators: int = 1, crit
             ticks = annotator.tick([option.text for option in options], references, subject)
             chosen = [option.alias for option, ok in zip(options, ticks) if ok]
             results = [schema.ticks(chosen)] if chosen else [r for r in [schema.none()] if r is not None]
-            client.sdk.annotations.create(id=task["id"], result=results, completed_by=user)
+            save_annotation(client, task["id"], user, results)
             result.annotations += 1
             result.ticked += len(chosen)
             result.shown += len(options)
     return result
+
+
+def save_annotation(client: LabelStudioClient, task_id: int, user: int, results: list) -> None:
+    """POST one annotation, never blindly twice: after an unclear answer, send again only if the
+    task still has no annotation by this user (a retry must not add a second vote)."""
+    def send(_: list) -> None:
+        client.request("POST", f"/api/tasks/{task_id}/annotations/", json={"result": results, "completed_by": user},
+                       retry=False)
+
+    def missing(pending: list) -> list:
+        held = client.get(f"/api/tasks/{task_id}/annotations/")
+        return [] if any((a.get("completed_by") == user) for a in held or []) else pending
+
+    send_checked(send, [user], missing, f"saving a simulated annotation on task {task_id}",
+                 "Run `illume-sync annotate --simulate` again: tasks this annotator already judged are skipped.")
+

@@ -277,3 +277,31 @@ def test_a_prediction_answered_502_or_dropped_is_stored_once(illume_project, lab
     assert proxy.injected == Counter({"502": 1, "drop": 1, "refuse": 1})
     stored = Counter(p["task"] for p in project_predictions(kit.client, kit.id).values())
     assert stored == Counter(tasks)  # one each: the refused one sent again, the others not
+
+
+def test_a_simulated_annotation_answered_502_or_dropped_is_saved_once(illume_project, label_studio, proxy):
+    from connector.simulate import simulate
+    from illume.critic import make_critic
+
+    kit = illume_project
+    tasks = [kit.add_task(f"vote-{i}", ["the square is red.", "it is blue."]) for i in range(3)]
+    client = connect(proxy.url, label_studio.token)
+    for action in ("502", "drop", "refuse"):
+        proxy.add(Fault("POST", r"/api/tasks/\d+/annotations", action))
+    simulate(client, kit.project, annotators=1, critic=make_critic("rouge-l"))
+    assert proxy.injected == Counter({"502": 1, "drop": 1, "refuse": 1})
+    votes = Counter(a["task"] for t in tasks for a in kit.client.get(f"/api/tasks/{t}/annotations/"))
+    assert votes == Counter(tasks)  # one vote each: the refused one sent again, the others not
+
+
+def test_a_project_creation_answered_502_or_dropped_makes_one_project(label_studio, proxy, tmp_path):
+    from connector.project import init_project, read_label_config
+
+    client = connect(proxy.url, label_studio.token)
+    for action in ("502", "drop"):
+        title = f"once-{action}-{tmp_path.name}"
+        proxy.add(Fault("POST", r"/api/projects/?$", action))
+        result = init_project(client, title, read_label_config())
+        same = [p for p in client.pages("/api/projects", {}) if p.get("title") == title]
+        assert result.created and [p["id"] for p in same] == [result.project["id"]]
+    assert proxy.injected == Counter({"502": 1, "drop": 1})
