@@ -13,17 +13,26 @@ All arms in one run, on the same feedback items and the same test items, on the 
                   keeps seeing what the model could say before it trained on its own outputs.
                   Distinct candidates per item and distinct bigrams are recorded per iteration,
                   for the candidates judged and for the 10 the newest model alone would give.
-  ILLUME          the published objective: every unique accepted rationale becomes a row
-                  (accumulating over iterations), items with none give answer-only rows,
-                  w = #answer rows / #rationale rows, LoRA trained on the base model.
+  ILLUME          the published objective as the product trains a round (connector.retention):
+                  every unique accepted rationale becomes a row (accumulating over iterations)
+                  that learns the answer too (--answer-in-rationale); answer-only rows drawn as
+                  the export draws them (connector.export_writer.draw_answer_pool) from the
+                  project, here the feedback items and the rest of the reference pool, never
+                  test or validation items (--answer-pool-ratio; 0: the feedback items without
+                  an accepted rationale); w = #answer rows / #rationale rows; a fresh LoRA or,
+                  with --warm-start, the arm's previous adapter continued; --epochs epochs, the
+                  one kept chosen on --val-items validation items (a Shapes-X split of their
+                  own) by ROUGE-L within the gate's accuracy bound (--select-epoch). Each part
+                  follows the product's default unless its flag says otherwise.
   ILLUME + pref   the same rows and, on the same feedback, dpo_weight x DPO on (accepted,
                   unticked) pairs of the same item (connector.judging.preference_pairs),
                   reference = the model as built; by default length-normalised (mean token
                   log-probs, beta 0.5), which measured best (README); --preference-loss ipo|kto,
                   --dpo-label-smoothing, --pairs-per-item, --pair-batch-size are the other
                   recipes tried. TRL's diagnostics per epoch are recorded.
-  SFT kx          LoRA on the reference explanations (all three) of k x as many items as
-                  received feedback (k = 1, 2, 5), plus one answer-only row per item.
+  SFT kx          a fresh LoRA on the reference explanations (all three) of k x as many items
+                  as received feedback (k = 1, 2, 5), plus one answer-only row per item; its
+                  epoch chosen on the same validation items (--select-epoch).
 
 Annotation effort (cost model, both options printed with the table): an ILLUME arm costs
 --judge-seconds per candidate judged (all iterations up to it); an SFT arm costs
