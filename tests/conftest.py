@@ -47,3 +47,16 @@ def ls_client(label_studio):
     from label_studio_sdk import LabelStudio
 
     return LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves os.environ as it found it. In-process trainers (TRL/accelerate, DeepSpeed) set
+    RANK, WORLD_SIZE and friends; leaked into later tests, every training subprocess they start takes
+    itself for a launcher's rank and fails in DeepSpeed's MPI discovery."""
+    import os
+
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
