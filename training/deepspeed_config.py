@@ -93,6 +93,10 @@ def start_process_group() -> tuple[int, int]:
     launcher's world); a port that another process takes between the pick and the bind is picked again."""
     import torch.distributed as dist
 
+    if "RANK" not in os.environ:
+        # DeepSpeed asserts LOCAL_RANK on every engine, also when this process's world of one is
+        # already up (a second job in one process); a child inheriting it is right too.
+        os.environ.setdefault("LOCAL_RANK", "0")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if "RANK" in os.environ:
@@ -103,7 +107,6 @@ def start_process_group() -> tuple[int, int]:
         return dist.get_rank(), dist.get_world_size()
     from deepspeed.accelerator import get_accelerator
 
-    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it; a child inheriting it is right too
     for attempt in range(5):
         try:
             dist.init_process_group(get_accelerator().communication_backend_name(),
