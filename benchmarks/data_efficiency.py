@@ -16,7 +16,7 @@ All arms in one run, on the same feedback items and the same test items, on the 
   ILLUME          the published objective as the product trains a round (connector.retention):
                   every unique accepted rationale becomes a row (accumulating over iterations)
                   that learns the answer too (--answer-in-rationale); answer-only rows drawn as
-                  the export draws them (connector.export_writer.draw_answer_pool) from the
+                  the export draws them (connector.export_writer.AnswerPool.draw) from the
                   project, here the feedback items and the rest of the reference pool, never
                   test or validation items (--answer-pool-ratio; 0: the feedback items without
                   an accepted rationale); w = #answer rows / #rationale rows; a fresh LoRA or,
@@ -66,13 +66,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from connector.export_writer import AnswerPool, draw_answer_pool  # noqa: E402
+from connector.export_writer import AnswerPool  # noqa: E402
 from connector.judging import preference_pairs  # noqa: E402
 from connector.promotion import GateSettings  # noqa: E402
 from connector.retention import Retention  # noqa: E402
@@ -138,16 +137,14 @@ def rationale_row(item: Item, text: str, iteration: int = 0) -> TrainingRow:
 
 def pool_answer_rows(project: list[Item], with_rationale: set[str], rationale_rows: int, held_out: frozenset[str],
                      iteration: int, args: argparse.Namespace) -> tuple[list[TrainingRow], dict]:
-    """Answer-only rows drawn as the product's export draws them (connector.export_writer.draw_answer_pool:
+    """Answer-only rows drawn as the product's export draws them (connector.export_writer.AnswerPool.draw:
     from all the project's items without an accepted rationale, never held-out ones, ratio x the
     rationale rows, a new seeded draw each iteration); and what its manifest would record."""
-    writer = SimpleNamespace(pool={i.item_id: (None, answer_row(i, iteration)) for i in project},
-                             with_rationale=with_rationale, counts={"rationale_rows": rationale_rows},
-                             images=SimpleNamespace(add=lambda image, task_id=None: image),  # local files already
-                             answer_only={})
-    drawn = draw_answer_pool(writer, AnswerPool(args.answer_pool_ratio, args.seed), held_out, iteration,
-                             SimpleNamespace(refused_images=[]))
-    return list(writer.answer_only.values()), drawn
+    by_id = {item.item_id: item for item in project}
+    drawn, record = AnswerPool(args.answer_pool_ratio, args.seed).draw(by_id, with_rationale, held_out,
+                                                                       rationale_rows, iteration)
+    record.update(topped_up=sum(1 for i in drawn if i in with_rationale), drawn=len(drawn))
+    return [answer_row(by_id[i], iteration) for i in drawn], record
 
 
 def evaluate_adapter(base: Path, adapter: Path | None, test: list[Item]) -> dict:

@@ -68,6 +68,24 @@ class AnswerPool:
         still trains answers), capped by the available items."""
         return min(available, round(self.ratio * max(rationale_rows, 1)))
 
+    def draw(self, items: Iterable[str], with_rationale: set[str], held_out: frozenset[str], rationale_rows: int,
+             iteration: int) -> tuple[list[str], dict[str, Any]]:
+        """(sorted item ids drawn for answer-only rows, what the manifest records): a seeded draw, new
+        each iteration, from `items` without an accepted rationale, never a held-out one."""
+        items = set(items)
+        eligible = sorted(i for i in items if i not in with_rationale and i not in held_out)
+        # The method draws from items without an accepted rationale; a project smaller than ratio x the
+        # rationale rows tops the draw up with the other items (their answer is learnt on its own too),
+        # so answers keep their weight in the loss. Measured on the demo: docs/retention.md.
+        top_up = sorted(i for i in items if i in with_rationale and i not in held_out)
+        rng = random.Random(self.seed * 1_000_003 + iteration)
+        size = self.size(rationale_rows, len(eligible) + len(top_up))
+        drawn = rng.sample(eligible, min(size, len(eligible)))
+        drawn += rng.sample(top_up, size - len(drawn))
+        return sorted(drawn), {"source": "project", "ratio": self.ratio, "seed": self.seed,
+                               "project_items": len(items), "held_out_excluded": len(items & held_out),
+                               "with_rationale": len(items & with_rationale), "eligible": len(eligible)}
+
 
 def _row_key(item_id: str, text: str) -> str:
     return f"{item_id}\x00{' '.join(text.lower().split())}"
@@ -92,11 +110,17 @@ class ExportWriter:
         self.counts = Counter()
         self.task_ids: list[int] = []  # the completed tasks of this export (not carried-over ones)
 
+    @staticmethod
+    def _first(keys: set, key: Any) -> bool:
+        """True the first time `key` is seen in `keys` (and remembers it): rows and pairs are written once."""
+        if key in keys:
+            return False
+        keys.add(key)
+        return True
+
     def add_rationale(self, row: TrainingRow, new: bool) -> None:
-        key = _row_key(row.item_id, row.rationale or "")
-        if key in self.row_keys:
+        if not self._first(self.row_keys, _row_key(row.item_id, row.rationale or "")):
             return
-        self.row_keys.add(key)
         self.with_rationale.add(row.item_id)
         self.answer_only.pop(row.item_id, None)
         self.rows.write(to_line(row))
@@ -104,17 +128,14 @@ class ExportWriter:
         self.counts["new_rationale_rows"] += new
 
     def add_unticked(self, row: TrainingRow) -> None:
-        key = _row_key(row.item_id, row.rationale or "")
-        if key not in self.unticked_keys:
-            self.unticked_keys.add(key)
+        if self._first(self.unticked_keys, _row_key(row.item_id, row.rationale or "")):
             self.unticked.write(to_line(row))
             self.counts["unticked_rows"] += 1
 
     def add_pair(self, pair: PreferencePair) -> None:
-        key = (pair.item_id, pair.chosen, pair.rejected)  # texts are already whitespace-normalised
-        if key in self.pair_keys:
+        # texts are already whitespace-normalised
+        if not self._first(self.pair_keys, (pair.item_id, pair.chosen, pair.rejected)):
             return
-        self.pair_keys.add(key)
         self.pairs.write(to_line(pair))
         self.counts["pairs"] += 1
 
@@ -153,19 +174,12 @@ def pool_row(task: dict, schema: LabelingSchema, iteration: int, max_chars: int)
 
 def draw_answer_pool(writer: ExportWriter, pool: AnswerPool, held_out: frozenset[str], iteration: int,
                      tally: "Tally") -> dict[str, Any]:
-    """Replace the writer's answer-only rows with a seeded draw from the pool; what the manifest records."""
-    eligible = sorted(i for i in writer.pool if i not in writer.with_rationale and i not in held_out)
-    # The method draws from items without an accepted rationale; a project smaller than ratio x the
-    # rationale rows tops the draw up with the other items (their answer is learnt on its own too),
-    # so answers keep their weight in the loss. Measured on the demo: README / docs/retention.md.
-    top_up = sorted(i for i in writer.pool if i in writer.with_rationale and i not in held_out)
-    rationale = writer.counts["rationale_rows"]
-    rng = random.Random(pool.seed * 1_000_003 + iteration)
-    size = pool.size(rationale, len(eligible) + len(top_up))
-    drawn = rng.sample(eligible, min(size, len(eligible)))
-    drawn += rng.sample(top_up, size - len(drawn))
+    """Replace the writer's answer-only rows with the pool's draw (images collected, a refused one leaves
+    out its item only); what the manifest records."""
+    drawn, record = pool.draw(writer.pool, writer.with_rationale, held_out, writer.counts["rationale_rows"],
+                              iteration)
     writer.answer_only = {}
-    for item_id in sorted(drawn):
+    for item_id in drawn:
         task_id, row = writer.pool[item_id]
         try:
             row.image = writer.images.add(row.image, task_id=task_id)
@@ -173,11 +187,8 @@ def draw_answer_pool(writer: ExportWriter, pool: AnswerPool, held_out: frozenset
             tally.refused_images.append({"task": task_id, "item_id": item_id, "reason": exc.what, "todo": exc.todo})
             continue
         writer.answer_only[item_id] = row
-    return {"source": "project", "ratio": pool.ratio, "seed": pool.seed, "project_items": len(writer.pool),
-            "held_out_excluded": sum(1 for i in writer.pool if i in held_out),
-            "with_rationale": sum(1 for i in writer.pool if i in writer.with_rationale),
-            "eligible": len(eligible), "topped_up": len([i for i in drawn if i in writer.with_rationale]),
-            "drawn": len(writer.answer_only)}
+    kept = writer.answer_only
+    return {**record, "topped_up": sum(1 for i in kept if i in writer.with_rationale), "drawn": len(kept)}
 
 
 def carry_over(writer: ExportWriter, previous: Path) -> None:

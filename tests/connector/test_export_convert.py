@@ -179,3 +179,16 @@ def test_answer_pool_draws_from_all_items_never_held_out_ones(tmp_path):
     nothing_accepted = convert([t for t in tasks if t["data"]["item_id"] not in {"r1", "r2"}], tmp_path / "none",
                                ProjectExportOptions(answer_pool=AnswerPool(ratio=3), held_out=held_out))
     assert nothing_accepted["counts"]["answer_rows"] == 3  # as if one rationale row: answers still trained
+
+
+def test_the_answer_pools_draw_is_one_function_for_export_and_benchmark():
+    from connector.export_writer import AnswerPool
+
+    items = [f"i{n}" for n in range(30)]
+    pool = AnswerPool(ratio=2, seed=1)
+    drawn, record = pool.draw(items, with_rationale={"i0", "i1"}, held_out=frozenset({"i2", "i3"}),
+                              rationale_rows=4, iteration=1)
+    assert len(drawn) == 8 and drawn == sorted(drawn) and not set(drawn) & {"i0", "i1", "i2", "i3"}
+    assert record == {"source": "project", "ratio": 2, "seed": 1, "project_items": 30, "held_out_excluded": 2,
+                      "with_rationale": 2, "eligible": 26}
+    assert pool.draw(items, {"i0", "i1"}, frozenset({"i2", "i3"}), 4, iteration=2)[0] != drawn  # new each round
