@@ -21,7 +21,8 @@ import click
 from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC, DEFAULT_SCORING, SCORING_HELP, SCORINGS
 from connector.progress import Progress
 from illume.errors import IllumeError
-from illume.layout import TRAIN_LOG
+from illume.options import click_options, take
+from connector.round_step import TrainingSettings
 
 EXIT_PROBLEM = 1
 EXIT_NOT_PROMOTED = 3
@@ -128,8 +129,6 @@ MIN_ANNOTATIONS = click.option("--min-annotations", type=click.IntRange(min=1),
 LOCAL_FILES_ROOT = click.option("--local-files-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
                                 envvar="LOCAL_FILES_DOCUMENT_ROOT", show_envvar=True,
                                 help="Label Studio's local-files root as this machine sees it (for local images).")
-PROCESSES = click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-                         help="Training processes (>1 uses the deepspeed launcher).")
 TRAIN_ARGS = click.option("--train-arg", "train_args", multiple=True,
                           help="Extra argument for `python -m training` (repeatable).")
 CROWD = _options(
@@ -461,6 +460,17 @@ def export_trl(session, export_dir, repo, dry_run):
     session.emit(summary, result)
 
 
+# What every path that trains takes (train, round, loop): the gate, the training settings, the user's
+# own training arguments (connector.round_step.TrainingSettings; retention options come per command).
+ROUND_STEP = _options(GATE, click_options(TrainingSettings), TRAIN_ARGS)
+
+
+def _training(params: dict[str, Any]) -> TrainingSettings:
+    """The round step's settings from a command's parameters (ROUND_STEP's are popped out of them)."""
+    gate = _gate(*(params.pop(name) for name in ("gate_metric", "tolerance", "max_accuracy_drop", "eval_batch_size")))
+    return take(TrainingSettings, params, train_args=tuple(params.pop("train_args")), gate=gate, retention=_retention())
+
+
 @main.command()
 @click.option("--export", "export_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Export directory written by `illume-sync export`.")
@@ -468,43 +478,45 @@ def export_trl(session, export_dir, repo, dry_run):
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory.")
 @EVAL_ITEMS
 @SERVING_ADAPTER
-@GATE
 @click.option("--model-version", "version", help="Model version name for the new adapter (default: the run directory's name).")
-@PROCESSES
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @BACKEND_URL
 @ADMIN_TOKEN
-@TRAIN_ARGS
+@ROUND_STEP
 @_retention_options("answer_in_rationale", "warm_start", "epochs", "select_epoch")
 @JSON
 @pass_session
 @click.pass_context
-def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter, gate_metric, tolerance,
-          max_accuracy_drop, eval_batch_size, version, processes, resume, backend_url, admin_token, train_args):
+def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter, version, resume, backend_url,
+          admin_token, **params):
     """Train an adapter on an export, evaluate it, and promote it only if it is not worse.
 
+    The round step's training and gate (connector.round_step) on an export you give it: the new
+    adapter is evaluated once (by the training job when it chooses the epoch on --eval-items).
     Promotion reloads the backend with the new adapter and version (with --backend-url);
     then run `illume-sync predict` for the open tasks. Exit code 3: trained, not promoted.
     """
     from dataclasses import asdict
 
     from connector.promotion import Backend, promote, reference_metrics
-    from connector.training_job import accuracy_floor, read_eval_items, run_training, training_command
+    from connector.round_step import train_adapter
+    from connector.training_job import accuracy_floor, read_eval_items
 
     backend = Backend.from_options(backend_url, admin_token)  # refused before hours of training, not after
+    training = _training(params)
     items = read_eval_items(eval_items) if eval_items else []
     version = version or out.name
-    settings, retention = _gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size), _retention()
     # measured first: the epoch is chosen within the gate's accuracy bound
-    serving, baseline = reference_metrics(base_model, serving_adapter, items, settings) if items else (None, None)
-    extra = retention.train_args(serving_adapter, gate_metric, accuracy_floor(max_accuracy_drop, baseline, serving))
-    command = training_command(export_dir, base_model, out, eval_items, version, processes, resume,
-                               extra + list(train_args), eval_batch_size)
-    adapter = run_training(command, out / TRAIN_LOG, echo=lambda line: click.echo(line, err=True))
+    serving, baseline = reference_metrics(base_model, serving_adapter, items, training.gate) if items else (None, None)
+    adapter, measured = train_adapter(export_dir, base_model, out, version, training, eval_items=eval_items,
+                                      init_adapter=serving_adapter, resume=resume,
+                                      min_accuracy=accuracy_floor(training.gate.max_accuracy_drop, baseline, serving),
+                                      echo=lambda line: click.echo(line, err=True))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     say(f"trained adapter {adapter}")
-    result = promote(adapter, version, base_model, out, eval_items=items, serving_adapter=serving_adapter,
-                     serving_metrics=serving, baseline_metrics=baseline, settings=settings, backend=backend, say=say)
+    result = promote(adapter, version, base_model, out, eval_items=items, metrics=measured,
+                     serving_adapter=serving_adapter, serving_metrics=serving, baseline_metrics=baseline,
+                     settings=training.gate, backend=backend, say=say)
     if session.as_json:
         session.emit("", asdict(result))
     if not result.promoted:
@@ -520,40 +532,36 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
 @SERVING_ADAPTER
 @MIN_AGREEMENT
 @MIN_ANNOTATIONS
-@GATE
-@PROCESSES
 @BACKEND_URL
 @ADMIN_TOKEN
-@TRAIN_ARGS
+@ROUND_STEP
 @RETENTION
 @EXPORT_IMAGES
 @JSON
 @pass_session
 @click.pass_context
 def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_agreement, min_annotations,
-           gate_metric, tolerance,
-           max_accuracy_drop, eval_batch_size, processes, backend_url, admin_token, train_args, allow_hosts,
-           allow_roots, method):
+           backend_url, admin_token, allow_hosts, allow_roots, method, **params):
     """One training round on what annotators finished: what Label Studio's "Start training" runs.
 
     Exports the completed tasks no earlier round trained on (merged with the previous round's
     rows), trains an adapter, gates it on --eval-items and, when promoted, reloads the backend.
-    Nothing is imported. Exit code 3: trained, not promoted.
+    Nothing is imported. A round interrupted after its export trains on that export when run
+    again. `illume-sync report --run-dir` shows the rounds. Exit code 3: trained, not promoted.
     """
     from connector.labeling_round import RoundConfig, run_round
     from connector.promotion import Backend
 
     config = RoundConfig(project=session.project, run_dir=run_dir, base_model=base_model, eval_items=eval_items,
                          min_agreement=min_agreement, min_annotations=min_annotations, serving_adapter=serving_adapter,
-                         backend=Backend.from_options(backend_url, admin_token),
-                         gate=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size), processes=processes,
-                         train_args=train_args, retention=_retention(),
+                         backend=Backend.from_options(backend_url, admin_token), training=_training(params),
                          policy=_policy(session.client, allow_hosts, allow_roots), method=method)
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     record = run_round(session.client, config, say=say, progress=Progress("  exported"))
+    served = record.get("serving_version")
     session.emit(f"round {record['round']}: {len(record['tasks'])} tasks, adapter {record['adapter']} "
-                 + ("promoted" + (f", backend serves {record['serving_version']!r}" if record["serving_version"] else "")
-                    if record["promoted"] else f"not promoted ({record['reason']})"), record)
+                 + ("promoted" + (f", backend serves {served!r}" if served else "")
+                    if record["promoted"] else f"not promoted ({record['gate']})"), record)
     if not record["promoted"]:
         ctx.exit(EXIT_NOT_PROMOTED)
 
@@ -622,26 +630,20 @@ def status(session, backend_url, min_annotations):
 @LOCAL_FILES_ROOT
 @BACKEND_URL
 @ADMIN_TOKEN
-@PROCESSES
-@GATE
-@TRAIN_ARGS
+@ROUND_STEP
 @RETENTION
 @SCORING
-@click.option("--dpo-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Also learn from what annotators did not tick: ILLUME loss + W x DPO on (accepted, unticked) "
-                   "pairs of the same item, length-normalised, beta 0.5 (0: ILLUME as published; "
-                   "benchmarks/data_efficiency.py measured 0.3 best: +3.4/+4.1 ROUGE-L over ILLUME at round 3).")
 @JSON
 @pass_session
 def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait_hours, annotators, error_rate, critic,
-         threshold, min_agreement, min_annotations, local_files_root, backend_url, admin_token, processes, gate_metric, tolerance,
-         max_accuracy_drop, eval_batch_size, train_args, dpo_weight, seed):
+         threshold, min_agreement, min_annotations, local_files_root, backend_url, admin_token, seed, **params):
     """Run N rounds of import -> predict -> annotate -> export -> train -> reload; resumable.
 
     Each round imports the items as new tasks (fresh candidates from the newest model),
-    so earlier rounds' annotations keep the candidates they judged. Interrupt it at any
-    time: run the same command again and it continues from the last finished step.
-    (For rounds on what people annotated, without importing, use `round`.)
+    so earlier rounds' annotations keep the candidates they judged; its export, training and
+    promotion are the round step `round` runs too (one rounds.json, versions illume-round-<n>).
+    Interrupt it at any time: run the same command again and it continues from the last
+    finished step. (For rounds on what people annotated, without importing, use `round`.)
     """
     from connector.loop import Loop, LoopConfig, summary_table
 
@@ -649,28 +651,24 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait
                         rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
                         annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, min_annotations=min_annotations,
-                        backend_url=backend_url, admin_token=admin_token,
-                        processes=processes, gate_metric=gate_metric, tolerance=tolerance,
-                        max_accuracy_drop=max_accuracy_drop, eval_batch_size=eval_batch_size, train_args=train_args,
-                        dpo_weight=dpo_weight, retention=_retention(), scoring=session.scoring,
-                        against_base=_gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size).against_base,
-                        **({"wait_hours": wait_hours} if wait_hours is not None else {}))
+                        backend_url=backend_url, admin_token=admin_token, training=_training(params),
+                        scoring=session.scoring, **({"wait_hours": wait_hours} if wait_hours is not None else {}))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
-    state = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}")).run()
-    session.emit(summary_table(state.rounds, session.scoring), {"rounds": state.rounds})
+    rounds_done = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}")).run().rounds_json()
+    session.emit(summary_table(rounds_done, session.scoring), {"rounds": rounds_done})
 
 
 @main.command()
 @click.option("--run-dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="The loop's --run-dir (for the demo: <demo run dir>/loop).")
+              help="The --run-dir of `loop` or `round` (for the demo: <demo run dir>/loop).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Where index.html and the PNG plots go (default: <run-dir>/report).")
 @SCORING
 @JSON
 @pass_session
 def report(session, run_dir, out):
-    """Write an HTML report with plots: acceptance and diversity per round, held-out metrics,
-    agreement, and example items with their candidates and ticks."""
+    """Write an HTML report with plots of a run's rounds (made by `loop` or `round`): acceptance and
+    diversity per round, held-out metrics, agreement, and example items with their candidates and ticks."""
     from connector.report import write_report
 
     page = write_report(run_dir, out or run_dir / "report", session.scoring)

@@ -19,13 +19,14 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import requests
 
 from connector.local_label_studio import LocalLabelStudio, stop_process_group, wait_until_healthy
+from connector.promotion import GateSettings
 from illume.critic import DEFAULT_CRITIC
 from illume.ports import free_port
 from illume.demo_model import DEMO_TRAINING
@@ -48,8 +49,7 @@ class DemoConfig:
     error_rate: float = 0.0
     model_cache: Path | None = None
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
-    tolerance: float = 0.0  # promotion gate: promote when at most this much worse
-    max_accuracy_drop: float | None = 2.0  # ... and when answer accuracy fell by at most this many points
+    gate: GateSettings = field(default_factory=GateSettings)  # the promotion gate, as `loop` has it by default
     train_args: tuple[str, ...] = tuple(arg for key, value in DEMO_TRAINING.items()
                                         for arg in (f"--{key.replace('_', '-')}", str(value)))
 
@@ -155,7 +155,7 @@ def ml_backend(model: Path, adapter: str | None, version: str | None, label_stud
 
 def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
              progress: Callable[[str], Callable[[int], None]] | None = None) -> dict:
-    """Run the whole demo; returns the loop state (rounds with their figures)."""
+    """Run the whole demo; returns the rounds (rounds.json's records, with their figures) and the report."""
     with stop_on_sigterm():
         return _run_demo(config, say, progress)
 
@@ -163,7 +163,8 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print,
 def _run_demo(config: DemoConfig, say: Callable[[str], None],
               progress: Callable[[str], Callable[[int], None]] | None) -> dict:
     from illume.labelstudio.client import connect
-    from connector.loop import Loop, LoopConfig, LoopState, summary_table
+    from connector.loop import Loop, LoopConfig, summary_table
+    from connector.round_step import RunState, TrainingSettings
     from connector.project import init_project, read_label_config
     from connector.report import write_report
     from illume.demo_model import ensure_demo_model
@@ -178,7 +179,7 @@ def _run_demo(config: DemoConfig, say: Callable[[str], None],
         model = Path(config.model)
     say(f"model: {model}")
     secrets_ = credentials(run_dir)
-    serving = LoopState.load(run_dir / "loop").serving  # a resumed run keeps serving its newest adapter
+    serving = RunState.load(run_dir / "loop").serving  # a resumed run keeps serving its newest adapter
 
     ports = kept_ports(run_dir, ("label_studio", "backend"), say)
     with ExitStack() as stack:
@@ -201,13 +202,13 @@ def _run_demo(config: DemoConfig, say: Callable[[str], None],
             annotators=config.annotators, critic=config.critic, threshold=config.threshold,
             error_rate=config.error_rate,
             seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
-            tolerance=config.tolerance, max_accuracy_drop=config.max_accuracy_drop, train_args=config.train_args,
+            training=TrainingSettings(train_args=tuple(config.train_args), gate=config.gate),
             annotate_hint=f"\n  login: {label_studio.username}  password: {label_studio.password}"),
             say=say, progress=progress)
-        state = loop.run()
+        rounds = loop.run().rounds_json()
         report = write_report(run_dir / "loop", run_dir / "report")
     say(f"\nreport: {report}")
-    say(summary_table(state.rounds))
+    say(summary_table(rounds))
     say(f"wall time: {time.monotonic() - started:.0f} s")
-    return {"rounds": state.rounds, "report": str(report), "seconds": round(time.monotonic() - started, 1)}
+    return {"rounds": rounds, "report": str(report), "seconds": round(time.monotonic() - started, 1)}
 

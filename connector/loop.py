@@ -1,40 +1,34 @@
 """The ILLUME loop, round after round: import -> predict -> annotate -> export -> train -> reload.
 
 Each round gets its own tasks (the same items, fresh candidates from the newest model), so
-annotations always stay attached to the candidates they judged. Progress is recorded in
-`<run>/loop.json` after every step (atomically), so an interrupted loop continues where it
-stopped: finished steps are skipped and an interrupted training run resumes from its last
-DeepSpeed checkpoint.
+annotations always stay attached to the candidates they judged. The export, train and
+gate/promote steps are the round step every path that trains shares (connector.round_step):
+progress is recorded in `<run>/rounds.json` after every step (atomically), so an interrupted
+loop continues where it stopped: finished steps are skipped and an interrupted training run
+resumes from its last DeepSpeed checkpoint.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections import Counter
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from illume.labelstudio.client import LabelStudioClient
 from illume.labelstudio.task import task_round
-from connector.export_project import export_project, held_out_ids
 from connector.importing import ImagePlacer, import_items, read_items
 from connector.predicting import predict_missing
 from connector.project import REQUEUE_FOR_ME, get_project, overlap, required_annotations
 from connector.simulate import simulate
-from connector.promotion import Backend, GateSettings, promote
-from connector.retention import Retention
-from connector.training_job import (accuracy_floor, evaluate_model, read_eval_items, run_training,
-                                    training_command)
+from connector.promotion import Backend
+from connector.round_step import (EXPORTED, TRAINED, VERSION_PREFIX, RoundRecord, RoundStep, RunState,
+                                  TrainingSettings, exclusive)
 from illume.critic import DEFAULT_CRITIC, DEFAULT_SCORING, make_critic
 from illume.errors import IllumeError
-from illume.records import Feedback, atomic_write_text, iter_jsonl
-from illume.layout import (EXPORT_FEEDBACK, EXPORT_MANIFEST, LOOP_STATE, ROUND_EXPORT, ROUND_TRAIN, RUN_CHECKPOINTS,
-                           RUN_EVAL, TRAIN_LOG, round_path)
-from illume.metrics import annotation_effort, candidate_diversity, scored_as
-from illume.run_diagnostics import preference_diagnostics
+from illume.metrics import scored_as
 
-STEPS = ("import", "predict", "annotate", "export", "train")
+STEPS = ("import", "predict", "annotate", EXPORTED, TRAINED)
 
 
 @dataclass
@@ -53,49 +47,18 @@ class LoopConfig:
     # the critic's ROUGE-L tokens and the summary's metrics (illume.critic.SCORINGS); evaluations record
     # both modes, and the gate compares the default mode's figures
     scoring: str = DEFAULT_SCORING
-    error_rate: float = 0.0
+    error_rate: float | tuple[float, ...] = 0.0  # one per simulated annotator, or one for all
     seed: int = 0
     min_agreement: int | None = None
     min_annotations: int | None = None  # a task is complete with this many annotations (None: the project's overlap)
     backend_url: str | None = None
     admin_token: str | None = None
-    gate_metric: str = "rouge_l"
-    tolerance: float = 0.0
-    max_accuracy_drop: float | None = 2.0  # promotion also needs answers no worse than this (points)
-    against_base: bool = GateSettings.against_base  # ... than the model as built's too (GateSettings)
-    eval_batch_size: int | None = None  # held-out items per generate call (None: illume.evaluation's default)
-    processes: int = 1
-    train_args: Sequence[str] = ()
-    dpo_weight: float = 0.0  # > 0: ILLUME + dpo_weight x DPO on (accepted, unticked) pairs of the same item
-    retention: Retention = field(default_factory=Retention)  # how training keeps answers (issue 22)
+    training: TrainingSettings = field(default_factory=TrainingSettings)  # train, gate, retention (round_step)
     predict_batch: int = 16
     poll_seconds: float = 5.0
     wait_hours: float = 24.0  # --wait-for-people: a round goes on with what is complete after this long
     annotate_hint: str = ""  # said with the labeling address once a round's tasks can be labelled (e.g. a login)
-    version_prefix: str = "illume"
-
-
-@dataclass
-class LoopState:
-    rounds: dict[str, dict[str, Any]] = field(default_factory=dict)  # "1" -> steps done, results
-    serving: dict[str, Any] = field(default_factory=dict)  # adapter, version, metrics
-
-    @classmethod
-    def load(cls, run_dir: Path) -> "LoopState":
-        path = run_dir / LOOP_STATE
-        if not path.is_file():
-            return cls()
-        try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise IllumeError(f"{path} is not a loop state file ({exc})",
-                              "Use another --run-dir, or delete the file to start over.") from exc
-
-    def save(self, run_dir: Path) -> None:
-        atomic_write_text(run_dir / LOOP_STATE, json.dumps(asdict(self), indent=1, sort_keys=True))
-
-    def round(self, number: int) -> dict[str, Any]:
-        return self.rounds.setdefault(str(number), {"done": []})
+    version_prefix: str = VERSION_PREFIX
 
 
 class Loop:
@@ -105,66 +68,55 @@ class Loop:
                  progress: Callable[[str], Callable[[int], None]] | None = None) -> None:
         self.client, self.config, self.say = client, config, say
         self.progress = progress or (lambda label: (lambda amount=1: None))
-        # adapters are recorded (and handed to the backend) under an absolute run directory
-        config.run_dir = Path(config.run_dir).resolve()
         required_annotations(config.project, config.min_annotations)  # bad options fail now
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        self.state = LoopState.load(config.run_dir)
         # bad options fail now, not after the first round's work
         self.critic = make_critic(config.critic, config.threshold, config.scoring)
-        self.backend = Backend.from_options(config.backend_url, config.admin_token)
-        self.gate_settings = GateSettings(config.gate_metric, config.tolerance, config.max_accuracy_drop,
-                                          config.eval_batch_size, config.against_base)
+        self.step = RoundStep(config.run_dir, config.base_model, config.training, config.eval_items,
+                              Backend.from_options(config.backend_url, config.admin_token), say,
+                              version_prefix=config.version_prefix)
+        config.run_dir = self.step.run_dir  # absolute: adapters are handed to the backend by it
         self.items = list(read_items(config.items))
-        self.eval_items = read_eval_items(config.eval_items) if config.eval_items else []
+
+    @property
+    def state(self) -> RunState:
+        return self.step.state
 
     # ------------------------------------------------------------------ the rounds
-    def run(self) -> LoopState:
-        self._baseline()
-        for number in range(1, self.config.rounds + 1):
-            self._round(number)
+    def run(self) -> RunState:
+        with exclusive(self.config.run_dir):
+            self.step.state = RunState.load(self.config.run_dir)  # as the lock's holder left it
+            self.state.serving.setdefault("adapter", None)
+            self.state.serving.setdefault("version", None)
+            self.step.measure_references()  # round 0: the model as built
+            for number in range(1, self.config.rounds + 1):
+                self._round(number)
         return self.state
-
-    def _baseline(self) -> None:
-        serving = self.state.serving
-        if "version" not in serving:
-            serving.update(adapter=None, version=None)
-        if self.eval_items and "metrics" not in serving:
-            self.say(f"evaluating the serving model on {len(self.eval_items)} held-out items")
-            serving["metrics"] = evaluate_model(self.config.base_model, serving["adapter"], self.eval_items,
-                                                self.config.eval_batch_size)
-            self.state.rounds.setdefault("0", {"done": list(STEPS), "metrics": serving["metrics"],
-                                               "promoted": True, "version": "base"})
-            self.state.save(self.config.run_dir)
 
     def _round(self, number: int) -> None:
         record = self.state.round(number)
         for step in STEPS:
-            if step in record["done"]:
+            if step in record.done:
                 continue
             self.say(f"round {number}: {step}")
             started = time.monotonic()
             getattr(self, f"_{step}")(number, record)
-            record.setdefault("seconds", {})[step] = round(time.monotonic() - started, 1)
-            record["done"].append(step)
-            self.state.save(self.config.run_dir)
-
-    def _dir(self, number: int, name: str) -> Path:
-        return round_path(self.config.run_dir, number) / name
+            record.seconds[step] = round(time.monotonic() - started, 1)
+            record.done.append(step)
+            self.step.save()
 
     # ------------------------------------------------------------------ steps
-    def _import(self, number: int, record: dict) -> None:
+    def _import(self, number: int, record: RoundRecord) -> None:
         placer = ImagePlacer(self.client, self.config.project["id"], self.config.local_files_root,
                              self.config.items if self.config.items.is_dir() else self.config.items.parent)
         result = import_items(self.client, self.config.project["id"], self.items, placer,
                               self.progress("imported"), round_=number)
-        record["tasks"] = result.imported + result.skipped
+        record.imported = result.imported + result.skipped
         self.say(f"  {result.imported} tasks imported ({result.skipped} already there)")
 
-    def _predict(self, number: int, record: dict) -> None:
+    def _predict(self, number: int, record: RoundRecord) -> None:
         result = predict_missing(self.client, self.config.project, self.config.predict_batch, self.progress("predicted"))
-        record["sampled_by"] = result.version
-        record["predictions_by_version"] = self._prediction_versions(number)
+        record.sampled_by = result.version
+        record.predictions_by_version = self._prediction_versions(number)
         self.say(f"  {result.predicted} of {result.requested} tasks got candidates from {result.version!r}")
         if result.predicted < result.requested:
             raise IllumeError(f"{result.requested - result.predicted} tasks of round {number} got no candidates",
@@ -184,14 +136,14 @@ class Loop:
                 counts[version] = counts.get(version, 0) + 1
         return counts
 
-    def _annotate(self, number: int, record: dict) -> None:
+    def _annotate(self, number: int, record: RoundRecord) -> None:
         if self.config.simulate:
             result = simulate(self.client, self.config.project, self.config.annotators,
                               self.critic, self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"))
             self.say(f"  simulated annotators ticked {result.ticked} of {result.shown} candidates")
             return
-        record["waiting"] = self._wait_for_people(number)
-        record["skipped_tasks"] = record["waiting"]["skipped"]
+        record.waiting = self._wait_for_people(number)
+        record.skipped_tasks = record.waiting["skipped"]
 
     def _wait_for_people(self, number: int) -> dict[str, Any]:
         """Until every round-`number` task is finished as Label Studio sees it (RoundProgress), or the
@@ -220,57 +172,13 @@ class Loop:
                 return {**asdict(progress), "required_annotations": required, "timed_out": timed_out}
             time.sleep(self.config.poll_seconds)  # waiting on people, not on a race
 
-    def _export(self, number: int, record: dict) -> None:
-        previous = self._dir(number - 1, ROUND_EXPORT) if number > 1 else None
-        manifest = export_project(self.client, self.config.project, self._dir(number, ROUND_EXPORT),
-                                  self.config.min_agreement, previous if previous and previous.is_dir() else None,
-                                  self.progress("exported"), round_=number, min_annotations=self.config.min_annotations,
-                                  answer_pool=self.config.retention.answer_pool(self.config.seed),
-                                  held_out=held_out_ids(self.config.eval_items))
-        feedback = list(iter_jsonl(self._dir(number, ROUND_EXPORT) / EXPORT_FEEDBACK, Feedback))
-        record.update(acceptance=manifest["acceptance"], agreement=manifest["agreement"], counts=manifest["counts"],
-                      preticks=manifest["preticks"], reconciliation=manifest["reconciliation"],
-                      diversity=candidate_diversity(feedback),
-                      items_with_accepted=sum(1 for f in feedback if f.accepted or f.written),
-                      items_judged=len(feedback))
-        if not self.config.simulate:  # people annotated: what it cost them (Label Studio's lead_time)
-            record["effort"] = annotation_effort(feedback)
-        self.say(f"  acceptance rate {manifest['acceptance']['rate']}, {record['items_with_accepted']} of "
-                 f"{len(feedback)} items have an accepted rationale; {manifest['counts']['rationale_rows']} "
-                 f"rationale rows, {manifest['counts']['answer_rows']} answer-only rows; "
-                 f"{manifest['preticks']['accepted_preticked_unchanged']} accepted only as pre-ticks left standing, "
-                 f"{manifest['reconciliation']['none_with_ticks']} 'None' submitted with ticks")
+    def _export(self, number: int, record: RoundRecord) -> None:
+        self.step.export(self.client, self.config.project, record, only_round=True,
+                         min_agreement=self.config.min_agreement, min_annotations=self.config.min_annotations,
+                         people=not self.config.simulate, seed=self.config.seed, progress=self.progress("exported"))
 
-    def _train(self, number: int, record: dict) -> None:
-        out = self._dir(number, ROUND_TRAIN)
-        version = f"{self.config.version_prefix}-round{number}"
-        serving, retention = self.state.serving, self.config.retention
-        baseline = (self.state.rounds.get("0") or {}).get("metrics")  # the model as built (_baseline)
-        # the epoch is chosen within the gate's accuracy bound, so that the kept one can pass it
-        floor = accuracy_floor(self.config.max_accuracy_drop, baseline, serving.get("metrics"))
-        extra = retention.train_args(serving.get("adapter"), self.config.gate_metric, floor)
-        extra += list(self.config.train_args)
-        if self.config.dpo_weight:
-            extra += ["--dpo-weight", str(self.config.dpo_weight)]
-        select_on = self.config.eval_items if retention.select_epoch else None
-        command = training_command(self._dir(number, ROUND_EXPORT), self.config.base_model, out, select_on, version,
-                                   self.config.processes, resume=(out / RUN_CHECKPOINTS).is_dir(), extra=extra,
-                                   eval_batch_size=self.config.eval_batch_size)
-        adapter = run_training(command, out / TRAIN_LOG)
-        preference = preference_diagnostics(out / RUN_EVAL)
-        if preference:
-            record["preference"] = preference
-        result = promote(adapter, version, self.config.base_model, out, eval_items=self.eval_items,
-                         serving_adapter=serving.get("adapter"), serving_metrics=serving.get("metrics"),
-                         baseline_metrics=baseline, settings=self.gate_settings, backend=self.backend,
-                         say=lambda line: self.say(f"  {line}"))
-        manifest = json.loads((self._dir(number, ROUND_EXPORT) / EXPORT_MANIFEST).read_text(encoding="utf-8"))
-        record["retention"] = retention.record(adapter, manifest)
-        record.update(adapter=result.adapter, version=version, promoted=result.promoted, gate=result.reason)
-        if result.metrics is not None:
-            record["metrics"] = result.metrics
-        if result.promoted:
-            serving.update(adapter=result.adapter, version=version, metrics=result.metrics)
+    def _train(self, number: int, record: RoundRecord) -> None:
+        self.step.train(record)
 
 
 @dataclass(frozen=True)
@@ -300,7 +208,7 @@ class RoundProgress:
         return cls(**counts)
 
 
-def summary_table(rounds: dict, scoring: str = DEFAULT_SCORING) -> str:
+def summary_table(rounds: dict[str, dict], scoring: str = DEFAULT_SCORING) -> str:
     """One line per round: acceptance (%), items with an accepted rationale, rows, held-out
     metrics (0-100, as illume.metrics reports them in `scoring`), promotion. Round 0 is the model as built."""
     header = f"{'round':>5} {'accept%':>8} {'items+':>7} {'rows':>5} {'ROUGE-L':>8} {'CIDEr':>6} {'acc':>6}  version"

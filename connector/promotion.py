@@ -7,14 +7,15 @@ metric and answer accuracy, see training_job.gate), recorded atomically in
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from connector.backend_client import finish_earlier_reloads, reload_recorded
-from connector.training_job import evaluate_model, gate
+from connector.training_job import MAX_ACCURACY_DROP, evaluate_model, gate
 from illume.errors import IllumeError
 from illume.layout import PROMOTION_RECORD
+from illume.options import option
 from illume.records import Item, atomic_write_text
 
 
@@ -39,13 +40,17 @@ class Backend:
 
 @dataclass(frozen=True)
 class GateSettings:
-    metric: str = "rouge_l"
-    tolerance: float = 0.0
-    max_accuracy_drop: float | None = 2.0
-    eval_batch_size: int | None = None
-    against_base: bool = field(default=True, metadata={"help": (
-        "answers are also bounded by the model as built (its accuracy less max_accuracy_drop), not only by "
-        "the serving model, so drops within the bound cannot add up round after round")})
+    """The promotion gate (training_job.gate): one declaration, the options of train, round and loop."""
+
+    metric: str = option("rouge_l", "Rationale metric compared by the gate.", flag="gate-metric")
+    tolerance: float = option(0.0, "Promote even when the new rationale score is lower by at most this much.")
+    max_accuracy_drop: float | None = option(MAX_ACCURACY_DROP, (
+        "Refuse a new adapter whose held-out answer accuracy is lower by more points than this."), min=0)
+    eval_batch_size: int | None = option(None, (
+        "Held-out items per generate call when evaluating (default 8; lower it when memory is short)."), min=1)
+    against_base: bool = option(True, (
+        "Also refuse an adapter whose accuracy fell by more than --max-accuracy-drop from the model as built, not "
+        "only from the serving model, so drops cannot add up round after round."))
 
 
 @dataclass
@@ -61,22 +66,26 @@ class Promotion:
 
 
 def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *,
-            eval_items: Sequence[Item] = (), serving_adapter: str | None = None,
+            eval_items: Sequence[Item] = (), metrics: dict[str, Any] | None = None,
+            serving_adapter: str | None = None,
             serving_metrics: dict[str, Any] | None = None, baseline_metrics: dict[str, Any] | None = None,
             settings: GateSettings = GateSettings(), backend: Backend | None = None,
             say: Callable[[str], None] = lambda _: None) -> Promotion:
     """Gate the adapter against the serving model (and the model as built), record the decision,
     reload the backend if promoted.
 
-    `serving_metrics` / `baseline_metrics` save evaluating those models again when they are
-    already known (the loop and rounds keep them); otherwise they are evaluated on the same
-    items, the model as built only when it is not the serving model.
+    `metrics`: the adapter's held-out metrics when already measured on `eval_items` (the training
+    job's evaluation of the epoch it kept, connector.round_step.kept_epoch_metrics), so that each
+    adapter is evaluated once. `serving_metrics` / `baseline_metrics` save evaluating those models
+    again when they are already known (the run's state keeps them); otherwise they are evaluated
+    on the same items, the model as built only when it is not the serving model.
     """
     adapter = str(adapter)
     if backend is not None:  # a reload an earlier round left pending (the backend was down) goes first
         finish_earlier_reloads(run_dir, backend.url, backend.admin_token, say)
     if eval_items:
-        metrics = evaluate_model(base_model, adapter, list(eval_items), settings.eval_batch_size)
+        if metrics is None:
+            metrics = evaluate_model(base_model, adapter, list(eval_items), settings.eval_batch_size)
         serving_metrics, baseline_metrics = reference_metrics(base_model, serving_adapter, list(eval_items), settings,
                                                               serving_metrics, baseline_metrics)
         decision = gate(metrics, serving_metrics, settings.metric, settings.tolerance, settings.max_accuracy_drop,

@@ -1,12 +1,17 @@
-"""`illume-sync report`: one self-contained HTML page (plus PNG plots) for a loop's run.
+"""`illume-sync report`: one self-contained HTML page (plus PNG plots) for a run's rounds.
 
-It reads what the loop recorded (`loop.json`) and each round's export (`feedback.jsonl`):
+It reads what the rounds recorded (`rounds.json`, connector.round_step: a run of `loop` or of
+`round`, i.e. Label Studio's "Start training"; an older loop's `loop.json`) and each round's
+export (`feedback.jsonl`):
 acceptance rate and candidate diversity per round, held-out rationale metrics and answer
 accuracy per round, annotator agreement, annotator-seconds (rounds people annotated), the
 preference loss's diagnostics per epoch, and example items with their candidates and ticks.
 Held-out metrics are shown in one scoring mode (`--scoring`, illume.metrics): evaluations
 record both, so the same run can be reported as the paper scores it.
 Plots and thumbnails are embedded as data URIs, so the page can be mailed or archived alone.
+
+The page is a list of sections (SECTIONS): each a function of the rounds that returns its HTML
+parts (none when it has nothing to show), so a new section is one function added there.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from illume.critic import DEFAULT_SCORING
 from illume.errors import IllumeError
 from illume.metrics import scored_as
 from illume.records import Feedback, atomic_write_text, iter_jsonl
-from illume.layout import EXPORT_FEEDBACK, LOOP_STATE, ROUND_EXPORT, round_path
+from illume.layout import EXPORT_FEEDBACK, EXPORT_MANIFEST, RUN_STATE, ROUND_EXPORT, round_path
 
 METRICS = (("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"),
            ("accuracy", "answer accuracy"))
@@ -29,18 +34,25 @@ EXAMPLES = 6
 
 
 def load_rounds(run_dir: Path) -> dict[int, dict[str, Any]]:
-    state = run_dir / LOOP_STATE
-    if not state.is_file():
-        raise IllumeError(f"{run_dir} has no loop.json, so no loop ran there",
-                          "Pass the --run-dir of `illume-sync loop` (or <demo run>/loop).")
-    rounds = json.loads(state.read_text(encoding="utf-8")).get("rounds") or {}
-    return {int(k): v for k, v in sorted(rounds.items(), key=lambda kv: int(kv[0]))}
+    """The run's rounds by number (0: the model as built), as the round step recorded them."""
+    from connector.round_step import RunState, state_path
+
+    if state_path(run_dir) is None:
+        raise IllumeError(f"{run_dir} has no {RUN_STATE}, so no round ran there",
+                          "Pass the --run-dir of `illume-sync loop` or `round` (for the demo: <demo run>/loop).")
+    return {int(n): record for n, record in RunState.load(run_dir).rounds_json().items()}
 
 
 def _figure_png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def _diversity(record: dict[str, Any], key: str) -> float:
+    """A round's candidate diversity figure (NaN where the round recorded none: no point is drawn)."""
+    value = (record.get("diversity") or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def plots(rounds: dict[int, dict[str, Any]]) -> dict[str, bytes]:
@@ -60,13 +72,13 @@ def plots(rounds: dict[int, dict[str, Any]]) -> dict[str, bytes]:
             "items_judged", 1)) for n in fed], "o-", color="#dd8452", label="items with an accepted rationale")
         left.set(title="Acceptance per round", xlabel="round", ylabel="%")
         left.legend(fontsize=8)
-        right.plot([str(n) for n in fed], [rounds[n]["diversity"]["candidates_per_item"] for n in fed], "o-",
+        right.plot([str(n) for n in fed], [_diversity(rounds[n], "candidates_per_item") for n in fed], "o-",
                    label="distinct candidates per item")
         right.set(title="Candidate diversity", xlabel="round", ylabel="candidates per item")
         right.set_ylim(bottom=0)
         # distinct bigrams are a share of all bigrams (a few % on a small vocabulary): their own axis
         share = right.twinx()
-        share.plot([str(n) for n in fed], [100 * rounds[n]["diversity"]["distinct_2"] for n in fed], "s--",
+        share.plot([str(n) for n in fed], [100 * _diversity(rounds[n], "distinct_2") for n in fed], "s--",
                    color="#dd8452", label="distinct bigrams (% of all, right axis)")
         share.set(ylabel="distinct bigrams %")
         share.set_ylim(bottom=0)
@@ -104,11 +116,15 @@ def _thumbnail(path: Path) -> str:
 
 
 def examples(run_dir: Path, number: int, count: int = EXAMPLES) -> list[tuple[Feedback, Path]]:
-    """Items of one round: those with an accepted candidate first, then the others."""
+    """Items of one round: those with an accepted candidate first, then the others. A round's export
+    also carries the earlier rounds' feedback; its own is that of the export's iteration."""
     export = round_path(run_dir, number) / ROUND_EXPORT
     if not (export / EXPORT_FEEDBACK).is_file():
         return []
-    feedback = [f for f in iter_jsonl(export / EXPORT_FEEDBACK, Feedback) if f.iteration == number]
+    manifest = export / EXPORT_MANIFEST
+    iteration = json.loads(manifest.read_text(encoding="utf-8")).get("iteration", number) if manifest.is_file() \
+        else number
+    feedback = [f for f in iter_jsonl(export / EXPORT_FEEDBACK, Feedback) if f.iteration == iteration]
     feedback.sort(key=lambda f: (not f.accepted, f.item_id))
     return [(f, export / f.image) for f in feedback[:count]]
 
@@ -147,8 +163,8 @@ SCORING_NOTES = {"default": "default scoring: tokens are the words and numbers o
                           "own answer"}
 
 
-def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
-           scoring: str = DEFAULT_SCORING) -> str:
+def rounds_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                   scoring: str) -> list[str]:
     summary_rows = []
     for n, record in rounds.items():
         metrics, agreement = record.get("metrics") or {}, record.get("agreement") or {}
@@ -164,38 +180,68 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
             html.escape(str(agreement.get("fleiss_kappa") if agreement.get("fleiss_kappa") is not None else "–")),
             html.escape(str(record.get("version") or "–")) + ("" if record.get("promoted", True) else " (kept old)"),
         ])
-    parts = [f"<h1>ILLUME run report</h1><p class=muted>{html.escape(str(run_dir))}</p>",
-             "<h2>Rounds</h2>",
-             _table(["round", "candidates from", "accepted %", "accepted as untouched pre-ticks",
-                     "items with accepted", "candidates / item",
-                     "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
-                    summary_rows),
-             f"<p class=muted>Held-out metrics: {html.escape(SCORING_NOTES[scoring])}.</p>"]
-    effort_rows = [[n, _num(e.get("annotator_seconds")), e.get("annotations_timed", "–"), e.get("accepted_rationales", "–"),
-                    _num(e.get("seconds_per_accepted_rationale"))]
-                   for n, e in ((n, r.get("effort")) for n, r in rounds.items()) if e]
-    if effort_rows:  # only rounds people annotated (the simulator takes no time)
-        parts += ["<h2>Annotation effort</h2>",
-                  _table(["round", "annotator-seconds", "annotations timed", "accepted rationales",
-                          "seconds per accepted rationale"], effort_rows)]
-    diversity_rows = [[n, _num(d.get("candidates_per_item")), _fine(d.get("distinct_2"))]
-                      for n, d in ((n, r.get("diversity")) for n, r in rounds.items()) if d]
-    if diversity_rows:
-        parts += ["<h2>Candidate diversity</h2>",
-                  _table(["round", "distinct candidates / item", "distinct bigrams / bigrams"], diversity_rows)]
+    return ["<h2>Rounds</h2>",
+            _table(["round", "candidates from", "accepted %", "accepted as untouched pre-ticks",
+                    "items with accepted", "candidates / item",
+                    "ROUGE-L", "CIDEr", "BLEU-4", "METEOR", "accuracy", "Fleiss κ", "trained version"],
+                   summary_rows),
+            f"<p class=muted>Held-out metrics: {html.escape(SCORING_NOTES[scoring])}.</p>"]
+
+
+def effort_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                   scoring: str) -> list[str]:
+    rows = [[n, _num(e.get("annotator_seconds")), e.get("annotations_timed", "–"), e.get("accepted_rationales", "–"),
+             _num(e.get("seconds_per_accepted_rationale"))]
+            for n, e in ((n, r.get("effort")) for n, r in rounds.items()) if e]
+    if not rows:  # only rounds people annotated (the simulator takes no time)
+        return []
+    return ["<h2>Annotation effort</h2>",
+            _table(["round", "annotator-seconds", "annotations timed", "accepted rationales",
+                    "seconds per accepted rationale"], rows)]
+
+
+def diversity_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                      scoring: str) -> list[str]:
+    rows = [[n, _num(d.get("candidates_per_item")), _fine(d.get("distinct_2"))]
+            for n, d in ((n, r.get("diversity")) for n, r in rounds.items()) if d]
+    if not rows:
+        return []
+    return ["<h2>Candidate diversity</h2>",
+            _table(["round", "distinct candidates / item", "distinct bigrams / bigrams"], rows)]
+
+
+def preference_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                       scoring: str) -> list[str]:
     epochs = [(n, e) for n, r in rounds.items() for e in r.get("preference") or []]
-    if epochs:  # TRL's names (illume.run_diagnostics.DPO_STATS), as the job logged them
-        names = sorted({k for _, e in epochs for k in e if k != "epoch"})
-        parts += ["<h2>Preference loss (DPO on ticked vs unticked candidates of the same item), per epoch</h2>",
-                  _table(["round", "epoch", *names], [[n, e.get("epoch"), *(_fine(e.get(k)) for k in names)]
-                                                      for n, e in epochs])]
-    if any(r.get("metrics") and "meteor" not in r["metrics"] for r in rounds.values()):
-        parts.append("<p class=muted>METEOR missing: not computed (it needs a Java runtime where the model is evaluated; "
-                     "e.g. <code>apt-get install default-jre-headless</code>).</p>")
+    if not epochs:  # TRL's names (illume.run_diagnostics.DPO_STATS), as the job logged them
+        return []
+    names = sorted({k for _, e in epochs for k in e if k != "epoch"})
+    return ["<h2>Preference loss (DPO on ticked vs unticked candidates of the same item), per epoch</h2>",
+            _table(["round", "epoch", *names], [[n, e.get("epoch"), *(_fine(e.get(k)) for k in names)]
+                                                for n, e in epochs])]
+
+
+def meteor_note(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                scoring: str) -> list[str]:
+    if not any(r.get("metrics") and "meteor" not in r["metrics"] for r in rounds.values()):
+        return []
+    return ["<p class=muted>METEOR missing: not computed (it needs a Java runtime where the model is evaluated; "
+            "e.g. <code>apt-get install default-jre-headless</code>).</p>"]
+
+
+def plots_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                  scoring: str) -> list[str]:
+    parts = []
     for name, title in (("feedback", "Feedback"), ("metrics", "Held-out metrics")):
         if name in images:
             data = base64.b64encode(images[name]).decode()
             parts.append(f"<h2>{title}</h2><img alt='{title} plot' src='data:image/png;base64,{data}'>")
+    return parts
+
+
+def examples_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                     scoring: str) -> list[str]:
+    parts = []
     for n in rounds:
         shown = examples(run_dir, n) if n else []
         if not shown:
@@ -211,6 +257,19 @@ def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, b
                          f"<b>{html.escape(feedback.question)}</b><br>{html.escape(feedback.answer)}",
                          f"<ul>{ticks}</ul>"])
         parts.append(f"<h2>Round {n}: examples</h2>" + _table(["image", "question / answer", "candidates"], rows))
+    return parts
+
+
+# The page's sections, in order: (run_dir, rounds, images, scoring) -> HTML parts.
+SECTIONS = (rounds_section, effort_section, diversity_section, preference_section, meteor_note, plots_section,
+            examples_section)
+
+
+def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+           scoring: str = DEFAULT_SCORING) -> str:
+    parts = [f"<h1>ILLUME run report</h1><p class=muted>{html.escape(str(run_dir))}</p>"]
+    for section in SECTIONS:
+        parts += section(run_dir, rounds, images, scoring)
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "vertical-align:top;font-size:14px}th{background:#f3f3f3}.muted{color:#777}"

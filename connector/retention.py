@@ -27,13 +27,14 @@ class Retention:
         "rationale rows learn the answer too (training.config.TrainConfig.answer_in_rationale; None: the job's "
         "default, which does, as the method)")})
     answer_pool_ratio: float = field(default=_POOL["ratio"].default, metadata={"help": (
-        _POOL["ratio"].metadata["help"] + "; 0: only annotated items without an accepted rationale (before issue 22)")})
+        _POOL["ratio"].metadata["help"] + "; 0: only annotated items without an accepted rationale (before issue 22)"),
+        "min": 0})
     # Off by default, by measurement (docs/retention.md): on the demo, continuing round 1's adapter
     # left answer accuracy at 89-90 in every epoch of three recipes, a fresh LoRA kept 92-96.
     warm_start: bool = field(default=False, metadata={"help": (
         "each round continues training the adapter served now (the method's next iteration) instead of a "
         "fresh LoRA on the model as built on all rows so far")})
-    epochs: int = field(default=5, metadata={"help": "training epochs per round (the method's 5)"})
+    epochs: int = field(default=5, metadata={"help": "training epochs per round (the method's 5)", "min": 1})
     select_epoch: bool = field(default=True, metadata={"help": (
         "with held-out items: keep the epoch with the best gate metric among those within the gate's accuracy "
         "bound (the method picks its checkpoint on validation scores); off: the last epoch")})
@@ -45,8 +46,6 @@ class Retention:
         """Arguments of `python -m training` for these parts (before the user's own, which win)."""
         args = ["--epochs", str(self.epochs), "--select-epoch" if self.select_epoch else "--no-select-epoch",
                 "--select-metric", select_metric]
-        if select_metric != "meteor":  # the per-epoch evaluations need no JVM (the gate still measures METEOR)
-            args.append("--no-eval-meteor")
         if self.answer_in_rationale is not None:
             args.append("--answer-in-rationale" if self.answer_in_rationale else "--no-answer-in-rationale")
         if self.warm_start and init_adapter:

@@ -115,8 +115,11 @@ class Decision:
     reason: str
 
 
+MAX_ACCURACY_DROP = 2.0  # the gate's default bound on lost answer accuracy (points; promotion.GateSettings)
+
+
 def gate(new: Mapping[str, Any], old: Mapping[str, Any], metric: str, tolerance: float = 0.0,
-         max_accuracy_drop: float | None = 2.0, baseline: Mapping[str, Any] | None = None) -> Decision:
+         max_accuracy_drop: float | None = MAX_ACCURACY_DROP, baseline: Mapping[str, Any] | None = None) -> Decision:
     """Promote the new adapter when, on the same held-out items, its rationales score at least
     the serving model's (less a tolerance) and its answers lose at most max_accuracy_drop
     points of accuracy (None: answers are not checked) against the serving model and, when

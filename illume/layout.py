@@ -27,9 +27,10 @@ TRAIN_LOG = "train.log"  # the job's output, kept by the connector beside the ru
 # The adapter directory.
 ADAPTER_META = "illume_adapter.json"  # written next to a trained adapter (training job)
 
-# The run directory of `loop` and `round`: state files and one folder per round.
-LOOP_STATE = "loop.json"
-ROUNDS_STATE = "rounds.json"
+# The run directory of `loop` and `round` (connector.round_step): the state file and one folder per round.
+RUN_STATE = "rounds.json"  # the rounds (connector.round_step.RoundRecord), the model served, the tasks trained on
+LEGACY_LOOP_STATE = "loop.json"  # what loops kept before rounds.json: still read where no rounds.json is
+ROUND_LOCK = ".round.lock"  # held while a round runs in the directory
 ROUND_PREFIX = "round-"
 ROUND_EXPORT = "export"  # a round's export directory
 ROUND_TRAIN = "train"  # a round's training run directory

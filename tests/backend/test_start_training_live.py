@@ -116,11 +116,11 @@ def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llav
         log = (tmp_path / "train.log").read_text() if (tmp_path / "train.log").is_file() else ""
         assert before != serving == "illume-round-1", log[-3000:]
     state = json.loads((run_dir / "rounds.json").read_text())
-    assert state["rounds"][0]["tasks"] == annotated and state["trained_tasks"] == annotated
+    assert state["rounds"]["1"]["tasks"] == annotated and state["trained_tasks"] == annotated
     manifest = json.loads((run_dir / "round-1" / "export" / "manifest.json").read_text())
     assert manifest["task_ids"] == annotated and manifest["counts"]["completed"] == 2
-    assert state["rounds"][0]["promoted"] and state["serving"]["version"] == "illume-round-1"
-    assert state["rounds"][0]["effort"] == {"annotator_seconds": 20.0, "annotations_timed": 2, "accepted_rationales": 2,
+    assert state["rounds"]["1"]["promoted"] and state["serving"]["version"] == "illume-round-1"
+    assert state["rounds"]["1"]["effort"] == {"annotator_seconds": 20.0, "annotations_timed": 2, "accepted_rationales": 2,
                                             "seconds_per_accepted_rationale": 10.0}  # Label Studio's lead_time
 
 

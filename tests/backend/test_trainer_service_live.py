@@ -153,7 +153,7 @@ def test_start_training_reaches_the_trainer_which_runs_the_round_and_reloads_the
     assert (run["round"], run["exit_code"]) == (1, 0), run
     assert before != serving == "illume-round-1"
     state = json.loads(state_file.read_text())
-    assert state["rounds"][0]["promoted"] and state["rounds"][0]["tasks"] == tasks[:2]
+    assert state["rounds"]["1"]["promoted"] and state["rounds"]["1"]["tasks"] == tasks[:2]
     assert tree(llava_dir) == model_before  # the model mount stays as it was
     assert {p.name for p in backend_dir.iterdir()} == {"forward.log"}
 

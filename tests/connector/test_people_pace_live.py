@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.export_project import export_project
 from connector.loop import Loop, LoopConfig
+from connector.round_step import RoundRecord
 from illume.records import TrainingRow, read_jsonl
 
 pytestmark = pytest.mark.label_studio
@@ -34,16 +35,16 @@ def test_a_skipped_task_finishes_the_wait_and_is_never_training_data(illume_proj
     skipped = kit.add_task("skipped", ["the sky is green", "a dog"])
     kit.annotate(ticked, ["c0"], user="ann")
 
-    record: dict = {}
+    record = RoundRecord(1)
     waiting_loop(kit, tmp_path, wait_hours=0)._annotate(1, record)  # nobody touched "skipped": the wait runs out
-    assert record["waiting"] == {"tasks": 2, "finished": 1, "complete": 1, "skipped": 0, "required_annotations": 1,
+    assert record.waiting == {"tasks": 2, "finished": 1, "complete": 1, "skipped": 0, "required_annotations": 1,
                                  "timed_out": True}
 
     kit.annotate(skipped, ["c0"], user="ann", cancelled=True)  # Label Studio's "Skip" (was_cancelled)
-    record = {}
+    record = RoundRecord(1)
     waiting_loop(kit, tmp_path)._annotate(1, record)  # a day's wait: returns because both are finished
-    assert record["waiting"]["timed_out"] is False
-    assert (record["waiting"]["finished"], record["waiting"]["complete"], record["skipped_tasks"]) == (2, 1, 1)
+    assert record.waiting["timed_out"] is False
+    assert (record.waiting["finished"], record.waiting["complete"], record.skipped_tasks) == (2, 1, 1)
 
     manifest = export_project(kit.client, kit.project, tmp_path / "export")
     assert rows(tmp_path / "export") == [("ticked", "the ball is red")]  # the skip's tick is not a row
@@ -64,10 +65,10 @@ def test_with_overlap_two_a_skip_waits_for_the_others_and_one_vote_is_not_comple
     kit.annotate(one, user="bob", cancelled=True)
 
     # Each of the two people it was offered to answered: finished, but with one vote it is not complete.
-    record: dict = {}
+    record = RoundRecord(1)
     waiting_loop(kit, tmp_path)._annotate(1, record)
-    assert (record["waiting"]["finished"], record["waiting"]["complete"], record["skipped_tasks"]) == (2, 1, 1)
-    assert record["waiting"]["required_annotations"] == 2
+    assert (record.waiting["finished"], record.waiting["complete"], record.skipped_tasks) == (2, 1, 1)
+    assert record.waiting["required_annotations"] == 2
 
     status = CliRunner().invoke(main, ["status", "--url", label_studio.url, "--api-key", label_studio.token,
                                        "--project", str(kit.id), "--json"])
@@ -90,6 +91,6 @@ def test_a_skip_settles_nothing_when_skipped_tasks_come_back_to_the_same_person(
     sync_client.patch(f"/api/projects/{kit.id}", {"skip_queue": "REQUEUE_FOR_ME"})
     task = kit.add_task("again", ["the ball is red"])
     kit.annotate(task, ["c0"], user="ann", cancelled=True)
-    record: dict = {}
+    record = RoundRecord(1)
     waiting_loop(kit, tmp_path, wait_hours=0)._annotate(1, record)
-    assert (record["waiting"]["finished"], record["waiting"]["timed_out"], record["skipped_tasks"]) == (0, True, 1)
+    assert (record.waiting["finished"], record.waiting["timed_out"], record.skipped_tasks) == (0, True, 1)

@@ -26,6 +26,7 @@ from connector.labeling_round import RoundConfig, run_round
 from connector.predicting import predict_missing
 from connector.project import find_project, init_project, read_label_config
 from connector.promotion import Backend
+from connector.round_step import TrainingSettings
 from illume.records import Item, write_jsonl
 
 pytestmark = [pytest.mark.label_studio, pytest.mark.slow]
@@ -68,10 +69,10 @@ def test_loop_with_a_relative_run_dir_promotes(label_studio, sync_client, backen
         "--local-files-root", str(label_studio.data_dir), "--backend-url", url, "--admin-token", ADMIN,
         *[f"--train-arg={arg}" for arg in TRAIN_ARGS], "--json"])
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "runs/loop/loop.json").read_text())["rounds"]["1"]
+    record = json.loads((tmp_path / "runs/loop/rounds.json").read_text())["rounds"]["1"]
     assert record["promoted"] and Path(record["adapter"]).is_absolute()
     assert Path(record["adapter"]).is_relative_to(tmp_path.resolve())
-    assert health_version(url) == "illume-round1"  # the backend loaded it: the reload was not refused
+    assert health_version(url) == "illume-round-1"  # the backend loaded it: the reload was not refused
 
 
 def test_round_moves_the_project_to_the_promoted_version_and_refreshes_open_tasks(
@@ -96,7 +97,8 @@ def test_round_moves_the_project_to_the_promoted_version_and_refreshes_open_task
     lines: list[str] = []
     record = run_round(sync_client, RoundConfig(project=find_project(sync_client, project["id"]),
                                                 run_dir=tmp_path / "rounds", base_model=model,
-                                                backend=Backend(url, ADMIN), train_args=TRAIN_ARGS), say=lines.append)
+                                                backend=Backend(url, ADMIN),
+                                                training=TrainingSettings(train_args=TRAIN_ARGS)), say=lines.append)
     assert record["tasks"] == [both] and record["waiting_for_annotations"] == 1  # one vote of two: not yet
     assert record["promoted"] and record["serving_version"] == "illume-round-1" != first
     assert record["refreshed"] == {"version": "illume-round-1", "tasks": 1, "requested": 1}

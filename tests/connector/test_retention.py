@@ -18,7 +18,7 @@ def test_defaults_reach_the_training_job():
                                      *retention.train_args("/runs/round-1/adapter", "rouge_l", 94.5)]))
     assert (args["epochs"], args["init_adapter"], args["select_epoch"], args["select_metric"], args["min_accuracy"],
             args["answer_in_rationale"], args["eval_meteor"]) == (5, "/runs/round-1/adapter", True, "rouge_l", 94.5,
-                                                                  True, False)
+                                                                  True, True)  # the gate's evaluation: METEOR too
     assert "--init-adapter" not in retention.train_args(None, "rouge_l", None)  # round 1: the model as built
 
 

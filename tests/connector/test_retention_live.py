@@ -34,7 +34,7 @@ def test_two_rounds_keep_answers_as_the_method_does(label_studio, sync_client, b
         "--tolerance", "100", "--max-accuracy-drop", "100",  # a random tiny model: promote whatever it learns
         "--train-arg=--batch-size", "--train-arg=4", "--epochs", "2", "--warm-start", "--json"])
     assert result.exit_code == 0, result.output
-    state = json.loads((tmp_path / "run" / "loop.json").read_text())
+    state = json.loads((tmp_path / "run" / "rounds.json").read_text())
     first, second = state["rounds"]["1"], state["rounds"]["2"]
     assert first["promoted"] and second["promoted"]
     for number in (1, 2):
@@ -48,5 +48,9 @@ def test_two_rounds_keep_answers_as_the_method_does(label_studio, sync_client, b
     assert first["retention"]["chosen_epoch"] in (1, 2) and len(first["retention"]["epoch_scores"]) == 2
     promotion = json.loads((tmp_path / "run" / "round-1" / "train" / "promotion.json").read_text())
     assert promotion["baseline_metrics"] == promotion["serving_metrics"] == state["rounds"]["0"]["metrics"]
+    # evaluated once: the training job's evaluation of the epoch it kept is the gate's and the record's
+    kept = tmp_path / "run" / "round-1" / "train" / "eval" / f"epoch_{first['retention']['chosen_epoch']}.json"
+    assert promotion["metrics"] == first["metrics"] == {k: v for k, v in json.loads(kept.read_text()).items()
+                                                        if k != "examples"}
     later = json.loads((tmp_path / "run" / "round-2" / "train" / "promotion.json").read_text())
     assert later["baseline_metrics"] == state["rounds"]["0"]["metrics"] and later["serving_metrics"] == first["metrics"]

@@ -19,7 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def fake_run(run_dir: Path) -> None:
-    """A loop run of two rounds, as connector.loop records it."""
+    """A loop run of two rounds, as the round step records it (rounds.json)."""
     metrics = lambda r: {"rouge_l": 30 + 10 * r, "cider": 40 + 15 * r, "bleu_4": 10 + r, "meteor": 15 + r,  # noqa: E731
                          "accuracy": 90 - r}
     rounds = {"0": {"done": [], "metrics": metrics(0), "version": "base", "promoted": True}}
@@ -32,12 +32,12 @@ def fake_run(run_dir: Path) -> None:
                      ["the circle is red", "the sky is blue"], ["the circle is red"], ["the sky is blue"], iteration=r),
             Feedback("item-b", "images/a.png", "how many shapes?", "two", ["there are two shapes"], [],
                      ["there are two shapes"], written=["i count two shapes"], iteration=r)])
-        rounds[str(r)] = {"done": [], "metrics": metrics(r), "version": f"illume-round{r}", "promoted": r == 1,
+        rounds[str(r)] = {"done": [], "metrics": metrics(r), "version": f"illume-round-{r}", "promoted": r == 1,
                           "acceptance": {"rate": 0.2 * r}, "items_with_accepted": r, "items_judged": 2,
                           "preticks": {"accepted_preticked_unchanged": r, "accepted": 4},
                           "diversity": {"candidates_per_item": 1.5, "distinct_2": 0.8},
-                          "agreement": {"fleiss_kappa": 0.61}, "sampled_by": "base" if r == 1 else "illume-round1"}
-    (run_dir / "loop.json").write_text(json.dumps({"rounds": rounds, "serving": {}}))
+                          "agreement": {"fleiss_kappa": 0.61}, "sampled_by": "base" if r == 1 else "illume-round-1"}
+    (run_dir / "rounds.json").write_text(json.dumps({"rounds": rounds, "serving": {}, "trained_tasks": []}))
 
 
 def test_report_renders_in_chromium(tmp_path):
@@ -58,7 +58,7 @@ def test_report_renders_in_chromium(tmp_path):
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
         assert len(widths) == 2 + 4 and all(w > 0 for w in widths)
         rows = page.eval_on_selector_all("table:first-of-type tbody tr", "rows => rows.map(r => r.innerText)")
-        assert len(rows) == 3 and "illume-round2 (kept old)" in rows[2] and "40.0" in rows[1]
+        assert len(rows) == 3 and "illume-round-2 (kept old)" in rows[2] and "40.0" in rows[1]
         assert "1 / 4" in rows[1] and "2 / 4" in rows[2]  # accepted as untouched pre-ticks, of all accepted
         assert page.locator("li.yes", has_text="the circle is red").count() == 2
         assert page.locator("li.yes", has_text="i count two shapes").count() == 2
@@ -72,4 +72,4 @@ def test_report_renders_in_chromium(tmp_path):
 def test_report_of_a_directory_without_a_loop_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["report", "--run-dir", str(tmp_path)])
     assert result.exit_code == 1
-    assert "has no loop.json" in result.output
+    assert "has no rounds.json" in result.output
