@@ -351,6 +351,38 @@ def predict(session, batch_size, offline, model, adapter, version, processes, ho
 
 @main.command()
 @IN_PROJECT
+@click.option("--task", "task_ids", type=click.IntRange(min=1), multiple=True, required=True,
+              help="A task id (the Data Manager's ID column); repeat for more tasks.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Tasks per request to the ML backend.")
+@JSON
+@pass_session
+def resample(session, task_ids, batch_size):
+    """Have the ML backend sample new candidates for these tasks, keeping what they hold.
+
+    New texts are appended under new aliases; every option a task had keeps its place and
+    wording, so existing annotations keep meaning what they meant. Texts already offered are not
+    added again.
+    """
+    from connector.resampling import resample as resample_tasks
+
+    progress = Progress("resampled")
+    result = resample_tasks(session.client, session.project, list(task_ids), batch_size, progress)
+    progress.end()
+    session.emit(f"{len(result.tasks)} tasks asked for new candidates of version {result.version!r}: {result.added} "
+                 f"new options appended, no existing option changed"
+                 + (f"; nothing new for task(s) {', '.join(map(str, result.nothing_new))} (run again)"
+                    if result.nothing_new else ""),
+                 {"version": result.version, "added": result.added, "nothing_new": result.nothing_new,
+                  "unanswered": result.unanswered,
+                  "tasks": [{"task": t.task, "kept": t.kept, "added": t.added} for t in result.tasks]})
+    if result.unanswered:
+        raise IllumeError(f"the ML backend wrote no candidates for task(s) {', '.join(map(str, result.unanswered))}",
+                          "Check the ML backend's log, then run the same command again for those tasks.")
+
+
+@main.command()
+@IN_PROJECT
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
 @CROWD

@@ -46,16 +46,30 @@ def tasks_without_prediction(client: LabelStudioClient, project_id: int, version
 def retrieve_predictions(client: LabelStudioClient, project_id: int, batch: list[int], version: str) -> None:
     """Label Studio's own action for these tasks; after an unclear outcome, only the tasks still
     lacking a prediction of `version` are asked for again."""
-    def send(pending: list[int]) -> None:
-        client.request("POST", "/api/dm/actions", json={"selectedItems": {"all": False, "included": pending}},
-                       params={"id": "retrieve_tasks_predictions", "project": project_id}, timeout=600, retry=False)
-
     def missing(pending: list[int]) -> list[int]:
         still = set(tasks_without_prediction(client, project_id, version))
         return [task for task in pending if task in still]
 
-    send_checked(send, batch, missing, f"asking Label Studio for predictions of {len(batch)} tasks",
-                 "Run the same command again: tasks that got a prediction are skipped.")
+    _retrieve(client, project_id, batch, missing,
+              "Run the same command again: tasks that got a prediction are skipped.")
+
+
+def retrieve_tasks(client: LabelStudioClient, project_id: int, batch: list[int], version: str) -> None:
+    """The same action for chosen tasks, annotated ones included (`resample`)."""
+    def missing(pending: list[int]) -> list[int]:
+        return [task for task in pending
+                if not any(p.model_version == version for p in client.sdk.predictions.list(task=task))]
+
+    _retrieve(client, project_id, batch, missing, "Run the same command again for the tasks it names.")
+
+
+def _retrieve(client: LabelStudioClient, project_id: int, batch: list[int],
+              missing: Callable[[list[int]], list[int]], todo: str) -> None:
+    def send(pending: list[int]) -> None:
+        client.request("POST", "/api/dm/actions", json={"selectedItems": {"all": False, "included": pending}},
+                       params={"id": "retrieve_tasks_predictions", "project": project_id}, timeout=600, retry=False)
+
+    send_checked(send, batch, missing, f"asking Label Studio for predictions of {len(batch)} tasks", todo)
 
 
 def store_prediction(client: LabelStudioClient, task_id: int, prediction: dict) -> None:

@@ -4,8 +4,18 @@ Used by every writer of candidates (the ML backend's /predict, offline sampling)
 keep one rule: an alias always means one text in a task, and once a task has an annotation
 (cancelled ones included) or a draft, its options are append-only. A new model version then
 adds its candidates (new texts get new aliases) and keeps the old ones, so every annotation
-still resolves to the text it ticked. The current version's options come first: Label Studio
-shows them in the order of `data.candidates`.
+still resolves to the text it ticked.
+
+Label Studio shows the options in the order of `data.candidates`. That order is a per-task
+shuffle (`display_order`: a hash of the task id and each text), never the score order, so the
+model's favourite is not always on top (position bias); the score still orders the tasks
+(the prediction's score). Options already stored in a judged task keep their place, word for
+word; new ones are appended after them, shuffled among themselves. So a re-predict, a retry, a
+reload or a restart never reorders what an annotator has seen.
+
+A person can ask for fresh candidates for a task (`illume-sync resample`): the request is the
+task's `meta.candidates_resample`; the next write honours it by appending the new texts (even
+to a task nobody judged yet, never duplicating a text already offered) and clears it.
 
 Options appended to a judged task are recorded in the task's `meta` (never shown to annotators):
 `meta.candidates_appended = {alias: id of the task's newest annotation then}`, so the export
@@ -16,6 +26,7 @@ json=)` (illume.labelstudio.client.LabelStudioClient); this module imports nothi
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -27,6 +38,7 @@ from illume.text import normalise
 
 _ALIAS = re.compile(r"^c(\d+)$")
 APPENDED = "candidates_appended"  # task meta key: alias -> newest annotation id when it was appended
+RESAMPLE = "candidates_resample"  # task meta key: a person asked for fresh candidates (append, then cleared)
 _LIST_CHUNK = 100  # task ids per export request (keeps the query string short)
 
 
@@ -44,6 +56,10 @@ class StoredTask:
     project: int | None = None  # where to read it again (None: never re-read)
     meta: dict[str, Any] | None = None
     newest_annotation: int = 0  # the highest annotation id (0: none)
+
+    @property
+    def resample_requested(self) -> bool:
+        return bool((self.meta or {}).get(RESAMPLE))
 
 
 @dataclass(frozen=True)
@@ -93,20 +109,33 @@ def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
     return options
 
 
-def merge_options(texts: Sequence[str], existing: Any, judged: bool) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """(options to store, the current version's options in the order of `texts`).
+def display_order(options: Sequence[dict[str, str]], order_key: str) -> list[dict[str, str]]:
+    """The options in the order annotators see them: shuffled per task, the same every time.
 
-    Unjudged tasks get the current options only. Judged ones keep every earlier option, after the
-    current ones and in its stored wording (an annotation's text never changes, not even its case).
+    Each text's place follows a hash of `order_key` (the task) and the text (whitespace and case
+    collapsed), so the same texts come out in the same order whatever their scores or the run.
+    """
+    def rank(option: dict[str, str]) -> str:
+        return hashlib.sha256(f"{order_key}\n{normalise(option['value'])}".encode()).hexdigest()
+
+    return sorted(options, key=rank)
+
+
+def merge_options(texts: Sequence[str], existing: Any, judged: bool,
+                  order_key: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(options to store in display order, the current version's options in the order of `texts`).
+
+    Unjudged tasks get the current options only, shuffled (display_order). Judged ones (and tasks
+    whose candidates were asked for again) keep every earlier option in its place and stored
+    wording (an annotation's text never changes, not even its case); new texts follow, shuffled.
     """
     current = assign_aliases(texts, existing)
     if not judged:
-        return current, current
+        return display_order(current, order_key), current
     earlier = [option for option in existing or [] if isinstance(option, dict) and isinstance(option.get("alias"), str)]
     stored = {option["alias"]: option for option in earlier}
     current = [stored.get(option["alias"], option) for option in current]
-    offered = {option["alias"] for option in current}
-    return current + [option for option in earlier if option["alias"] not in offered], current
+    return earlier + display_order([o for o in current if o["alias"] not in stored], order_key), current
 
 
 def stored_tasks(client: TaskClient, project: int, task_ids: Sequence[int]) -> dict[int, StoredTask]:
@@ -143,18 +172,29 @@ def write_candidates(client: TaskClient, task_id: int, stored: StoredTask, field
     payload cannot change any other field. When the task was unjudged and the write dropped
     options, it is read again: an annotation saved meanwhile gets its options back.
     """
-    existing = stored.data.get(fields.candidates)
-    options, current = merge_options([c.text for c in candidates], existing, stored.judged)
+    existing, texts = stored.data.get(fields.candidates), [c.text for c in candidates]
+    options, current = merge_options(texts, existing, stored.judged or stored.resample_requested, order_key(task_id))
     _patch_candidates(client, task_id, stored, fields, options)
     written = {option["alias"] for option in options}
     dropped = [o for o in existing or [] if isinstance(o, dict) and o.get("alias") not in written]
     if dropped and stored.project is not None:
         again = stored_tasks(client, stored.project, [task_id]).get(task_id)
-        if again is not None and again.judged:  # judged between our read and our write
+        if again is not None and again.judged:  # judged between our read and our write: what it saw comes first
             restored = StoredTask({**again.data, fields.candidates: dropped}, True, again.project, again.meta,
                                   again.newest_annotation)
-            _patch_candidates(client, task_id, restored, fields, options + dropped)
+            kept, _ = merge_options(texts, existing, True, order_key(task_id))
+            _patch_candidates(client, task_id, restored, fields, kept)
     return current
+
+
+def order_key(task_id: int) -> str:
+    """What a task's display order is drawn from (display_order)."""
+    return f"task {task_id}"
+
+
+def request_resample(client: TaskClient, task_id: int, stored: StoredTask) -> None:
+    """Ask for fresh candidates for this task: the next write appends them (write_candidates)."""
+    _patch(client, task_id, {"meta": {**(stored.meta or {}), RESAMPLE: True}}, "the request for new candidates")
 
 
 def unseen_aliases(task: dict[str, Any], annotation: dict[str, Any]) -> set[str]:
@@ -171,12 +211,18 @@ def _patch_candidates(client: TaskClient, task_id: int, stored: StoredTask, fiel
     body: dict[str, Any] = {"data": {**stored.data, fields.candidates: options}}
     before = {o.get("alias") for o in stored.data.get(fields.candidates) or [] if isinstance(o, dict)}
     appended = [o["alias"] for o in options if o["alias"] not in before]
+    meta = dict(stored.meta or {})
     if stored.judged and appended:  # remember which annotations could not have seen them
-        meta = dict(stored.meta or {})
         meta[APPENDED] = {**(meta.get(APPENDED) or {}), **{alias: stored.newest_annotation for alias in appended}}
+    meta.pop(RESAMPLE, None)  # a request for new candidates is answered by this write
+    if meta != (stored.meta or {}):
         body["meta"] = meta
+    _patch(client, task_id, body, "the candidates")
+
+
+def _patch(client: TaskClient, task_id: int, body: dict[str, Any], what: str) -> None:
     response = client.request("PATCH", f"/api/tasks/{task_id}/", json=body, expect=(200, 400, 403, 404))
     if response.status_code != 200:
-        raise IllumeError(f"task {task_id}: Label Studio refused the candidates (HTTP {response.status_code}: "
+        raise IllumeError(f"task {task_id}: Label Studio refused {what} (HTTP {response.status_code}: "
                           f"{response.text[:200]})",
                           "Check that LABEL_STUDIO_API_KEY belongs to a user who may edit the project's tasks.")

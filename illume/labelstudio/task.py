@@ -110,8 +110,9 @@ def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy
 
 def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], fields: LabelingSchema,
                version: str, preselect: int) -> dict[str, Any]:
-    """The prediction for one task: pre-ticks the `preselect` best-scored candidates (options are
-    in score order; 0 pre-ticks none). Its score is the best candidate's probability, so Label
+    """The prediction for one task: pre-ticks the `preselect` best-scored candidates (`options` are
+    the current ones in score order, as write_candidates returns them, whatever order the task
+    shows them in; 0 pre-ticks none). Its score is the best candidate's probability, so Label
     Studio's uncertainty sampling offers the tasks the model is least sure of first."""
     if not options:
         return empty_prediction(version)

@@ -7,7 +7,7 @@ from backend_helpers import LABEL_CONFIG
 from illume.errors import IllumeError
 from illume.records import Candidate
 from ml_backend.batcher import Batcher, QueueFull
-from illume.labelstudio.candidates import assign_aliases, merge_options
+from illume.labelstudio.candidates import assign_aliases, display_order, merge_options, order_key
 from illume.labelstudio.task import parse_label_config, prediction
 
 
@@ -34,15 +34,35 @@ def test_aliases_are_stable_and_never_reused():
     assert again == [{"value": "It is red", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
 
 
-def test_a_judged_task_keeps_every_option_and_shows_the_current_ones_first():
+def test_a_judged_task_keeps_every_option_in_place_and_appends_new_ones():
     first = assign_aliases(["the square is red.", "it is round."], None)
-    stored, current = merge_options(["It is round", "a new one."], first, judged=True)
+    stored, current = merge_options(["It is round", "a new one."], first, judged=True, order_key="task 1")
     assert current == [{"value": "it is round.", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
-    assert stored == current + [{"value": "the square is red.", "alias": "c0"}]
-    again, _ = merge_options(["third."], stored, judged=True)  # aliases are never reused
-    assert [o["alias"] for o in again] == ["c3", "c1", "c2", "c0"]
-    replaced, current = merge_options(["It is round", "a new one."], first, judged=False)
-    assert replaced == current == [{"value": "It is round", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
+    assert stored == first + [{"value": "a new one.", "alias": "c2"}]  # what was seen stays, word for word
+    again, _ = merge_options(["third.", "fourth.", "fifth."], stored, judged=True, order_key="task 1")
+    assert [o["alias"] for o in again[:3]] == ["c0", "c1", "c2"]  # aliases are never reused
+    assert sorted(o["alias"] for o in again[3:]) == ["c3", "c4", "c5"]
+    assert again[3:] == display_order(again[3:], "task 1")  # the new ones shuffled among themselves
+    replaced, current = merge_options(["It is round", "a new one."], first, judged=False, order_key="task 1")
+    assert sorted(replaced, key=lambda o: o["alias"]) == current == [{"value": "It is round", "alias": "c1"},
+                                                                      {"value": "a new one.", "alias": "c2"}]
+
+
+def test_options_are_shown_in_a_per_task_order_that_never_changes():
+    texts = [f"rationale number {n}." for n in range(6)]  # in score order, best first
+    orders = {}
+    for task in range(1, 21):
+        stored, current = merge_options(texts, None, judged=False, order_key=order_key(task))
+        assert [o["value"] for o in current] == texts  # the prediction still sees the score order
+        assert sorted(o["value"] for o in stored) == sorted(texts)
+        again, _ = merge_options(texts, stored, judged=False, order_key=order_key(task))  # a re-predict, a retry
+        assert again == stored
+        rescored, _ = merge_options(texts[::-1], None, judged=False, order_key=order_key(task))  # other scores
+        assert [o["value"] for o in rescored] == [o["value"] for o in stored]
+        orders[task] = tuple(o["value"] for o in stored)
+    assert sum(order != tuple(texts) for order in orders.values()) >= 18  # rarely the score order
+    assert sum(order[0] == texts[0] for order in orders.values()) < 10  # the best is not always on top
+    assert len(set(orders.values())) >= 15  # each task its own order
 
 
 def test_prediction_preticks_the_best_candidates():
@@ -149,11 +169,11 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
             predictions = {p.model_version: p for p in ls_client.predictions.list(task=task_id)}
             assert sorted(predictions) == ["tiny-llava-v1", "tiny-llava-v2"]
             after = ls_client.tasks.get(id=str(task_id)).data["candidates"]
-            assert [o for o in after if o in first] == first  # every earlier option, unchanged
-            assert [o for o in after if o not in first], "the second version offered no new text (pick another seed)"
+            assert after[:len(first)] == first  # every earlier option, unchanged and in its place
+            assert after[len(first):], "the second version offered no new text (pick another seed)"
             assert len({o["alias"] for o in after}) == len(after)  # no alias means two texts
-            (pretick,) = predictions["tiny-llava-v2"].result  # its best candidate comes first in the view
-            assert pretick["value"]["choices"] == [after[0]["alias"]]
+            (pretick,) = predictions["tiny-llava-v2"].result  # its best candidate, wherever it is shown
+            assert pretick["value"]["choices"][0] in {o["alias"] for o in after}
 
             client = connect(label_studio.url, label_studio.token)
             export_project(client, get_project(client, project.id), tmp_path / "export", method="sync")

@@ -1,12 +1,14 @@
 """The task contract (illume.labelstudio.candidates) against a real Label Studio: options of a judged
-task are append-only, also when the annotation arrives between our read and our write."""
+task are append-only, also when the annotation arrives between our read and our write; options are
+stored in a per-task order; a request for new candidates appends them."""
 from __future__ import annotations
 
 import pytest
 
 from illume.labeling_schema import shipped_schema
 from illume.records import Candidate
-from illume.labelstudio.candidates import APPENDED, stored_tasks, unseen_aliases, write_candidates
+from illume.labelstudio.candidates import (APPENDED, RESAMPLE, display_order, order_key, request_resample,
+                                           stored_tasks, unseen_aliases, write_candidates)
 
 pytestmark = pytest.mark.label_studio
 
@@ -27,14 +29,16 @@ def test_options_are_replaced_until_judged_then_appended(illume_project):
     write_candidates(kit.client, task, read, fields, candidates("the square is red.", "it is a box."))
     write_candidates(kit.client, task, stored_tasks(kit.client, kit.id, [task])[task], fields,
                      candidates("It is a box", "a new text."))
-    assert stored_options(kit, task) == [{"value": "It is a box", "alias": "c1"}, {"value": "a new text.", "alias": "c2"}]
+    replaced = [{"value": "It is a box", "alias": "c1"}, {"value": "a new text.", "alias": "c2"}]
+    assert stored_options(kit, task) == display_order(replaced, order_key(task))  # the task's own order
+    shown = stored_options(kit, task)
 
     annotation = kit.annotate(task, ["c2"])
     judged = stored_tasks(kit.client, kit.id, [task])[task]
     assert judged.judged and judged.newest_annotation == annotation
     current = write_candidates(kit.client, task, judged, fields, candidates("third one.", "a new text"))
     assert current == [{"value": "third one.", "alias": "c3"}, {"value": "a new text.", "alias": "c2"}]
-    assert stored_options(kit, task) == current + [{"value": "It is a box", "alias": "c1"}]
+    assert stored_options(kit, task) == shown + [{"value": "third one.", "alias": "c3"}]  # appended after
     after = stored_tasks(kit.client, kit.id, [task])[task]
     assert after.data["item_id"] == "item-a"  # nothing else changed
     assert after.meta == {"references": [], APPENDED: {"c3": annotation}}  # c3 came after that annotation
@@ -48,9 +52,9 @@ def test_an_annotation_saved_between_read_and_write_keeps_its_option(illume_proj
     before = stored_tasks(kit.client, kit.id, [task])[task]  # read while nobody has judged it
     annotation = kit.annotate(task, ["c0"])  # an annotator saves meanwhile
     write_candidates(kit.client, task, before, fields, candidates("another text."))
-    assert stored_options(kit, task) == [{"value": "another text.", "alias": "c2"},
-                                         {"value": "the square is red.", "alias": "c0"},
-                                         {"value": "it is a box.", "alias": "c1"}]
+    assert stored_options(kit, task) == [{"value": "the square is red.", "alias": "c0"},  # what it saw, first
+                                         {"value": "it is a box.", "alias": "c1"},
+                                         {"value": "another text.", "alias": "c2"}]
     assert stored_tasks(kit.client, kit.id, [task])[task].meta[APPENDED] == {"c2": annotation}
 
 
@@ -59,3 +63,18 @@ def test_a_draft_makes_a_task_judged(illume_project):
     task = kit.add_task("item-c", ["the square is red."])
     kit.client.post(f"/api/tasks/{task}/drafts", {"result": [], "lead_time": 1.0})
     assert stored_tasks(kit.client, kit.id, [task])[task].judged
+
+
+def test_a_request_for_new_candidates_appends_them_and_is_cleared(illume_project):
+    kit, fields = illume_project, shipped_schema()
+    task = kit.add_task("item-d", ["the square is red.", "it is a box."])
+    request_resample(kit.client, task, stored_tasks(kit.client, kit.id, [task])[task])
+    asked = stored_tasks(kit.client, kit.id, [task])[task]
+    assert asked.resample_requested and not asked.judged and asked.data["item_id"] == "item-d"
+    current = write_candidates(kit.client, task, asked, fields, candidates("It is a box", "brand new."))
+    assert current == [{"value": "it is a box.", "alias": "c1"}, {"value": "brand new.", "alias": "c2"}]
+    assert stored_options(kit, task) == [{"value": "the square is red.", "alias": "c0"},
+                                         {"value": "it is a box.", "alias": "c1"},
+                                         {"value": "brand new.", "alias": "c2"}]  # kept, nothing twice
+    after = stored_tasks(kit.client, kit.id, [task])[task]
+    assert not after.resample_requested and RESAMPLE not in after.meta and APPENDED not in after.meta
