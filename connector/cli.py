@@ -22,6 +22,10 @@ from illume.critic import ACCEPT_THRESHOLD, DEFAULT_CRITIC, DEFAULT_SCORING, SCO
 from connector.progress import Progress
 from illume.errors import IllumeError
 from illume.options import click_options, take
+from illume.sampling import PRODUCT_SAMPLING, SamplingConfig
+from connector.offline_sampling import OfflineJob
+from connector.promotion import GateSettings
+from connector.retention import Retention
 from connector.round_step import TrainingSettings
 
 EXIT_PROBLEM = 1
@@ -143,18 +147,8 @@ CROWD = _options(
     click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                  help="Probability that a simulated annotator flips a decision."),
     click.option("--seed", type=int, default=0, show_default=True))
-GATE = _options(
-    click.option("--gate-metric", default="rouge_l", show_default=True, help="Rationale metric compared by the gate."),
-    click.option("--tolerance", type=float, default=0.0, show_default=True,
-                 help="Promote even when the new rationale score is lower by at most this much."),
-    click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=2.0, show_default=True,
-                 help="Refuse a new adapter whose held-out answer accuracy is lower by more points than this."),
-    click.option("--against-base/--no-against-base", default=True, show_default=True, expose_value=False,
-                 callback=_into_meta("gate", "against_base"),
-                 help="Also refuse an adapter whose accuracy fell by more than --max-accuracy-drop from the model "
-                      "as built, not only from the serving model, so drops cannot add up round after round."),
-    click.option("--eval-batch-size", type=click.IntRange(min=1),
-                 help="Held-out items per generate call when evaluating (default 8; lower it when memory is short)."))
+GATE = _options(click_options(GateSettings, skip=("against_base",)),  # and --against-base, kept for _gate
+                click_options(GateSettings, only=("against_base",), into=lambda name: _into_meta("gate", name)))
 SCORING = click.option("--scoring", type=click.Choice(SCORINGS), default=DEFAULT_SCORING, show_default=True,
                        expose_value=False, callback=_into_session("scoring"), help=SCORING_HELP[0].upper() + SCORING_HELP[1:] + ".")
 EXPORT_IMAGES = _options(
@@ -169,34 +163,16 @@ EXPORT_IMAGES = _options(
 
 
 def _gate(gate_metric, tolerance, max_accuracy_drop, eval_batch_size):
-    from connector.promotion import GateSettings
-
     return GateSettings(gate_metric, tolerance, max_accuracy_drop, eval_batch_size,
                         **click.get_current_context().meta.get("gate", {}))  # GATE's --against-base
 
 
 def _retention_options(*names: str):
-    """Issue 22's answer retention, as --flags (these Retention fields; none named: all): each field
-    once, its default and help."""
-    from connector.retention import Retention
-
-    spec = Retention.__dataclass_fields__
-    kinds = {"answer_pool_ratio": click.FloatRange(min=0), "epochs": click.IntRange(min=1)}
-    options = []
-    for name, f in spec.items():
-        if names and name not in names:
-            continue
-        flag = name.replace("_", "-")
-        declared = f"--{flag}/--no-{flag}" if name not in kinds else f"--{flag}"
-        options.append(click.option(declared, name, default=f.default, type=kinds.get(name), expose_value=False,
-                                    show_default=f.default is not None, callback=_into_meta("retention", name),
-                                    help=f.metadata["help"].replace("%", "%%")))
-    return _options(*options)
+    """Issue 22's answer retention, as --flags (these Retention fields; none named: all)."""
+    return click_options(Retention, only=names, into=lambda name: _into_meta("retention", name))
 
 
 def _retention():
-    from connector.retention import Retention
-
     return Retention(**click.get_current_context().meta.get("retention", {}))
 
 
@@ -313,21 +289,26 @@ def import_(session, source, local_files_root, limit, round_):
               help="--offline: sampling processes on this machine (one per GPU).")
 @click.option("--hostfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="--offline: the deepspeed hostfile of the training job (one process per listed slot).")
-@click.option("--preselect", envvar="ILLUME_PRESELECT", show_envvar=True, default=0, type=click.IntRange(0),
-              help="--offline: candidates pre-ticked per prediction (the backend's policy, same variable).")
+@click_options(OfflineJob, only=("preselect",))
+@click_options(SamplingConfig, defaults=PRODUCT_SAMPLING)
 @JSON
 @pass_session
-def predict(session, batch_size, offline, model, adapter, version, processes, hostfile, preselect):
-    """Have the ML backend predict every task lacking a prediction of the current model version."""
+def predict(session, batch_size, offline, model, adapter, version, processes, hostfile, preselect, **sampling):
+    """Have the ML backend predict every task lacking a prediction of the current model version.
+
+    With --offline, candidates are sampled here with --preselect and the sampling options, which
+    read the backend's environment variables, so they match the served ones in one deployment.
+    """
     from connector.predicting import predict_missing
 
     if offline:
-        from connector.offline_sampling import OfflineJob, run_offline, sampling_from_env
+        from connector.offline_sampling import run_offline
 
         if not model:
             raise IllumeError("--offline needs --model", "Pass the base model directory the backend serves.")
         job = OfflineJob(url=session.client.url, project=session.project["id"], model=model, adapter=adapter,
-                         version=version, preselect=preselect, batch_size=batch_size, **sampling_from_env())
+                         version=version, preselect=preselect, batch_size=batch_size,
+                         sampling=take(SamplingConfig, sampling))
         with Progress("sampled") as progress:
             result = run_offline(session.client, session.project, job, processes, hostfile,
                                  echo=lambda line: click.echo(line, err=True), progress=progress)

@@ -29,7 +29,8 @@ from pathlib import Path
 from connector.progress import announce_total, forward, progress_line
 from connector.training_job import deepspeed_launcher
 from illume.errors import IllumeError
-from illume.vlm import DEFAULT_BASE_SHARE
+from illume.options import add_arguments, as_arguments, option, take
+from illume.sampling import PRODUCT_SAMPLING, SamplingConfig, preselect_option
 
 log = logging.getLogger("offline_sampling")
 FAULT_ENV = "ILLUME_OFFLINE_FAULT"  # "kill-after-first-write": rank 0 SIGKILLs itself (resume tests)
@@ -38,43 +39,19 @@ KEY_ENV = "LABEL_STUDIO_API_KEY"  # the key travels in the environment, never on
 
 @dataclass
 class OfflineJob:
-    url: str
-    project: int
-    model: str
-    adapter: str | None = None
-    version: str | None = None  # default: the version the model + adapter report (as the backend's)
-    preselect: int = 0  # the backend's pre-tick policy (ILLUME_PRESELECT)
-    batch_size: int = 8  # tasks per model batch
-    temperatures: tuple[float, ...] = (0.3, 0.8)
-    per_temperature: int = 5
-    max_new_tokens: int = 100
-    top_k_fraction: float = 0.1
-    seed: int = 0
-    base_share: float = DEFAULT_BASE_SHARE  # the backend's diversity remedy (ILLUME_BASE_SHARE, illume.vlm)
+    """One run's settings; each is an option of the sampling processes (illume.options)."""
 
-
-# The backend's sampling settings come from these variables (ml_backend/server.py); reading the
-# same ones keeps offline candidates sampled like the served ones in the same deployment.
-SAMPLING_ENV = {"ILLUME_TEMPERATURES": "temperatures", "ILLUME_PER_TEMPERATURE": "per_temperature",
-                "ILLUME_MAX_NEW_TOKENS": "max_new_tokens", "ILLUME_TOP_K_FRACTION": "top_k_fraction",
-                "ILLUME_SEED": "seed", "ILLUME_BASE_SHARE": "base_share"}
-
-
-def sampling_from_env(environ=os.environ) -> dict:
-    """OfflineJob sampling fields set in the environment, as the backend reads them."""
-    values = {}
-    for variable, name in SAMPLING_ENV.items():
-        text = environ.get(variable)
-        if not text:
-            continue
-        try:
-            kind = type(getattr(OfflineJob, name))
-            values[name] = (tuple(float(t) for t in text.split(",") if t.strip()) if name == "temperatures"
-                            else kind(text))
-        except ValueError:
-            raise IllumeError(f"{variable}={text!r} is not a valid value",
-                              "Set it as for the backend (temperatures: comma-separated numbers).") from None
-    return values
+    url: str = option(help="Label Studio's address.")
+    project: int = option(help="The project id.")
+    model: str = option(help="The base model the backend serves.")
+    adapter: str | None = option(None, "The adapter the backend serves (none: the base model alone).")
+    version: str | None = option(None, "The served version name (default: the one the model + adapter report, as "
+                                       "the backend's).", flag="model-version")
+    preselect: int = preselect_option()  # the backend's pre-tick policy, same variable
+    batch_size: int = option(8, "Tasks per model batch.", min=1)
+    # The backend's sampling (same defaults and variables), so offline candidates are sampled like
+    # the served ones.
+    sampling: SamplingConfig = PRODUCT_SAMPLING
 
 
 def shard(task_ids: Sequence[int], rank: int, world: int) -> list[int]:
@@ -92,17 +69,7 @@ def launcher_command(job: OfflineJob, processes: int, hostfile: Path | None = No
         command += ["--num_gpus", str(processes)]
     if master_port:
         command += ["--master_port", str(master_port)]
-    command += ["--module", "connector.offline_sampling", "--url", job.url, "--project", str(job.project),
-                "--model", job.model, "--preselect", str(job.preselect), "--batch-size", str(job.batch_size),
-                "--temperatures", ",".join(str(t) for t in job.temperatures),
-                "--per-temperature", str(job.per_temperature), "--max-new-tokens", str(job.max_new_tokens),
-                "--top-k-fraction", str(job.top_k_fraction), "--seed", str(job.seed),
-                "--base-share", str(job.base_share)]
-    if job.adapter:
-        command += ["--adapter", job.adapter]
-    if job.version:
-        command += ["--model-version", job.version]
-    return command
+    return command + ["--module", "connector.offline_sampling"] + as_arguments(job) + as_arguments(job.sampling)
 
 
 def served_version_check(served: str, offline: str) -> None:
@@ -121,12 +88,10 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     from connector.project import find_project, served_model_version
     from illume.images import ImagePolicy
     from illume.labelstudio.candidates import stored_tasks, write_candidates
-    from illume.vlm import VLM, SamplingConfig
+    from illume.vlm import VLM
     from illume.labelstudio import task as task_io
 
-    sampling = SamplingConfig(temperatures=job.temperatures, per_temperature=job.per_temperature,
-                              max_new_tokens=job.max_new_tokens, top_k_fraction=job.top_k_fraction, seed=job.seed,
-                              base_share=job.base_share)
+    sampling = job.sampling
     started = time.perf_counter()
     client = connect(job.url, os.environ.get(KEY_ENV, ""))
     project = find_project(client, job.project)
@@ -134,7 +99,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     if device == "cpu":  # the processes of one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
-    vlm = VLM.load(job.model, job.adapter, device=device, keep_base=job.base_share > 0)
+    vlm = VLM.load(job.model, job.adapter, device=device, keep_base=sampling.base_share > 0)
     version = job.version or vlm.version
     served_version_check(served_model_version(client, project), version)
     mine = shard(tasks_without_prediction(client, project["id"], version), rank, world)
@@ -157,7 +122,7 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
                 log.warning("task %d skipped: %s", task_id, exc.what)
                 failed += 1
         # A seed per batch, fixed by its first task: a restarted run samples a task as before.
-        candidates = vlm.sample(queries, dataclasses.replace(sampling, seed=job.seed + ids[0])) if queries else []
+        candidates = vlm.sample(queries, dataclasses.replace(sampling, seed=sampling.seed + ids[0])) if queries else []
         for task_id, found in zip(ready, candidates):
             options = write_candidates(client, task_id, stored[task_id], fields, found)
             result = task_io.prediction(options, found, fields, version, job.preselect)
@@ -220,19 +185,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m connector.offline_sampling",
                                 description="One process of `illume-sync predict --offline` (started by the "
                                             f"deepspeed launcher; the API key comes from {KEY_ENV}).")
-    p.add_argument("--url", required=True)
-    p.add_argument("--project", required=True, type=int)
-    p.add_argument("--model", required=True)
-    p.add_argument("--adapter")
-    p.add_argument("--model-version", dest="version")
-    p.add_argument("--preselect", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--temperatures", default="0.3,0.8")
-    p.add_argument("--per-temperature", type=int, default=5)
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--top-k-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--base-share", type=float, default=DEFAULT_BASE_SHARE)
+    add_arguments(p, OfflineJob)
+    add_arguments(p, SamplingConfig, defaults=PRODUCT_SAMPLING)
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -242,11 +196,11 @@ def main(argv: list[str] | None = None) -> None:
 
     args = vars(parser().parse_args(argv))
     local_rank = args.pop("local_rank")
-    args["temperatures"] = tuple(float(t) for t in args["temperatures"].split(","))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
-        summary = run_shard(OfflineJob(**args), rank, world, int(os.environ.get("LOCAL_RANK", str(local_rank or 0))))
+        job = take(OfflineJob, args, sampling=take(SamplingConfig, args))
+        summary = run_shard(job, rank, world, int(os.environ.get("LOCAL_RANK", str(local_rank or 0))))
     except IllumeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -19,44 +19,41 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Request  # module level: FastAPI resolves the annotations here
 
 from illume.errors import IllumeError
+from illume.options import from_env, option
 
 TOKEN_ENV = "ILLUME_ADMIN_TOKEN"
 
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    command: str = field(default="", metadata={"env": "ILLUME_TRAIN_COMMAND", "help": (
+    """Read from the environment (illume.options): the trainer runs in a container."""
+
+    command: str = option("", (
         "what a press runs, `{project}` replaced by the project id, e.g. illume-sync round --project {project} "
-        "--run-dir /runs/project-{project} --base-model /models/M --backend-url http://ml-backend:9090")})
-    token: str = field(default="", metadata={"env": TOKEN_ENV, "help": (
-        "bearer token the backend's forwarder sends (the backend's admin token; required)")})
-    answer_wait_s: float = field(default=8.0, metadata={"env": "ILLUME_TRAINER_ANSWER_S", "help": (
-        "seconds a press waits for the run to name its round; keep it below the backend's ILLUME_TRAIN_ANSWER_S")})
-    max_runs: int = field(default=1, metadata={"env": "ILLUME_MAX_TRAINING_RUNS", "help": "training runs at once"})
+        "--run-dir /runs/project-{project} --base-model /models/M --backend-url http://ml-backend:9090"),
+        env="ILLUME_TRAIN_COMMAND")
+    token: str = option("", "bearer token the backend's forwarder sends (the backend's admin token; required)",
+                        env=TOKEN_ENV)
+    answer_wait_s: float = option(8.0, "seconds a press waits for the run to name its round; keep it below the "
+                                       "backend's ILLUME_TRAIN_ANSWER_S", env="ILLUME_TRAINER_ANSWER_S", min=0)
+    max_runs: int = option(1, "training runs at once", env="ILLUME_MAX_TRAINING_RUNS", min=1)
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> "TrainerSettings":
-        values: dict[str, Any] = {}
-        for spec in fields(cls):
-            raw = environ.get(spec.metadata["env"])
-            if raw not in (None, ""):
-                try:
-                    values[spec.name] = type(spec.default)(raw)
-                except ValueError:
-                    raise IllumeError(f"{spec.metadata['env']}={raw!r} is not a {type(spec.default).__name__}",
-                                      f"Set it to {spec.metadata['help']}.") from None
-        settings = cls(**values)
+    def from_env(cls, environ=None) -> "TrainerSettings":
+        """The settings the environment gives; IllumeError for a bad value or a missing required one."""
+        settings = from_env(cls, environ)
         for name in ("command", "token"):
+            spec = cls.__dataclass_fields__[name]
             if not getattr(settings, name):
-                env = cls.__dataclass_fields__[name].metadata
-                raise IllumeError(f"the trainer needs {env['env']}", f"Set {env['env']}: {env['help']}.")
+                variable = spec.metadata["env"]
+                raise IllumeError(f"the trainer needs {variable}", f"Set {variable}: {spec.metadata['help']}.")
         return settings
 
 

@@ -91,7 +91,7 @@ def _kind(f: dataclasses.Field) -> tuple[type, int | None]:
 def describe(f: dataclasses.Field) -> str:
     """What a valid value of the field looks like, for messages."""
     if "choices" in f.metadata:
-        return "one of " + ", ".join(f.metadata["choices"])
+        return "one of " + ", ".join(map(str, f.metadata["choices"]))
     if "parse" in f.metadata:
         return "a valid value"
     scalar, count = _kind(f)
@@ -272,7 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, only: Iterable[str
             if default is not MISSING:
                 kwargs["default"] = default
             if "choices" in f.metadata:
-                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
+                kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
         parser.add_argument(f"--{flag(f)}", **kwargs)
     return parser
 
@@ -285,3 +285,19 @@ def _argparse_type(f: dataclasses.Field) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"{text!r} is not {describe(f)}") from None
     parse.__name__ = f.name
     return parse
+
+
+# -- the other way ------------------------------------------------------------------------------------
+def as_arguments(instance: Any, only: Iterable[str] = (), skip: Iterable[str] = ()) -> list[str]:
+    """The command line that gives a process these values (None: left out, the process's default),
+    for a process whose options come from the same class (click_options or add_arguments)."""
+    arguments = []
+    for f in declared(type(instance), only, skip):
+        value = getattr(instance, f.name)
+        if value is None:
+            continue
+        if _kind(f) == (bool, None):
+            arguments.append(f"--{flag(f)}" if value else f"--no-{flag(f)}")
+        else:
+            arguments += [f"--{flag(f)}", str(to_text(value))]
+    return arguments

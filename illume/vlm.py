@@ -33,44 +33,10 @@ from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.layout import ADAPTER_META
 from illume.records import Candidate
+from illume.sampling import DEFAULT_BASE_SHARE, SamplingConfig  # noqa: F401 (declared there, light to import)
 from illume.text import normalise
 
 log = logging.getLogger(__name__)
-
-# The product's default share of candidates sampled with the adapter disabled: the hot half of
-# 5 x T=0.3 + 5 x T=0.8, the setting measured in benchmarks/data_efficiency.py (README, Diversity).
-DEFAULT_BASE_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    temperatures: tuple[float, ...] = (0.3, 0.8)
-    per_temperature: int = 5
-    top_k_fraction: float = 0.1  # top-k over the best 10% of the vocabulary
-    max_new_tokens: int = 100
-    seed: int = 0
-    # Share of the candidates sampled with the adapter disabled (hottest temperatures first), when
-    # an adapter is loaded unmerged. 0 here (the published method); the backend, offline sampling
-    # and the loop default to DEFAULT_BASE_SHARE.
-    base_share: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.base_share <= 1.0:
-            raise IllumeError(f"base share {self.base_share} is not between 0 and 1",
-                              "Pass the share of candidates to sample with the adapter disabled, e.g. 0.5 (0: none).")
-
-    @property
-    def count(self) -> int:
-        return self.per_temperature * len(self.temperatures)
-
-    def base_counts(self) -> list[int]:
-        """Per temperature (in config order): how many of its candidates the base model samples."""
-        left = int(self.base_share * self.count + 0.5)
-        counts = [0] * len(self.temperatures)
-        for index in sorted(range(len(self.temperatures)), key=lambda i: -self.temperatures[i]):
-            counts[index] = min(self.per_temperature, left)
-            left -= counts[index]
-        return counts
 
 
 @dataclass

@@ -8,70 +8,78 @@ from typing import Any
 from illume.errors import IllumeError
 from illume.layout import RUN_ADAPTER, RUN_CHECKPOINTS, RUN_EPOCHS, RUN_EVAL, RUN_RANKS
 from illume.evaluation import BATCH_SIZE as EVAL_BATCH_SIZE
+from illume.options import option
+from training.losses import PREFERENCE_LOSSES
 
 
 @dataclass
 class TrainConfig:
-    export: str  # export directory: rows.jsonl, preferences.jsonl, manifest.json
-    base_model: str  # save_pretrained directory or Hugging Face id
-    out: str  # run directory: checkpoints/, adapter/, eval/, ranks/
-    eval_items: str | None = None  # JSONL of illume.records.Item (held out)
-    epochs: int = 1
-    batch_size: int = 8  # micro batch per rank
-    grad_accum: int = 1
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.2
-    warmup_steps: int = 0
-    seed: int = 0
-    zero: int = 0  # ZeRO stage: 0, 2 or 3
-    deepspeed_config: str | None = None  # a JSON file replacing training/ds_zero<stage>.json
-    offload: bool = False  # optimizer (and for ZeRO 3 parameter) states in CPU memory
-    device: str | None = None  # "cpu" or "cuda"; None picks cuda when present
-    dpo: bool = False  # add the DPO loss on preferences.jsonl (alone: dpo_weight 1)
-    dpo_weight: float = 0.0  # loss = ILLUME + dpo_weight * DPO; > 0 turns dpo on
+    """The job's settings; each field is an option of `python -m training` (illume.options)."""
+
+    export: str = option(help="export directory (rows.jsonl, preferences.jsonl, manifest.json)")
+    base_model: str = option(help="base model directory or Hugging Face id")
+    out: str = option(help="run directory: checkpoints/, adapter/, eval/")
+    eval_items: str | None = option(None, "held-out items (JSONL of illume.records.Item), evaluated after each epoch")
+    epochs: int = option(1, "training epochs", min=1)
+    batch_size: int = option(8, "micro batch per process", min=1)
+    grad_accum: int = option(1, "micro batches per optimizer step", min=1)
+    lr: float = option(1e-3, "learning rate", min=0, min_open=True)
+    betas: tuple[float, float] = option((0.9, 0.99), "AdamW betas, comma-separated", min=0, max=1)
+    weight_decay: float = option(0.2, "AdamW weight decay", min=0)
+    warmup_steps: int = option(0, "linear warm-up, then linear decay", min=0)
+    seed: int = option(0, "random seed (LoRA init, data order, held-out sampling)")
+    zero: int = option(0, "ZeRO stage (training/ds_zero<N>.json)", choices=(0, 2, 3))
+    deepspeed_config: str | None = option(None, "a DeepSpeed JSON config used instead of training/ds_zero<N>.json")
+    offload: bool = option(False, "keep optimizer states (ZeRO 3: also parameters) in CPU memory")
+    device: str | None = option(None, "default: cuda when present, else cpu", choices=("cpu", "cuda"))
+    dpo: bool = option(False, "add the DPO loss on preferences.jsonl (weight 1 unless --dpo-weight)")
+    dpo_weight: float = option(0.0, "loss = ILLUME + W x DPO on (accepted, unticked) pairs of the same item; "
+                                    "W > 0 implies --dpo", min=0)
     # The preference loss's shape: length-normalised DPO at beta 0.5 measured best on the data-efficiency
     # benchmark's cached feedback (README); summed DPO at beta 0.1 is --no-dpo-length-norm --dpo-beta 0.1.
-    dpo_beta: float = 0.5
-    preference_loss: str = "dpo"  # training.losses.PREFERENCE_LOSSES
-    dpo_label_smoothing: float = 0.0  # conservative DPO: the share of pairs assumed mislabelled
-    dpo_length_norm: bool = True  # mean token log-probabilities instead of sums
-    pair_batch_size: int = 0  # pairs per micro-batch (0: --batch-size)
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    train_projector: bool = False  # LoRA on the vision-to-text projector too
-    checkpoint_every: int = 0  # optimizer steps between DeepSpeed checkpoints (0: only at the end)
-    resume: bool = False
-    version: str | None = None  # model_version name written next to the adapter
-    max_steps: int | None = None  # stop after this many optimizer steps
-    eval_max_new_tokens: int = 40
-    eval_batch_size: int = EVAL_BATCH_SIZE  # held-out items per generate call
-    eval_meteor: bool = field(default=True, metadata={"help": (
+    dpo_beta: float = option(0.5, "the preference loss's beta", min=0, min_open=True)
+    preference_loss: str = option("dpo", "the preference part: dpo (sigmoid), ipo (squared margin) or kto "
+                                         "(unpaired); training/losses.py", choices=PREFERENCE_LOSSES)
+    dpo_label_smoothing: float = option(0.0, "conservative DPO: the share of pairs assumed mislabelled (0: plain DPO)",
+                                        min=0)
+    dpo_length_norm: bool = option(True, "mean token log-probabilities in the preference loss instead of sums "
+                                         "(measured better)")
+    pair_batch_size: int = option(0, "preference pairs per micro-batch (0: --batch-size); raise it to see more "
+                                     "pairs per epoch", min=0)
+    lora_rank: int = option(8, "LoRA rank", min=1)
+    lora_alpha: int = option(16, "LoRA alpha", min=1)
+    lora_dropout: float = option(0.0, "LoRA dropout", min=0, max=1)
+    train_projector: bool = option(False, "LoRA on the vision-to-text projector as well")
+    checkpoint_every: int = option(0, "optimizer steps between DeepSpeed checkpoints (0: only at the end)", min=0)
+    resume: bool = option(False, "continue from the last checkpoint in <out>/checkpoints")
+    version: str | None = option(None, "model version name stored with the adapter (default: the --out "
+                                       "directory's name)", flag="model-version")
+    max_steps: int | None = option(None, "stop after this many optimizer steps", min=1)
+    eval_max_new_tokens: int = option(40, "longest generated rationale in the held-out evaluation (tokens)", min=1)
+    eval_batch_size: int = option(EVAL_BATCH_SIZE, "held-out items per generate call when evaluating (lower it "
+                                                   "when memory is short)", min=1)
+    eval_meteor: bool = option(True, (
         "METEOR in the held-out evaluation (it starts a JVM per evaluation: seconds; off when the epoch is "
-        "chosen by another metric)")})
-    log_every: int = 10
+        "chosen by another metric)"))
+    log_every: int = option(10, "optimizer steps between log lines", min=1)
     # Answer retention (issue 22), each as the method has it by default.
-    answer_in_rationale: bool = field(default=True, metadata={"help": (
+    answer_in_rationale: bool = option(True, (
         "rationale rows learn the answer too: the target is ' {answer}, seeing that {rationale}' after the "
-        "question, as the method trains (off: the answer stays in the prompt, only the rationale is learned)")})
-    init_adapter: str | None = field(default=None, metadata={"help": (
+        "question, as the method trains (off: the answer stays in the prompt, only the rationale is learned)"))
+    init_adapter: str | None = option(None, (
         "warm start: continue training this adapter (e.g. the one served now) instead of a fresh LoRA; "
-        "its own LoRA settings (rank, alpha, targets) apply")})
-    select_epoch: bool = field(default=True, metadata={"help": (
+        "its own LoRA settings (rank, alpha, targets) apply"))
+    select_epoch: bool = option(True, (
         "with --eval-items: keep the epoch with the best --select-metric among those whose accuracy is at "
-        "least --min-accuracy (none: the most accurate), as the method picks its checkpoint; off: the last epoch")})
-    select_metric: str = field(default="rouge_l", metadata={"help": "held-out metric that chooses the epoch "
-                                                                      "(the promotion gate's)"})
-    min_accuracy: float | None = field(default=None, metadata={"help": (
-        "held-out answer accuracy (0-100) an epoch needs to be chosen, e.g. the promotion gate's floor")})
+        "least --min-accuracy (none: the most accurate), as the method picks its checkpoint; off: the last epoch"))
+    select_metric: str = option("rouge_l", "held-out metric that chooses the epoch (the promotion gate's)")
+    min_accuracy: float | None = option(None, (
+        "held-out answer accuracy (0-100) an epoch needs to be chosen, e.g. the promotion gate's floor"))
 
     def __post_init__(self) -> None:
         if self.dpo_weight < 0:
             raise IllumeError(f"--dpo-weight must not be negative, got {self.dpo_weight}",
                               "Pass 0 (no preference loss) or a positive weight.")
-        from training.losses import PREFERENCE_LOSSES
-
         if self.preference_loss not in PREFERENCE_LOSSES:
             raise IllumeError(f"--preference-loss must be one of {', '.join(PREFERENCE_LOSSES)}, got "
                               f"{self.preference_loss!r}", "Pass dpo, ipo or kto.")

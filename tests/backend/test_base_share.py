@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from connector.offline_sampling import OfflineJob, launcher_command, sampling_from_env
+from connector.offline_sampling import OfflineJob, launcher_command
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.layout import ADAPTER_META
+from illume.options import env_values
 from illume.vlm import DEFAULT_BASE_SHARE, VLM, Query, SamplingConfig
 from ml_backend.app import create_app
 from ml_backend.settings import Settings
@@ -128,7 +129,8 @@ def test_the_setting_is_one_option_for_the_backend_and_offline_sampling():
 
     refused = CliRunner().invoke(main, ["--model", "m", "--base-share", "1.5"])
     assert refused.exit_code == 2 and "--base-share" in refused.output
-    assert Settings(model="m").sampling.base_share == OfflineJob("u", 1, "m").base_share == DEFAULT_BASE_SHARE
-    assert sampling_from_env({"ILLUME_BASE_SHARE": "0.25"}) == {"base_share": 0.25}
-    command = launcher_command(OfflineJob("u", 1, "m", base_share=0.25), processes=1)
+    assert Settings(model="m").sampling.base_share == OfflineJob("u", 1, "m").sampling.base_share == DEFAULT_BASE_SHARE
+    assert env_values(SamplingConfig, {"ILLUME_BASE_SHARE": "0.25"}) == {"base_share": 0.25}
+    shared = SamplingConfig(base_share=0.25)
+    command = launcher_command(OfflineJob("u", 1, "m", sampling=shared), processes=1)
     assert command[command.index("--base-share") + 1] == "0.25"

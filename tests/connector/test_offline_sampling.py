@@ -2,6 +2,7 @@
 Studio and a real backend; a run killed after its first write is completed by the next, once."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -13,12 +14,13 @@ from connector.offline_sampling import (
     FAULT_ENV,
     OfflineJob,
     run_offline,
-    sampling_from_env,
     shard,
 )
 from connector.predicting import project_predictions
 from connector.project import init_project, read_label_config
 from illume.errors import IllumeError
+from illume.options import env_values
+from illume.sampling import PRODUCT_SAMPLING, SamplingConfig
 from illume.labelstudio.client import LabelStudioClient
 from ml_backend.app import create_app
 from ml_backend.settings import Settings
@@ -35,10 +37,10 @@ def test_shards_split_any_listing_the_same_way():
 
 
 def test_sampling_settings_come_from_the_backends_variables():
-    assert sampling_from_env({"ILLUME_TEMPERATURES": "0.5,1", "ILLUME_MAX_NEW_TOKENS": "12"}) == {
+    assert env_values(SamplingConfig, {"ILLUME_TEMPERATURES": "0.5,1", "ILLUME_MAX_NEW_TOKENS": "12"}) == {
         "temperatures": (0.5, 1.0), "max_new_tokens": 12}
     with pytest.raises(IllumeError, match="ILLUME_SEED"):
-        sampling_from_env({"ILLUME_SEED": "x"})
+        env_values(SamplingConfig, {"ILLUME_SEED": "x"})
 
 
 @pytest.mark.label_studio
@@ -52,7 +54,8 @@ def test_offline_sampling_under_the_launcher_is_resumable_and_writes_each_task_o
         project = init_project(sync_client, illume_project.project["title"], read_label_config(),
                                backend_url=backend.url).project
         served = app.state.holder.version
-        job = OfflineJob(url=label_studio.url, project=project["id"], model=model, max_new_tokens=12)
+        job = OfflineJob(url=label_studio.url, project=project["id"], model=model,
+                         sampling=dataclasses.replace(PRODUCT_SAMPLING, max_new_tokens=12))
 
         monkeypatch.setenv(FAULT_ENV, "kill-after-first-write")  # rank 0 dies right after its first prediction
         with pytest.raises(IllumeError, match="offline sampling failed"):
