@@ -186,7 +186,7 @@ def offline_vs_backend(tasks: int, max_new_tokens: int) -> None:
                 backend_seconds = time.perf_counter() - start
                 ranks = []
                 job = OfflineJob(url=studio.url, project=projects["offline"]["id"], model=model,
-                                 max_new_tokens=max_new_tokens, batch_size=8)
+                                 sampling=sampling, batch_size=8)  # the backend's sampling (no adapter here)
                 offline = run_offline(client, projects["offline"], job, processes=2,
                                       echo=lambda line: ranks.append(json.loads(line)) if line.startswith('{"rank"') else None)
         finally:
