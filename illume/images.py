@@ -39,6 +39,7 @@ import requests
 from PIL import Image
 
 from illume.errors import IllumeError
+from illume.options import env_values, option
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -70,14 +71,23 @@ class LabelStudioReader(Protocol):
 class ImagePolicy:
     """Where images may come from and how big they may be."""
 
-    allowed_roots: list[Path] = field(default_factory=list)
-    allowed_hosts: list[str] = field(default_factory=list)
+    # The options and variables of the backend (illume.options), read by offline sampling too.
+    allowed_roots: list[Path] = option(help="Comma-separated folders local image paths may be read from.",
+                                       env="ILLUME_ALLOWED_ROOTS", parse=lambda text: split_list(text),
+                                       default_factory=list)
+    allowed_hosts: list[str] = option(help="Comma-separated host or host:port http(s) images may be fetched from "
+                                           "(a bare host: port 80 for http, 443 for https).",
+                                      env="ILLUME_ALLOWED_HOSTS", parse=lambda text: split_list(text),
+                                      default_factory=list)
     label_studio: LabelStudioReader | None = field(default=None, repr=False)  # None: Label Studio URLs are refused
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
+    max_bytes: int = option(DEFAULT_MAX_BYTES, "Largest image file, in bytes.", env="ILLUME_MAX_IMAGE_BYTES", min=1)
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "Largest image, in pixels (width x height).",
+                             env="ILLUME_MAX_IMAGE_PIXELS", min=1)
+    max_aspect_ratio: float = option(DEFAULT_MAX_ASPECT_RATIO, "Longest over shortest image side.",
+                                     env="ILLUME_MAX_ASPECT_RATIO", min=1)
     timeout: float = 15.0  # connecting, and each read
-    download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE_S  # the whole download of one image
+    download_deadline: float = option(DEFAULT_DOWNLOAD_DEADLINE_S, "Seconds for one image's whole download.",
+                                      env="ILLUME_DOWNLOAD_DEADLINE", min=0, min_open=True)
     # Images whose shorter side is at least twice this are decoded reduced (JPEG draft, else
     # Image.reduce), never below it: memory follows what the model's processor keeps. 0: full size.
     decode_side: int = 0
@@ -90,13 +100,8 @@ class ImagePolicy:
 
     @classmethod
     def from_env(cls, **overrides) -> "ImagePolicy":
-        """ILLUME_ALLOWED_ROOTS / _HOSTS (comma-separated); the Label Studio reader is passed in."""
-        values: dict[str, Any] = dict(
-            allowed_roots=split_list(os.environ.get("ILLUME_ALLOWED_ROOTS", "")),
-            allowed_hosts=split_list(os.environ.get("ILLUME_ALLOWED_HOSTS", "")),
-        )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """The backend's variables (ILLUME_ALLOWED_ROOTS, ...); the Label Studio reader is passed in."""
+        return cls(**{**env_values(cls), **{k: v for k, v in overrides.items() if v is not None}})
 
     def allows(self, url: "HttpUrl") -> bool:
         """A bare allowed host means its scheme's default port only; `host:port` that port."""

@@ -145,8 +145,8 @@ def convert(f: dataclasses.Field, text: str) -> Any:
 
 
 def to_text(value: Any) -> Any:
-    """A default as its option text (tuples comma-separated, as they are typed)."""
-    return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+    """A default as its option text (tuples and lists comma-separated, as they are typed)."""
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else value
 
 
 def field_default(f: dataclasses.Field, defaults: Any = None) -> Any:

@@ -16,8 +16,7 @@ import click
 
 from illume import options
 from illume.errors import IllumeError
-from illume.images import (DEFAULT_DOWNLOAD_DEADLINE_S, DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_BYTES,
-                           DEFAULT_MAX_PIXELS, ImagePolicy, split_list)
+from illume.images import ImagePolicy
 from illume.labelstudio.client import LabelStudioClient
 from illume.sampling import PRODUCT_SAMPLING, SamplingConfig
 from ml_backend.settings import Settings, parse_basic_auth as settings_basic_auth
@@ -57,25 +56,14 @@ def warn_if_open(host: str, basic_auth: tuple[str, str] | None) -> None:
 @click.version_option(package_name="illume-studio")
 @options.click_options(Settings)
 @options.click_options(SamplingConfig, defaults=PRODUCT_SAMPLING)
+@options.click_options(ImagePolicy)
 @click.option("--host", envvar="ILLUME_HOST", default="0.0.0.0")
 @click.option("--port", envvar="ILLUME_PORT", default=9090, type=int)
 @click.option("--label-studio-url", envvar="LABEL_STUDIO_URL", help="Where tasks and their images live.")
 @click.option("--label-studio-api-key", envvar="LABEL_STUDIO_API_KEY",
               help="Legacy token or personal access token, to read images and write candidates.")
-@click.option("--allowed-roots", envvar="ILLUME_ALLOWED_ROOTS", default="",
-              help="Comma-separated folders local image paths may be read from.")
-@click.option("--allowed-hosts", envvar="ILLUME_ALLOWED_HOSTS", default="",
-              help="Comma-separated host or host:port http(s) images may be fetched from "
-                   "(a bare host: port 80 for http, 443 for https).")
-@click.option("--max-bytes", envvar="ILLUME_MAX_IMAGE_BYTES", default=DEFAULT_MAX_BYTES, type=int)
-@click.option("--max-pixels", envvar="ILLUME_MAX_IMAGE_PIXELS", default=DEFAULT_MAX_PIXELS, type=int)
-@click.option("--max-aspect-ratio", envvar="ILLUME_MAX_ASPECT_RATIO", default=DEFAULT_MAX_ASPECT_RATIO,
-              type=click.FloatRange(1), help="Longest over shortest image side.")
-@click.option("--download-deadline", envvar="ILLUME_DOWNLOAD_DEADLINE", default=DEFAULT_DOWNLOAD_DEADLINE_S,
-              type=click.FloatRange(0, min_open=True), help="Seconds for one image's whole download.")
 @click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
-def main(host, port, label_studio_url, label_studio_api_key, allowed_roots, allowed_hosts, max_bytes, max_pixels,
-         max_aspect_ratio, download_deadline, log_level, **params):
+def main(host, port, label_studio_url, label_studio_api_key, log_level, **params):
     """Serve Label Studio's ML backend protocol: /health, /setup, /predict, /webhook, plus /reload."""
     import uvicorn
 
@@ -86,10 +74,7 @@ def main(host, port, label_studio_url, label_studio_api_key, allowed_roots, allo
     try:
         label_studio = (LabelStudioClient(label_studio_url, label_studio_api_key, ImagePolicy.timeout)
                         if label_studio_url and label_studio_api_key else None)
-        images = ImagePolicy(allowed_roots=split_list(allowed_roots), allowed_hosts=split_list(allowed_hosts),
-                             max_bytes=max_bytes, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio,
-                             download_deadline=download_deadline)
-        sampling = options.take(SamplingConfig, params)
+        images, sampling = options.take(ImagePolicy, params), options.take(SamplingConfig, params)
         params["basic_auth"] = parse_basic_auth(params["basic_auth"])
         settings = options.take(Settings, params, images=images, label_studio=label_studio, sampling=sampling)
     except IllumeError as exc:

@@ -18,21 +18,23 @@ from connector.retention import Retention
 from connector.trainer_service import TrainerSettings
 from illume import options
 from illume.errors import IllumeError
+from illume.images import ImagePolicy
 from illume.sampling import PRODUCT_SAMPLING, SamplingConfig
 from ml_backend import server
 from ml_backend.settings import Settings
 from training.cli import parser as training_parser
 from training.config import TrainConfig
 
-# Fields that are not options themselves: values built from options of their own.
-COMPOSITE = {Settings: {"images", "label_studio", "sampling"}, OfflineJob: {"sampling"}}
-SETTINGS = (Settings, SamplingConfig, TrainerSettings, OfflineJob, GateSettings, Retention, TrainConfig)
+# Fields that are not options: values built from options of their own, or objects handed in.
+NOT_OPTIONS = {Settings: {"images", "label_studio", "sampling"}, OfflineJob: {"sampling"},
+               ImagePolicy: {"label_studio", "timeout", "decode_side"}}
+SETTINGS = (Settings, SamplingConfig, ImagePolicy, TrainerSettings, OfflineJob, GateSettings, Retention, TrainConfig)
 
 
 @pytest.mark.parametrize("cls", SETTINGS, ids=lambda cls: cls.__name__)
 def test_every_field_is_a_declared_tunable_with_help(cls):
     names = {f.name for f in options.declared(cls)}
-    assert names | COMPOSITE.get(cls, set()) == {f.name for f in dataclasses.fields(cls) if f.init}
+    assert names | NOT_OPTIONS.get(cls, set()) == {f.name for f in dataclasses.fields(cls) if f.init}
     assert all(f.metadata["help"].strip() for f in options.declared(cls))
 
 
@@ -53,8 +55,9 @@ def test_the_backend_options_are_the_settings_fields_with_their_defaults():
     values = parsed(server.main, ["--model", "m"]).params
     assert_defaults(Settings, values)
     assert_defaults(SamplingConfig, values, PRODUCT_SAMPLING)
-    sampling = options.take(SamplingConfig, values)
-    assert options.take(Settings, values, sampling=sampling) == Settings(model="m")
+    assert_defaults(ImagePolicy, values)
+    images, sampling = options.take(ImagePolicy, values), options.take(SamplingConfig, values)
+    assert options.take(Settings, values, images=images, sampling=sampling) == Settings(model="m")
 
 
 def test_predict_and_train_take_the_sampling_gate_and_retention_fields(tmp_path):
@@ -94,8 +97,10 @@ def test_environment_variables_override_the_defaults(monkeypatch):
     monkeypatch.setenv("ILLUME_QUEUE_SIZE", "12")
     monkeypatch.setenv("ILLUME_TEMPERATURES", "0.5, 1")
     monkeypatch.setenv("ILLUME_ALLOW_HUB_MODELS", "true")
+    monkeypatch.setenv("ILLUME_ALLOWED_HOSTS", "images.example, cdn.example:8443")
     values = parsed(server.main, ["--model", "m"]).params
     assert (values["queue_size"], values["temperatures"], values["allow_hub_models"]) == (12, (0.5, 1.0), True)
+    assert values["allowed_hosts"] == ImagePolicy.from_env().allowed_hosts == ["images.example", "cdn.example:8443"]
     assert parsed(server.main, ["--model", "m", "--queue-size", "5"]).params["queue_size"] == 5  # the option wins
 
     environ = {"ILLUME_TRAIN_COMMAND": "x", "ILLUME_ADMIN_TOKEN": "t", "ILLUME_MAX_TRAINING_RUNS": "2"}
@@ -111,6 +116,7 @@ def test_environment_variables_override_the_defaults(monkeypatch):
     (Settings, "ILLUME_BASIC_AUTH", "no-colon"),
     (SamplingConfig, "ILLUME_TEMPERATURES", "0.3,hot"),
     (SamplingConfig, "ILLUME_BASE_SHARE", "1.5"),
+    (ImagePolicy, "ILLUME_MAX_IMAGE_BYTES", "20MB"),
     (TrainerSettings, "ILLUME_TRAINER_ANSWER_S", "soon"),
 ])
 def test_bad_environment_values_are_refused_naming_the_variable(cls, variable, value):
