@@ -27,6 +27,7 @@ from fastapi import FastAPI, Header, HTTPException, Request  # module level: Fas
 
 from illume.errors import IllumeError
 from illume.options import from_env, option
+from illume.training_runs import max_runs_option
 
 TOKEN_ENV = "ILLUME_ADMIN_TOKEN"
 
@@ -43,7 +44,7 @@ class TrainerSettings:
                         env=TOKEN_ENV)
     answer_wait_s: float = option(8.0, "seconds a press waits for the run to name its round; keep it below the "
                                        "backend's ILLUME_TRAIN_ANSWER_S", env="ILLUME_TRAINER_ANSWER_S", min=0)
-    max_runs: int = option(1, "training runs at once", env="ILLUME_MAX_TRAINING_RUNS", min=1)
+    max_runs: int = max_runs_option()  # the backend's setting, same variable
 
     @classmethod
     def from_env(cls, environ=None) -> "TrainerSettings":

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping
 
 from illume.errors import IllumeError
+from illume.options import option
 from illume.stale_locks import clear_stale_locks
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,13 @@ EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model M
 ROUND_LINE = rb"^round ([0-9]+):[^\n]* of project %s\b"
 LOG_TAIL_CHARS = 2000
 PRESSES_KEPT = 20  # GET /training lists the answers to the latest presses
+ANSWER_WAIT_S = 10.0  # how long a press waits for its run to name its round (the backend's default)
+
+
+def max_runs_option():
+    """Training runs at once: a setting of the backend and of the trainer service, declared here once."""
+    return option(1, "Training runs at once (all projects); a press beyond it is answered with the runs in the way.",
+                  env="ILLUME_MAX_TRAINING_RUNS", min=1)
 
 
 def project_id(payload: dict[str, Any]) -> str:
@@ -132,7 +140,7 @@ class TrainingRuns:
     unknown). A press after a run that succeeded is answered "nothing new" while it is unchanged.
     """
 
-    def __init__(self, max_runs: int = 1, answer_wait_s: float = 10.0,
+    def __init__(self, max_runs: int, answer_wait_s: float = ANSWER_WAIT_S,
                  fingerprint: Callable[[str], Hashable | None] = lambda _project: None) -> None:
         self.max_runs = max_runs
         self.answer_wait_s = answer_wait_s

@@ -10,6 +10,7 @@ from illume.images import ImagePolicy
 from illume.options import option
 from illume.sampling import PRODUCT_SAMPLING, SamplingConfig, preselect_option
 from illume.text import MAX_TEXT_CHARS
+from illume.training_runs import ANSWER_WAIT_S, max_runs_option
 
 if TYPE_CHECKING:
     from illume.labelstudio.client import LabelStudioClient
@@ -72,9 +73,8 @@ class Settings:
     retry_after_s: int = option(5, "Seconds a 503 answer asks Label Studio to wait (Retry-After).",
                                 env="ILLUME_RETRY_AFTER", min=0)
     # "Start training"
-    max_training_runs: int = option(1, "Training runs at once (all projects); a press beyond it is answered "
-                                       "with the runs in the way.", env="ILLUME_MAX_TRAINING_RUNS", min=1)
-    train_answer_s: float = option(10.0, "Seconds a 'Start training' press waits for the run to name its round "
+    max_training_runs: int = max_runs_option()  # the trainer service's too
+    train_answer_s: float = option(ANSWER_WAIT_S, "Seconds a 'Start training' press waits for the run to name its round "
                                          "(or to fail at once) before it answers.", env="ILLUME_TRAIN_ANSWER_S", min=0)
     # Slow clients and slow image hosts
     download_per_host: int = option(4, "Images downloaded at once from one host (or from Label Studio, or the "

@@ -146,7 +146,7 @@ def test_a_stale_torch_extension_lock_is_removed_and_reported(round_command, tmp
         assert not stale.exists() and held.exists()
         stale.touch()
         (tmp_path / "release").touch()
-        runs = TrainingRuns(answer_wait_s=60)
+        runs = TrainingRuns(max_runs=1, answer_wait_s=60)
         answer = runs.start(round_command(2), {"project": {"id": 3}})
         assert answer.status == "started" and f"Before it: removed a stale torch extension build lock {stale}" \
             in answer.message and not stale.exists() and held.exists()
