@@ -105,6 +105,43 @@ def _options(*options):
     return apply
 
 
+class ErrorRates(click.ParamType):
+    """--error-rate: one probability for every simulated annotator, or a comma-separated one each."""
+
+    name = "RATE[,RATE...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (float, tuple)):
+            return value
+        try:
+            rates = tuple(float(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a number or a comma-separated list of numbers", param, ctx)
+        if not all(0.0 <= r <= 1.0 for r in rates):
+            self.fail(f"{value!r}: each rate must be between 0 and 1", param, ctx)
+        return rates[0] if len(rates) == 1 else rates
+
+
+def _quality_options(*names: str):
+    """Annotator quality (connector.annotator_quality.QualitySettings): these fields' options."""
+    from connector.annotator_quality import QualitySettings
+
+    return click_options(QualitySettings, only=names, into=lambda name: _into_meta("quality", name))
+
+
+def _quality():
+    from connector.annotator_quality import QualitySettings
+
+    return QualitySettings(**click.get_current_context().meta.get("quality", {}))
+
+
+GOLD_SHARE = click.option("--gold-share", type=click.FloatRange(0, 1),
+                          help="Flag this share of the tasks as gold (task meta, out of the annotators' view): the "
+                               "same items in every round, chosen by a hash of the item id. Annotators meet them in "
+                               "their queue like any other task; their ticks there are scored against what the "
+                               "reference-based critic accepts (see `status`, `export --min-annotator-quality`).")
+
+
 # -- every option, once -----------------------------------------------------------------------
 URL = click.option("--url", envvar="LABEL_STUDIO_URL", show_envvar=True, expose_value=False,
                    callback=_into_session("url"), help="Label Studio address, e.g. http://localhost:8080.")
@@ -144,8 +181,9 @@ CROWD = _options(
                       "or module:Class (a subclass of illume.critic.Critic)."),
     click.option("--threshold", type=click.FloatRange(0, 1),
                  help=f"The critic's acceptance threshold (default: its own; {ACCEPT_THRESHOLD} ROUGE-L for rouge-l)."),
-    click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                 help="Probability that a simulated annotator flips a decision."),
+    click.option("--error-rate", type=ErrorRates(), default="0", show_default=True,
+                 help="Probability that a simulated annotator flips a decision; one per annotator as a "
+                      "comma-separated list (e.g. 0.05,0.05,0.05,0.05,0.5 with --annotators 5)."),
     click.option("--seed", type=int, default=0, show_default=True))
 GATE = _options(click_options(GateSettings, skip=("against_base",)),  # and --against-base, kept for _gate
                 click_options(GateSettings, only=("against_base",), into=lambda name: _into_meta("gate", name)))
@@ -219,10 +257,11 @@ def main() -> None:
 @click.option("--instructions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Instructions (HTML) shown before labeling (default: the instructions.html beside the "
                    "labeling config, illume/label_config/instructions.html for the shipped one).")
+@GOLD_SHARE
 @JSON
 @pass_session
 def init(session, title, label_config, overlap, backend_url, backend_title, backend_user, backend_password,
-         instructions):
+         instructions, gold_share):
     """Create the project (or reuse the one with this title) and connect the ML backend.
 
     Tasks are offered lowest model score first (Label Studio's uncertainty sampling), so
@@ -231,6 +270,10 @@ def init(session, title, label_config, overlap, backend_url, backend_title, back
     The labeling config may name its controls and fields freely; one lacking what the method
     needs is refused here. The project's instructions (shown before labeling) come from
     --instructions or the instructions.html beside the labeling config. Safe to run again.
+
+    --gold-share S flags that share of the tasks now in the project as gold (and unflags the
+    rest); the gold tasks record S, and later imports (`import`, each round of `loop`) flag the
+    same share of their tasks. On a project without tasks yet, pass --gold-share to `import`.
     """
     from connector.project import init_project, read_instructions, read_label_config
 
@@ -238,9 +281,17 @@ def init(session, title, label_config, overlap, backend_url, backend_title, back
     result = init_project(session.client, title, read_label_config(label_config), overlap, backend_url,
                           backend_title, auth, instructions=read_instructions(instructions, label_config))
     verb = "created" if result.created else "reused"
+    gold = None
+    if gold_share is not None:
+        from connector.gold import mark_gold_tasks
+
+        gold = mark_gold_tasks(session.client, result.project["id"], gold_share)
     session.emit(f"{verb} project {result.project['id']} {title!r} (overlap {overlap}"
-                 + (f", backend {backend_url} serving model version {result.model_version!r})" if backend_url else ")"),
-                 {"project": result.project["id"], "created": result.created, "model_version": result.model_version})
+                 + (f", backend {backend_url} serving model version {result.model_version!r})" if backend_url else ")")
+                 + (f"; {gold.gold} of {gold.tasks} tasks are gold ({gold.changed} flags changed)"
+                    + ("; no tasks yet: pass --gold-share to `import`" if not gold.tasks else "") if gold else ""),
+                 {"project": result.project["id"], "created": result.created, "model_version": result.model_version,
+                  **({"gold": vars(gold)} if gold else {})})
 
 
 @main.command(name="import")
@@ -250,9 +301,12 @@ def init(session, title, label_config, overlap, backend_url, backend_title, back
 @click.option("--limit", type=click.IntRange(min=1), help="Import at most this many items.")
 @click.option("--round", "round_", type=click.IntRange(min=1), default=1, show_default=True,
               help="Labeling round: each round of the loop gets its own tasks (fresh candidates).")
+@_options(click.option("--gold-share", type=click.FloatRange(0, 1),
+                       help="Flag this share of the imported tasks as gold (as `init --gold-share`; default: the "
+                            "share the project's gold tasks record, else none)."))
 @JSON
 @pass_session
-def import_(session, source, local_files_root, limit, round_):
+def import_(session, source, local_files_root, limit, round_, gold_share):
     """Import items (VQA-X either layout, JSONL, CSV or an image folder with a sidecar file).
 
     Items already in the project (same item id, same round) are skipped, so re-running adds
@@ -267,10 +321,12 @@ def import_(session, source, local_files_root, limit, round_):
     base = source if source.is_dir() else source.parent
     progress = Progress("imported", len(items), unit="item")
     placer = ImagePlacer(session.client, found["id"], local_files_root, base)
-    result = import_items(session.client, found["id"], items, placer, progress, round_, schema)
+    result = import_items(session.client, found["id"], items, placer, progress, round_, schema, gold_share)
     progress.end()
-    session.emit(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}",
-                 {"project": found["id"], "imported": result.imported, "skipped": result.skipped})
+    session.emit(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}"
+                 + (f"; {result.gold} new tasks are gold (share {result.gold_share})" if result.gold_share else ""),
+                 {"project": found["id"], "imported": result.imported, "skipped": result.skipped,
+                  "gold": result.gold, "gold_share": result.gold_share})
 
 
 @main.command()
@@ -367,17 +423,19 @@ def resample(session, task_ids, batch_size):
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
 @CROWD
+@_options(click.option("--per-task", type=click.IntRange(min=1),
+                       help="Each task is judged by this many of the --annotators, drawn per task (default: all)."))
 @SCORING
 @JSON
 @pass_session
-def annotate(session, simulate, annotators, critic, threshold, error_rate, seed):
+def annotate(session, simulate, annotators, critic, threshold, error_rate, seed, per_task):
     """Tick candidates like the method's simulated critic and submit real annotations."""
     from connector.simulate import simulate as run
     from illume.critic import make_critic
 
     judge = make_critic(critic, threshold, session.scoring)
     progress = Progress("annotated", session.project.get("task_number"))
-    result = run(session.client, session.project, annotators, judge, error_rate, seed, progress)
+    result = run(session.client, session.project, annotators, judge, error_rate, seed, progress, per_task)
     progress.end()
     session.emit(f"submitted {result.annotations} annotations ticking {result.ticked} of {result.shown} candidates"
                  + (f"; {result.skipped_without_candidates} tasks have no candidates yet (run predict)"
@@ -417,6 +475,7 @@ def _policy(client, allow_hosts, allow_roots):
               help="Export only this labeling round's tasks (also the rows' iteration; default: previous + 1).")
 @EXPORT_IMAGES
 @ANSWER_POOL
+@_quality_options("min_quality", "critic", "min_decisions")
 @JSON
 @pass_session
 def export(session, out, previous, min_agreement, min_annotations, round_, allow_hosts, allow_roots, method,
@@ -430,6 +489,12 @@ def export(session, out, previous, min_agreement, min_annotations, round_, allow
     annotations are skipped. Images are copied through the guarded image loader: a task
     whose image is on another host or a local path is left out and reported, unless you
     allow that host or folder. Writes are atomic and repeatable.
+
+    Annotator quality: each annotator's agreement with gold tasks (their ticks against what the
+    --gold-critic accepts given the references) and with the others' majority goes into the
+    manifest ("annotator_quality"). --min-annotator-quality Q leaves out the annotations of those
+    whose quality is below Q (gold agreement, else majority agreement; people with fewer than
+    --min-quality-decisions decisions are kept); a task they helped complete is judged by the rest.
     """
     from connector.export_project import export_project, held_out_ids
 
@@ -439,9 +504,13 @@ def export(session, out, previous, min_agreement, min_annotations, round_, allow
     manifest = export_project(session.client, session.project, out, min_agreement, previous, progress, round_,
                               policy=_policy(session.client, allow_hosts, allow_roots), method=method,
                               min_annotations=min_annotations, answer_pool=pool,
-                              held_out=held_out_ids(held_out_items))
+                              held_out=held_out_ids(held_out_items), quality=_quality())
     progress.end()
-    session.emit(_export_summary(manifest, out), manifest)
+    left_out = manifest["annotator_quality"]
+    session.emit(_export_summary(manifest, out)
+                 + (f"\nleft out {left_out['excluded_annotations']} annotations of {len(left_out['excluded_annotators'])} "
+                    f"annotators below quality {left_out['threshold']} (ids {left_out['excluded_annotators']})"
+                    if left_out["threshold"] is not None else ""), manifest)
 
 
 @main.command(name="export-trl")
@@ -608,18 +677,25 @@ def reload(session, backend_url, admin_token, model, adapter, version, run_dir):
 @click.option("--backend-url", envvar="ILLUME_BACKEND_URL", show_envvar=True,
               help="Also report this ML backend's health.")
 @MIN_ANNOTATIONS
+@_quality_options("critic", "min_decisions")
 @JSON
 @pass_session
 def status(session, backend_url, min_annotations):
-    """Project counts (tasks, completed, by model version), acceptance rate and backend health.
+    """Project counts (tasks, completed, by model version), acceptance rate, each annotator's
+    agreement with gold tasks and with the others' majority, and backend health.
 
     A task is completed once it has as many annotations as the project's overlap (or
     --min-annotations); annotated tasks below that are counted apart, as skips are.
     """
+    from connector.annotator_quality import annotator_table, format_table
     from connector.status import project_status
 
-    report = project_status(session.client, session.project, backend_url, min_annotations)
-    session.emit("\n".join(f"{key}: {value}" for key, value in report.items()), report)
+    report = project_status(session.client, session.project, backend_url, min_annotations, _quality())
+    lines = [f"{key}: {value}" for key, value in report.items() if key != "annotator_quality"]
+    quality = report["annotator_quality"]
+    lines.append(f"annotators ({quality['gold_tasks']} gold tasks judged; quality = gold agreement, else majority "
+                 f"agreement, from {quality['min_decisions']} decisions):\n{format_table(annotator_table(quality))}")
+    session.emit("\n".join(lines), report)
 
 
 @main.command()

@@ -23,7 +23,11 @@ from typing import Any, Callable, Iterator
 from illume.labelstudio.client import LabelStudioClient
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
+from connector.annotator_quality import AnnotatorQuality, QualitySettings, annotator_id, user_names
 from connector.export_writer import AnswerPool
+from connector.judging import latest_per_annotator
+from illume.labelstudio.task import task_round
+from illume.records import atomic_write_text
 from connector.project import require_schema, required_annotations
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
@@ -69,7 +73,8 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
                    previous: Path | None = None, progress: Callable[[int], None] | None = None,
                    round_: int | None = None, *, policy: ImagePolicy | None = None, method: str = "snapshot",
                    exclude_tasks: frozenset[int] = frozenset(), min_annotations: int | None = None,
-                   answer_pool: AnswerPool | None = None, held_out: frozenset[str] = frozenset()) -> dict[str, Any]:
+                   answer_pool: AnswerPool | None = None, held_out: frozenset[str] = frozenset(),
+                   quality: QualitySettings | None = None) -> dict[str, Any]:
     """Export the project's completed tasks into `out` (atomically); the manifest.
 
     `round_`: only that labeling round's tasks, and the rows' iteration number (without it:
@@ -78,31 +83,103 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
     is complete with this many annotations (None: the project's overlap); those with fewer stay
     for a later export and are counted in the manifest. `answer_pool`: answer-only rows drawn from
     every task's item (the snapshot then includes tasks nobody annotated; excluded tasks' items
-    too); `held_out`: item ids never given one.
+    too); `held_out`: item ids never given one. `quality`: how annotators are scored (the manifest's
+    "annotator_quality"); with its min_quality, the annotations of people below it are left out
+    (read in a first pass over the tasks), and a task those people had completed is judged by the
+    votes of the rest.
     """
     schema = require_schema(project)
     if method not in METHODS:
         raise IllumeError(f"export method {method!r} is not one of {', '.join(METHODS)}", "Pass --method snapshot.")
     iteration = round_ if round_ is not None else next_iteration(previous)
+    required = required_annotations(project, min_annotations)
+    quality = quality or QualitySettings()
+    scores = AnnotatorQuality(schema, quality)
     options = ProjectExportOptions(min_agreement=min_agreement, previous=previous, iteration=iteration,
-                                   min_annotations=required_annotations(project, min_annotations),
+                                   min_annotations=required,
                                    round=round_, project={"id": project["id"], "title": project.get("title")},
                                    source=client.url, schema=schema, answer_pool=answer_pool, held_out=held_out)
     policy = policy or export_policy(client)
     snapshot = method == "snapshot"
-    source = (snapshot_tasks(client, project["id"], Path(out), annotated_only=answer_pool is None) if snapshot
-              else sync_tasks(client, project["id"]))
+
+    def source():
+        return (snapshot_tasks(client, project["id"], Path(out), annotated_only=answer_pool is None) if snapshot
+                else sync_tasks(client, project["id"]))
+
+    leaving_out = LeavingOut(frozenset(), required, round_)
     try:
-        with source as tasks:
-            manifest = convert(_excluding(tasks, exclude_tasks, keep_items=answer_pool is not None), out, options,
-                               images=lambda work: ImageCollector(work, policy), progress=progress)
+        if quality.min_quality is not None:  # who is below it, from every annotated task, before anything is written
+            with source() as tasks:
+                for task in tasks:
+                    scores.add(task)
+            leaving_out = LeavingOut(frozenset(scores.below(quality.min_quality)), required, round_)
+            if leaving_out.excluded:  # completeness is judged on everyone's annotations (LeavingOut)
+                options.min_annotations = 1
+        with source() as tasks:
+            stream = tasks if quality.min_quality is not None else scores.observe(tasks)
+            manifest = convert(leaving_out.apply(_excluding(stream, exclude_tasks, keep_items=answer_pool is not None)),
+                               out, options, images=lambda work: ImageCollector(work, policy), progress=progress)
     except IllumeError:  # read to the end and refused (e.g. nothing completed): the next run takes a new snapshot
         if snapshot:
             forget_snapshot(client, project["id"], Path(out))
         raise
     if snapshot:  # kept after an interruption (a kill, a lost connection), so the next run resumes it
         forget_snapshot(client, project["id"], Path(out))
+    manifest["counts"]["min_annotations"] = required
+    if leaving_out.excluded:
+        manifest["counts"]["below_min_annotations"] = leaving_out.below_min
+    manifest["annotator_quality"] = {**scores.summary(user_names(client)), "threshold": quality.min_quality,
+                                     **leaving_out.summary()}
+    atomic_write_text(Path(out) / EXPORT_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+@dataclass
+class LeavingOut:
+    """Leaves out the annotations of `excluded` people from the tasks streaming to the writer.
+
+    A task is complete when it has `required` annotations (one per person) counting everyone, so a
+    task an excluded person helped complete is judged by the votes of the rest (the writer is then
+    told one annotation suffices); tasks below it (counting everyone) pass without votes and are
+    counted here as waiting. Tasks outside `round_` pass unchanged (the writer skips them)."""
+
+    excluded: frozenset
+    required: int
+    round_: int | None = None
+    excluded_annotations: int = 0
+    tasks_affected: int = 0
+    tasks_without_votes: int = 0
+    below_min: int = 0
+
+    def apply(self, tasks: Iterator[dict]) -> Iterator[dict]:
+        if not self.excluded:
+            yield from tasks
+            return
+        for task in tasks:
+            if self.round_ is not None and task_round(task.get("data") or {}) != self.round_:
+                yield task
+                continue
+            annotations = task.get("annotations") or []
+            submitted = [a for a in annotations if not a.get("was_cancelled")]
+            cancelled = [a for a in annotations if a.get("was_cancelled")]
+            if not submitted:
+                yield task
+                continue
+            if len(latest_per_annotator(sorted(submitted, key=lambda a: a.get("id") or 0))) < self.required:
+                self.below_min += 1
+                yield {**task, "annotations": cancelled}
+                continue
+            kept = [a for a in submitted if annotator_id(a) not in self.excluded]
+            if len(kept) < len(submitted):
+                self.excluded_annotations += len(submitted) - len(kept)
+                self.tasks_affected += 1
+                self.tasks_without_votes += not kept
+            yield {**task, "annotations": cancelled + kept}
+
+    def summary(self) -> dict[str, Any]:
+        return {"excluded_annotators": sorted(self.excluded, key=str), "excluded_annotations": self.excluded_annotations,
+                "tasks_with_excluded_annotations": self.tasks_affected,
+                "tasks_left_without_votes": self.tasks_without_votes}
 
 
 def _excluding(tasks: Iterator[dict], exclude: frozenset[int], keep_items: bool) -> Iterator[dict]:

@@ -31,11 +31,22 @@ BATCH = 500
 
 def existing_item_ids(client: LabelStudioClient, project_id: int) -> set[tuple[str, int]]:
     """(item_id, round) of every task already in the project."""
+    return _project_index(client, project_id)[0]
+
+
+def _project_index(client: LabelStudioClient, project_id: int) -> tuple[set[tuple[str, int]], float | None]:
+    """(item_id, round) of every task already in the project, and the gold share its gold tasks
+    record (connector.gold; None when it has none)."""
+    from connector.gold import recorded_share
+
     ids: set[tuple[str, int]] = set()
+    share = None
     for task in client.pages("/api/tasks", {"project": project_id, "fields": "all"}, page_size=500):
         if (key := item_key(task.get("data") or {})) is not None:
             ids.add(key)
-    return ids
+        if (found := recorded_share(task)) is not None:
+            share = found
+    return ids, share
 
 
 def post_tasks(client: LabelStudioClient, project_id: int, tasks: list[dict]) -> None:
@@ -136,25 +147,32 @@ class ImagePlacer:
 class ImportResult:
     imported: int
     skipped: int
+    gold: int = 0  # imported tasks flagged gold (connector.gold)
+    gold_share: float = 0.0
 
 
 def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Item], placer: ImagePlacer,
                  progress: Callable[[int], None] | None = None, round_: int = 1,
-                 schema: LabelingSchema | None = None) -> ImportResult:
+                 schema: LabelingSchema | None = None, gold_share: float | None = None) -> ImportResult:
     """Create a task per item that the project does not have yet in this labeling round.
 
     Each round of the loop judges fresh candidates from the newest model, so it gets tasks of
     its own: annotations of earlier rounds stay attached to the candidates they judged.
     Idempotent by (item_id, round): a repeated or interrupted import (even one killed mid-POST)
     run again creates only the tasks still missing.
+    `gold_share`: that share of the items' tasks is flagged gold (connector.gold); None: the share
+    the project's gold tasks record (from `init --gold-share` or an earlier import), else none.
     """
+    from connector.gold import GOLD, check_share, gold_meta
+
     if schema is None:  # refused here, before any task is created, when the config lacks what the method needs
         from connector.project import get_project, require_schema
 
         schema = require_schema(get_project(client, project_id))
-    have = existing_item_ids(client, project_id)
+    have, recorded = _project_index(client, project_id)
+    share = check_share(gold_share if gold_share is not None else recorded or 0.0)
     batch: list[dict] = []
-    imported = skipped = 0
+    imported = skipped = gold = 0
 
     def flush() -> None:
         nonlocal imported
@@ -172,11 +190,15 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
                 progress(1)
             continue
         have.add((item.item_id, round_))
-        batch.append(task_data(item, placer.url(item.image), schema, round_))
+        task = task_data(item, placer.url(item.image), schema, round_)
+        if share:
+            task["meta"] = gold_meta(task.get("meta"), item.item_id, share)
+            gold += task["meta"].get(GOLD) is True
+        batch.append(task)
         if len(batch) >= BATCH:
             flush()
     flush()
-    return ImportResult(imported, skipped)
+    return ImportResult(imported, skipped, gold, share)
 
 
 def read_items(path: Path) -> Sequence[Item]:

@@ -1,6 +1,7 @@
 """Where a project stands: tasks, completed, predictions by model version, acceptance, pre-ticks
 left standing, "None" conflicts, per labeling round the candidates' diversity and (where people
-annotated) annotator-seconds, backend.
+annotated) annotator-seconds, each annotator's agreement with gold tasks and with the majority,
+backend.
 
 "Completed" means what export and rounds train on: at least the project's overlap in
 annotations, one per person (or --min-annotations); annotated tasks below that, and tasks
@@ -11,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 from illume.labelstudio.client import LabelStudioClient
+from connector.annotator_quality import AnnotatorQuality, QualitySettings, user_names
 from connector.backend_client import backend_health
 from connector.export import iter_tasks
 from connector.judging import NOTE_KEYS, judge_task, pretick_summary
@@ -37,13 +39,16 @@ def _round_summary(feedback: list) -> dict[str, Any]:
 
 
 def project_status(client: LabelStudioClient, project: dict, backend_url: str | None = None,
-                   min_annotations: int | None = None) -> dict[str, Any]:
+                   min_annotations: int | None = None, quality: QualitySettings | None = None) -> dict[str, Any]:
+    """The report; "annotator_quality" holds each annotator's agreement with gold and with the others'
+    majority over every annotated task (connector.annotator_quality; `annotator_table` makes rows of it)."""
     required = required_annotations(project, min_annotations)
     tasks = completed = below_min = skipped_only = cancelled = shown = accepted = 0
     by_version: Counter[str] = Counter()
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
     by_round: dict[int, list] = {}  # round -> Feedback of its completed tasks
     schema = require_schema(project)
+    scores = AnnotatorQuality(schema, quality)
     predictions = project_predictions(client, project["id"])
     with client.stream(f"/api/projects/{project['id']}/export",
                        params={"exportType": "JSON", "download_all_tasks": "true"}) as body:
@@ -53,6 +58,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
                 by_version[version] += 1
             skips = sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
             cancelled += skips
+            scores.add(task)
             judged = judge_task(task, schema)
             if judged is None:
                 skipped_only += skips > 0
@@ -74,6 +80,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
         "preticks": pretick_summary(notes, accepted),
         "none_with_ticks": notes["none_with_ticks"],
         "rounds": {r: _round_summary(by_round[r]) for r in sorted(by_round)},
+        "annotator_quality": scores.summary(user_names(client)),
         "project_model_version": project.get("model_version") or None,
         "backends": [{"url": b.get("url"), "title": b.get("title"), "state": b.get("state"),
                       "model_version": b.get("model_version")} for b in backends],

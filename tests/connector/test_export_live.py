@@ -1,6 +1,7 @@
 """Export against a real Label Studio: annotations made through the API -> exact rows and pairs."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -260,3 +261,40 @@ def test_a_hand_tick_beside_a_kept_pretick_counts_once(illume_project, tmp_path)
     manifest = export_project(kit.client, kit.project, tmp_path / "out")
     assert rows_of(tmp_path / "out") == [("rationale", "a", "pre-ticked and kept"), ("rationale", "a", "ticked by hand")]
     assert manifest["preticks"]["accepted_preticked_unchanged"] == 1 and manifest["preticks"]["accepted"] == 2
+
+
+def test_min_annotator_quality_leaves_out_who_disagrees_with_gold(illume_project, tmp_path):
+    from connector.annotator_quality import QualitySettings
+
+    kit = illume_project
+    truth, wrong = "the ball on the left is red", "nothing here at all"
+    for k in range(3):  # gold: the reference says what c0 says
+        task = kit.add_task(f"gold-{k}", [truth, wrong], references=[truth])
+        kit.client.patch(f"/api/tasks/{task}", {"meta": {"references": [truth], "gold": True}})
+        kit.annotate(task, ["c0"], user="careful")
+        kit.annotate(task, ["c1"], user="careless")
+    shared = kit.add_task("shared", ["r0", "r1"])
+    kit.annotate(shared, ["c0"], user="careful")
+    kit.annotate(shared, ["c1"], user="careless")
+    alone = kit.add_task("alone", ["s0"])
+    kit.annotate(alone, ["c0"], user="careless")
+    settings = QualitySettings(min_quality=0.8, critic="rouge-l", min_decisions=4)
+
+    everyone = export_project(kit.client, kit.project, tmp_path / "all", min_agreement=1,
+                              quality=QualitySettings(critic="rouge-l", min_decisions=4))
+    assert ("rationale", "shared", "r1") in rows_of(tmp_path / "all") and everyone["counts"]["completed"] == 5
+    figures = everyone["annotator_quality"]["annotators"]
+    careful, careless = str(kit.user("careful")), str(kit.user("careless"))
+    assert (figures[careful]["quality"], figures[careless]["quality"]) == (1.0, 0.0)
+    assert figures[careless]["name"] == "careless@illume.test" and figures[careless]["gold_decisions"] == 6
+
+    kept = export_project(kit.client, kit.project, tmp_path / "kept", min_agreement=1, quality=settings)
+    assert rows_of(tmp_path / "kept") == [("rationale", "gold-0", truth), ("rationale", "gold-1", truth),
+                                          ("rationale", "gold-2", truth), ("rationale", "shared", "r0")]
+    section = kept["annotator_quality"]
+    assert section["threshold"] == 0.8 and section["excluded_annotators"] == [int(careless)]
+    assert (section["excluded_annotations"], section["tasks_with_excluded_annotations"]) == (5, 5)
+    assert section["tasks_left_without_votes"] == 1 and kept["counts"]["completed"] == 4
+    assert kept["counts"]["min_annotations"] == 1
+    on_disk = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    assert on_disk["annotator_quality"] == json.loads(json.dumps(section))

@@ -31,3 +31,10 @@ def test_status_counts_versions_acceptance_and_preticks(illume_project, label_st
     assert report["acceptance_rate"] == 0.25  # 1 of 4 candidates shown
     assert report["preticks"]["accepted_preticked_unchanged"] == 1 and report["preticks"]["preticked"] == 2
     assert report["none_with_ticks"] == 0 and report["project_model_version"] == "v2"
+    quality = report["annotator_quality"]
+    assert quality["gold_tasks"] == 0 and [f["tasks"] for f in quality["annotators"].values()] == [2]
+    assert next(iter(quality["annotators"].values()))["name"] == label_studio.username  # the token's user
+    text = CliRunner().invoke(main, ["status", "--url", label_studio.url, "--api-key", label_studio.token,
+                                     "--project", str(kit.id)])
+    assert text.exit_code == 0 and "annotators (0 gold tasks judged" in text.output
+    assert label_studio.username in text.output.split("annotators (")[1]  # the table
