@@ -10,8 +10,8 @@ again ("Retrieve predictions") changes nothing. `resample` therefore:
 3. has Label Studio retrieve predictions for the tasks (its own Data Manager action), so the
    backend samples again and appends the texts not offered yet under new aliases, and clears
    the mark.
-Existing options keep their place and wording; nothing is duplicated (a text already offered
-keeps its alias). After an unclear outcome only the tasks still lacking a prediction are asked
+Existing options keep their alias and wording (the fresh ones are shown first, as a new
+model version's are); nothing is duplicated (a text already offered keeps its alias). After an unclear outcome only the tasks still lacking a prediction are asked
 for again. Running it again asks for yet more candidates.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from illume.labelstudio.task import parse_label_config
 @dataclass
 class TaskResample:
     task: int
-    kept: int  # options the task had, all still there in place and wording
-    added: list[str] = field(default_factory=list)  # texts appended under new aliases
+    kept: int  # options the task had, all still there with their alias and wording
+    added: list[str] = field(default_factory=list)  # texts added under new aliases, in the order shown
     answered: bool = True  # False: the backend has not written for this task (see its log)
 
 
@@ -88,11 +88,13 @@ def drop_prediction(client: LabelStudioClient, task: int, version: str) -> None:
 
 
 def compare(task: int, before: StoredTask, after: StoredTask | None, fields: LabelingSchema) -> TaskResample:
-    """What the resample changed in one task; refuses loudly if an earlier option moved or changed."""
-    earlier = list(before.data.get(fields.candidates) or [])
-    now = list(after.data.get(fields.candidates) or []) if after is not None else earlier
-    if now[:len(earlier)] != earlier:
+    """What the resample changed in one task; refuses loudly if an earlier option was lost or changed."""
+    earlier = [o for o in before.data.get(fields.candidates) or [] if isinstance(o, dict)]
+    now = [o for o in after.data.get(fields.candidates) or [] if isinstance(o, dict)] if after is not None else earlier
+    by_alias = {o.get("alias"): o for o in now}
+    if any(by_alias.get(o.get("alias")) != o for o in earlier):
         raise IllumeError(f"task {task}: its earlier candidates changed while new ones were asked for",
                           "Report this with the task id: the candidates contract was broken.")
-    added = [str(o.get("value")) for o in now[len(earlier):] if isinstance(o, dict)]
+    known = {o.get("alias") for o in earlier}
+    added = [str(o.get("value")) for o in now if o.get("alias") not in known]
     return TaskResample(task, len(earlier), added, answered=after is not None and not after.resample_requested)

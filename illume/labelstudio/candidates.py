@@ -9,9 +9,10 @@ still resolves to the text it ticked.
 Label Studio shows the options in the order of `data.candidates`. That order is a per-task
 shuffle (`display_order`: a hash of the task id and each text), never the score order, so the
 model's favourite is not always on top (position bias); the score still orders the tasks
-(the prediction's score). Options already stored in a judged task keep their place, word for
-word; new ones are appended after them, shuffled among themselves. So a re-predict, a retry, a
-reload or a restart never reorders what an annotator has seen.
+(the prediction's score). The current version's options come first (shuffled among themselves),
+then the earlier ones a judged task keeps, word for word and in their stored order. The same
+texts always give the same order, so a re-predict, a retry, a reload or a restart of one
+version never moves an option; and positions never matter to an annotation: it refers to aliases.
 
 A person can ask for fresh candidates for a task (`illume-sync resample`): the request is the
 task's `meta.candidates_resample`; the next write honours it by appending the new texts (even
@@ -126,8 +127,8 @@ def merge_options(texts: Sequence[str], existing: Any, judged: bool,
     """(options to store in display order, the current version's options in the order of `texts`).
 
     Unjudged tasks get the current options only, shuffled (display_order). Judged ones (and tasks
-    whose candidates were asked for again) keep every earlier option in its place and stored
-    wording (an annotation's text never changes, not even its case); new texts follow, shuffled.
+    whose candidates were asked for again) keep every earlier option in its stored wording (an
+    annotation's text never changes, not even its case), after the current ones (shuffled).
     """
     current = assign_aliases(texts, existing)
     if not judged:
@@ -135,7 +136,8 @@ def merge_options(texts: Sequence[str], existing: Any, judged: bool,
     earlier = [option for option in existing or [] if isinstance(option, dict) and isinstance(option.get("alias"), str)]
     stored = {option["alias"]: option for option in earlier}
     current = [stored.get(option["alias"], option) for option in current]
-    return earlier + display_order([o for o in current if o["alias"] not in stored], order_key), current
+    offered = {option["alias"] for option in current}
+    return display_order(current, order_key) + [o for o in earlier if o["alias"] not in offered], current
 
 
 def stored_tasks(client: TaskClient, project: int, task_ids: Sequence[int]) -> dict[int, StoredTask]:
@@ -179,7 +181,7 @@ def write_candidates(client: TaskClient, task_id: int, stored: StoredTask, field
     dropped = [o for o in existing or [] if isinstance(o, dict) and o.get("alias") not in written]
     if dropped and stored.project is not None:
         again = stored_tasks(client, stored.project, [task_id]).get(task_id)
-        if again is not None and again.judged:  # judged between our read and our write: what it saw comes first
+        if again is not None and again.judged:  # judged between our read and our write: what it saw is kept
             restored = StoredTask({**again.data, fields.candidates: dropped}, True, again.project, again.meta,
                                   again.newest_annotation)
             kept, _ = merge_options(texts, existing, True, order_key(task_id))

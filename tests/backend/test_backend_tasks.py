@@ -34,15 +34,17 @@ def test_aliases_are_stable_and_never_reused():
     assert again == [{"value": "It is red", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
 
 
-def test_a_judged_task_keeps_every_option_in_place_and_appends_new_ones():
+def test_a_judged_task_keeps_every_option_and_shows_the_current_ones_first():
     first = assign_aliases(["the square is red.", "it is round."], None)
     stored, current = merge_options(["It is round", "a new one."], first, judged=True, order_key="task 1")
     assert current == [{"value": "it is round.", "alias": "c1"}, {"value": "a new one.", "alias": "c2"}]
-    assert stored == first + [{"value": "a new one.", "alias": "c2"}]  # what was seen stays, word for word
+    # the current version's options first (shuffled, in their stored wording), then what was seen before
+    assert stored == display_order(current, "task 1") + [{"value": "the square is red.", "alias": "c0"}]
     again, _ = merge_options(["third.", "fourth.", "fifth."], stored, judged=True, order_key="task 1")
-    assert [o["alias"] for o in again[:3]] == ["c0", "c1", "c2"]  # aliases are never reused
-    assert sorted(o["alias"] for o in again[3:]) == ["c3", "c4", "c5"]
-    assert again[3:] == display_order(again[3:], "task 1")  # the new ones shuffled among themselves
+    assert sorted(o["alias"] for o in again[:3]) == ["c3", "c4", "c5"]  # aliases are never reused
+    assert again[:3] == display_order(again[:3], "task 1")  # the new ones shuffled among themselves
+    assert again[3:] == stored  # every earlier option kept, word for word, in its stored order
+    assert merge_options(["third.", "fourth.", "fifth."], again, judged=True, order_key="task 1")[0] == again
     replaced, current = merge_options(["It is round", "a new one."], first, judged=False, order_key="task 1")
     assert sorted(replaced, key=lambda o: o["alias"]) == current == [{"value": "It is round", "alias": "c1"},
                                                                       {"value": "a new one.", "alias": "c2"}]
@@ -169,8 +171,11 @@ def test_label_studio_repredicting_an_annotated_task_keeps_its_ticked_text(label
             predictions = {p.model_version: p for p in ls_client.predictions.list(task=task_id)}
             assert sorted(predictions) == ["tiny-llava-v1", "tiny-llava-v2"]
             after = ls_client.tasks.get(id=str(task_id)).data["candidates"]
-            assert after[:len(first)] == first  # every earlier option, unchanged and in its place
-            assert after[len(first):], "the second version offered no new text (pick another seed)"
+            by_alias = {o["alias"]: o for o in after}
+            assert all(by_alias.get(o["alias"]) == o for o in first)  # every earlier option, unchanged
+            fresh = [o for o in after if o not in first]
+            assert fresh, "the second version offered no new text (pick another seed)"
+            assert after[:len(fresh)] == fresh  # the served version's new candidates are shown first
             assert len({o["alias"] for o in after}) == len(after)  # no alias means two texts
             (pretick,) = predictions["tiny-llava-v2"].result  # its best candidate, wherever it is shown
             assert pretick["value"]["choices"][0] in {o["alias"] for o in after}

@@ -38,7 +38,8 @@ def test_options_are_replaced_until_judged_then_appended(illume_project):
     assert judged.judged and judged.newest_annotation == annotation
     current = write_candidates(kit.client, task, judged, fields, candidates("third one.", "a new text"))
     assert current == [{"value": "third one.", "alias": "c3"}, {"value": "a new text.", "alias": "c2"}]
-    assert stored_options(kit, task) == shown + [{"value": "third one.", "alias": "c3"}]  # appended after
+    kept = [o for o in shown if o["alias"] != "c2"]  # c2 is offered again: among the current ones
+    assert stored_options(kit, task) == display_order(current, order_key(task)) + kept  # current first
     after = stored_tasks(kit.client, kit.id, [task])[task]
     assert after.data["item_id"] == "item-a"  # nothing else changed
     assert after.meta == {"references": [], APPENDED: {"c3": annotation}}  # c3 came after that annotation
@@ -52,9 +53,9 @@ def test_an_annotation_saved_between_read_and_write_keeps_its_option(illume_proj
     before = stored_tasks(kit.client, kit.id, [task])[task]  # read while nobody has judged it
     annotation = kit.annotate(task, ["c0"])  # an annotator saves meanwhile
     write_candidates(kit.client, task, before, fields, candidates("another text."))
-    assert stored_options(kit, task) == [{"value": "the square is red.", "alias": "c0"},  # what it saw, first
-                                         {"value": "it is a box.", "alias": "c1"},
-                                         {"value": "another text.", "alias": "c2"}]
+    assert stored_options(kit, task) == [{"value": "another text.", "alias": "c2"},  # the current one first,
+                                         {"value": "the square is red.", "alias": "c0"},  # then what it saw
+                                         {"value": "it is a box.", "alias": "c1"}]
     assert stored_tasks(kit.client, kit.id, [task])[task].meta[APPENDED] == {"c2": annotation}
 
 
@@ -73,8 +74,7 @@ def test_a_request_for_new_candidates_appends_them_and_is_cleared(illume_project
     assert asked.resample_requested and not asked.judged and asked.data["item_id"] == "item-d"
     current = write_candidates(kit.client, task, asked, fields, candidates("It is a box", "brand new."))
     assert current == [{"value": "it is a box.", "alias": "c1"}, {"value": "brand new.", "alias": "c2"}]
-    assert stored_options(kit, task) == [{"value": "the square is red.", "alias": "c0"},
-                                         {"value": "it is a box.", "alias": "c1"},
-                                         {"value": "brand new.", "alias": "c2"}]  # kept, nothing twice
+    assert stored_options(kit, task) == display_order(current, order_key(task)) + [
+        {"value": "the square is red.", "alias": "c0"}]  # the fresh sample first; kept, nothing twice
     after = stored_tasks(kit.client, kit.id, [task])[task]
     assert not after.resample_requested and RESAMPLE not in after.meta and APPENDED not in after.meta
