@@ -41,7 +41,7 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 def option(default: Any = MISSING, help: str = "", *, env: str | None = None, flag: str | None = None,
            min: float | None = None, max: float | None = None, min_open: bool = False,
-           choices: Iterable[str] | None = None, parse: Callable[[str], Any] | None = None,
+           choices: Iterable[Any] | None = None, parse: Callable[[str], Any] | None = None,
            default_factory: Any = MISSING, **field_kwargs: Any) -> Any:
     """A dataclass field that is a tunable: its default, its help, and where given its environment
     variable, option name, bounds (min/max, min_open: above min), choices or text parser."""

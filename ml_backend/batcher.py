@@ -83,7 +83,7 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, run_batch: RunBatch, batch_size: int = 8, queue_size: int = 2000,
+    def __init__(self, run_batch: RunBatch, batch_size: int, queue_size: int,  # ml_backend.settings.Settings
                  download_workers: int = 8, prefetch: int | None = None, per_host: int | None = None) -> None:
         if batch_size < 1 or queue_size < 1 or download_workers < 1 or (per_host or 1) < 1:
             raise ValueError("batch_size, queue_size, download_workers and per_host must be at least 1")
