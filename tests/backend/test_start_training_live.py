@@ -88,6 +88,12 @@ def test_renamed_controls_and_fields_give_the_same_rows(label_studio, llava, mak
         ("item-0", "rationale", "c0"), ("item-1", "answer", None), ("item-2", "rationale", "c0")]
 
 
+def round_trained(run_dir: Path, number: int) -> bool:
+    """The run's state records round `number` trained (the step after its reload; written atomically)."""
+    state = run_dir / "rounds.json"
+    return state.is_file() and "train" in json.loads(state.read_text())["rounds"].get(str(number), {}).get("done", [])
+
+
 def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llava_dir, make_settings, items,
                                                        tmp_path, monkeypatch):
     client = LabelStudioClient(label_studio.url, label_studio.token)
@@ -110,7 +116,7 @@ def test_start_training_in_label_studio_runs_one_round(label_studio, llava, llav
         backend = client.sdk.ml.list(project=project["id"])[0]
         client.sdk.ml.train(id=backend.id)  # what the "Start training" button sends (POST /api/ml/{id}/train)
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not (run_dir / "rounds.json").is_file():  # written last
+        while time.monotonic() < deadline and not round_trained(run_dir, 1):
             time.sleep(1.0)  # waiting for the background round (export, training, reload)
         serving = requests.get(f"{server.url}/health", timeout=10).json()["model_version"]
         log = (tmp_path / "train.log").read_text() if (tmp_path / "train.log").is_file() else ""

@@ -73,6 +73,9 @@ def test_loop_with_a_relative_run_dir_promotes(label_studio, sync_client, backen
     assert record["promoted"] and Path(record["adapter"]).is_absolute()
     assert Path(record["adapter"]).is_relative_to(tmp_path.resolve())
     assert health_version(url) == "illume-round-1"  # the backend loaded it: the reload was not refused
+    shown = CliRunner().invoke(main, ["report", "--run-dir", "runs/loop"])  # a run made by `loop`
+    assert shown.exit_code == 0, shown.output
+    assert "illume-round-1" in Path(shown.output.strip().splitlines()[-1]).read_text()
 
 
 def test_round_moves_the_project_to_the_promoted_version_and_refreshes_open_tasks(
@@ -104,6 +107,10 @@ def test_round_moves_the_project_to_the_promoted_version_and_refreshes_open_task
     assert record["refreshed"] == {"version": "illume-round-1", "tasks": 1, "requested": 1}
 
     assert sync_client.get(f"/api/projects/{project['id']}")["model_version"] == "illume-round-1"
+    shown = CliRunner().invoke(main, ["report", "--run-dir", str(tmp_path / "rounds")])  # a run made by `round`
+    assert shown.exit_code == 0, shown.output
+    page = Path(shown.output.strip().splitlines()[-1]).read_text()
+    assert "illume-round-1" in page and "Round 1: examples" in page and "Annotation effort" in page
 
     def versions(task: int) -> set[str]:
         return {p["model_version"] for p in sync_client.get("/api/predictions", params={"task": task})}
