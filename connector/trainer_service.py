@@ -26,6 +26,8 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException, Request  # module level: FastAPI resolves the annotations here
 
 from illume.errors import IllumeError
+from illume import options
+from illume.listen import Listen
 from illume.options import from_env, option
 from illume.training_runs import max_runs_option
 
@@ -123,8 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the trainer (settings from the environment: "
                                 + ", ".join(f.metadata["env"] for f in fields(TrainerSettings)) + ")")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=9090)
+    options.add_arguments(serve, Listen)
     commands.add_parser("forward", help="the backend's training command: hand its START_TRAINING to "
                         "ILLUME_TRAINER_URL (payload from ILLUME_WEBHOOK_PAYLOAD)")
     args = parser.parse_args(argv)
@@ -132,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "serve":
             import uvicorn
 
-            uvicorn.run(create_app(TrainerSettings.from_env()), host=args.host, port=args.port, log_level="info")
+            listen = options.take(Listen, vars(args))
+            uvicorn.run(create_app(TrainerSettings.from_env()), host=listen.host, port=listen.port,
+                        log_level=listen.log_level)
             return
         url, token = os.environ.get("ILLUME_TRAINER_URL"), os.environ.get(TOKEN_ENV, "")
         if not url:

@@ -222,7 +222,7 @@ def _click_type(f: dataclasses.Field) -> Any:
     if scalar is bool and count is None:
         return None
     if "choices" in f.metadata and count is None:
-        return click.Choice(f.metadata["choices"])
+        return click.Choice(f.metadata["choices"], case_sensitive=False)  # gives the declared spelling
     if count is not None or "parse" in f.metadata:
         return _Text(f)
     if scalar in (int, float) and (low is not None or high is not None):

@@ -18,6 +18,7 @@ from illume import options
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.labelstudio.client import LabelStudioClient
+from illume.listen import Listen
 from illume.sampling import PRODUCT_SAMPLING, SamplingConfig
 from ml_backend.settings import Settings, parse_basic_auth as settings_basic_auth
 
@@ -57,20 +58,19 @@ def warn_if_open(host: str, basic_auth: tuple[str, str] | None) -> None:
 @options.click_options(Settings)
 @options.click_options(SamplingConfig, defaults=PRODUCT_SAMPLING)
 @options.click_options(ImagePolicy)
-@click.option("--host", envvar="ILLUME_HOST", default="0.0.0.0")
-@click.option("--port", envvar="ILLUME_PORT", default=9090, type=int)
+@options.click_options(Listen)
 @click.option("--label-studio-url", envvar="LABEL_STUDIO_URL", help="Where tasks and their images live.")
 @click.option("--label-studio-api-key", envvar="LABEL_STUDIO_API_KEY",
               help="Legacy token or personal access token, to read images and write candidates.")
-@click.option("--log-level", envvar="ILLUME_LOG_LEVEL", default="info")
-def main(host, port, label_studio_url, label_studio_api_key, log_level, **params):
+def main(label_studio_url, label_studio_api_key, **params):
     """Serve Label Studio's ML backend protocol: /health, /setup, /predict, /webhook, plus /reload."""
     import uvicorn
 
     from ml_backend.app import create_app
     from ml_backend.connections import server_config
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    listen = options.take(Listen, params)
+    logging.basicConfig(level=listen.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         label_studio = (LabelStudioClient(label_studio_url, label_studio_api_key, ImagePolicy.timeout)
                         if label_studio_url and label_studio_api_key else None)
@@ -82,12 +82,12 @@ def main(host, port, label_studio_url, label_studio_api_key, log_level, **params
     if settings.label_studio is None:
         log.warning("LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY are not set: candidates cannot be written into "
                     "tasks and Label Studio images cannot be read")
-    warn_if_open(host, settings.basic_auth)
+    warn_if_open(listen.host, settings.basic_auth)
     try:
         app = create_app(settings)
     except IllumeError as exc:
         raise click.ClickException(str(exc)) from exc
-    uvicorn.Server(server_config(app, settings, host, port, log_level.lower())).run()
+    uvicorn.Server(server_config(app, settings, listen.host, listen.port, listen.log_level)).run()
 
 
 if __name__ == "__main__":

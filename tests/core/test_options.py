@@ -2,6 +2,7 @@
 its command and the environment variables, with the field's default; bad values are refused by name."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -22,13 +23,15 @@ from illume.images import ImagePolicy
 from illume.sampling import PRODUCT_SAMPLING, SamplingConfig
 from ml_backend import server
 from ml_backend.settings import Settings
+from illume.listen import Listen
 from training.cli import parser as training_parser
 from training.config import TrainConfig
 
 # Fields that are not options: values built from options of their own, or objects handed in.
 NOT_OPTIONS = {Settings: {"images", "label_studio", "sampling"}, OfflineJob: {"sampling"},
                ImagePolicy: {"label_studio", "timeout", "decode_side"}}
-SETTINGS = (Settings, SamplingConfig, ImagePolicy, TrainerSettings, OfflineJob, GateSettings, Retention, TrainConfig)
+SETTINGS = (Settings, SamplingConfig, ImagePolicy, TrainerSettings, OfflineJob, GateSettings, Retention, TrainConfig,
+            Listen)
 
 
 @pytest.mark.parametrize("cls", SETTINGS, ids=lambda cls: cls.__name__)
@@ -56,6 +59,7 @@ def test_the_backend_options_are_the_settings_fields_with_their_defaults():
     assert_defaults(Settings, values)
     assert_defaults(SamplingConfig, values, PRODUCT_SAMPLING)
     assert_defaults(ImagePolicy, values)
+    assert_defaults(Listen, values)
     images, sampling = options.take(ImagePolicy, values), options.take(SamplingConfig, values)
     assert options.take(Settings, values, images=images, sampling=sampling) == Settings(model="m")
 
@@ -133,3 +137,11 @@ def test_a_bad_option_value_is_a_usage_error_naming_the_option():
 def test_importing_the_declarations_loads_no_torch():
     code = "import sys, illume.options, illume.sampling, connector.cli; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_listen_options_for_argparse_commands_keep_defaults_and_bounds():
+    parser = options.add_arguments(argparse.ArgumentParser(), Listen)
+    assert options.take(Listen, vars(parser.parse_args([]))) == Listen()
+    assert options.take(Listen, vars(parser.parse_args(["--port", "9191"]))).port == 9191
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--port", "0"])
