@@ -619,6 +619,7 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
 @ROUND_STEP
 @RETENTION
 @EXPORT_IMAGES
+@_quality_options("min_quality", "critic", "min_decisions")
 @JSON
 @pass_session
 @click.pass_context
@@ -637,7 +638,8 @@ def round_(ctx, session, run_dir, base_model, eval_items, serving_adapter, min_a
     config = RoundConfig(project=session.project, run_dir=run_dir, base_model=base_model, eval_items=eval_items,
                          min_agreement=min_agreement, min_annotations=min_annotations, serving_adapter=serving_adapter,
                          backend=Backend.from_options(backend_url, admin_token), training=_training(params),
-                         policy=_policy(session.client, allow_hosts, allow_roots), method=method)
+                         policy=_policy(session.client, allow_hosts, allow_roots), method=method,
+                         quality=_quality())
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     record = run_round(session.client, config, say=say, progress=Progress("  exported"))
     served = record.get("serving_version")
@@ -721,6 +723,7 @@ def status(session, backend_url, min_annotations):
 @ADMIN_TOKEN
 @ROUND_STEP
 @RETENTION
+@_quality_options("min_quality", "critic", "min_decisions")
 @SCORING
 @JSON
 @pass_session
@@ -741,7 +744,7 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait
                         annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
                         min_agreement=min_agreement, min_annotations=min_annotations,
                         backend_url=backend_url, admin_token=admin_token, training=_training(params),
-                        scoring=session.scoring, **({"wait_hours": wait_hours} if wait_hours is not None else {}))
+                        quality=_quality(), scoring=session.scoring, **({"wait_hours": wait_hours} if wait_hours is not None else {}))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     rounds_done = Loop(session.client, config, say=say, progress=lambda label: Progress(f"  {label}")).run().rounds_json()
     session.emit(summary_table(rounds_done, session.scoring), {"rounds": rounds_done})

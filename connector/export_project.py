@@ -74,11 +74,11 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
                    round_: int | None = None, *, policy: ImagePolicy | None = None, method: str = "snapshot",
                    exclude_tasks: frozenset[int] = frozenset(), min_annotations: int | None = None,
                    answer_pool: AnswerPool | None = None, held_out: frozenset[str] = frozenset(),
-                   quality: QualitySettings | None = None) -> dict[str, Any]:
+                   quality: QualitySettings | None = None, iteration: int | None = None) -> dict[str, Any]:
     """Export the project's completed tasks into `out` (atomically); the manifest.
 
-    `round_`: only that labeling round's tasks, and the rows' iteration number (without it:
-    the previous export's iteration + 1, or 0). `exclude_tasks`: task ids left out (a round
+    `round_`: only that labeling round's tasks. `iteration`: the rows' iteration number (without
+    it: `round_`, else the previous export's iteration + 1, or 0). `exclude_tasks`: task ids left out (a round
     started from Label Studio exports what was not trained on yet). `min_annotations`: a task
     is complete with this many annotations (None: the project's overlap); those with fewer stay
     for a later export and are counted in the manifest. `answer_pool`: answer-only rows drawn from
@@ -91,7 +91,8 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
     schema = require_schema(project)
     if method not in METHODS:
         raise IllumeError(f"export method {method!r} is not one of {', '.join(METHODS)}", "Pass --method snapshot.")
-    iteration = round_ if round_ is not None else next_iteration(previous)
+    if iteration is None:
+        iteration = round_ if round_ is not None else next_iteration(previous)
     required = required_annotations(project, min_annotations)
     quality = quality or QualitySettings()
     scores = AnnotatorQuality(schema, quality)

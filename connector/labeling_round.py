@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from illume.labelstudio.client import LabelStudioClient
+from connector.annotator_quality import QualitySettings
 from connector.predicting import predict_missing
 from connector.project import project_backends
 from connector.promotion import Backend
@@ -41,6 +42,7 @@ class RoundConfig:
     method: str = "snapshot"  # how export reads the tasks (connector.export_project)
     version_prefix: str = VERSION_PREFIX
     predict_batch: int = 16  # open tasks per prediction request when refreshing them after a promotion
+    quality: QualitySettings | None = None  # annotator quality: scored in the manifest; its min_quality leaves people out
 
 
 def refresh_open_tasks(client: LabelStudioClient, project: dict, batch_size: int,
@@ -75,7 +77,7 @@ def run_round(client: LabelStudioClient, config: RoundConfig, say: Callable[[str
         if EXPORTED not in record.done:
             step.export(client, config.project, record, min_agreement=config.min_agreement,
                         min_annotations=config.min_annotations, progress=progress, policy=config.policy,
-                        method=config.method)
+                        method=config.method, quality=config.quality)
             record.done.append(EXPORTED)
             step.save()
         result = step.train(record)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 from illume.labelstudio.client import LabelStudioClient
 from illume.labelstudio.task import task_round
+from connector.annotator_quality import QualitySettings
 from connector.importing import ImagePlacer, import_items, read_items
 from connector.predicting import predict_missing
 from connector.project import REQUEUE_FOR_ME, get_project, overlap, required_annotations
@@ -59,6 +60,7 @@ class LoopConfig:
     wait_hours: float = 24.0  # --wait-for-people: a round goes on with what is complete after this long
     annotate_hint: str = ""  # said with the labeling address once a round's tasks can be labelled (e.g. a login)
     version_prefix: str = VERSION_PREFIX
+    quality: QualitySettings | None = None  # annotator quality: scored in the manifest; its min_quality leaves people out
 
 
 class Loop:
@@ -175,7 +177,8 @@ class Loop:
     def _export(self, number: int, record: RoundRecord) -> None:
         self.step.export(self.client, self.config.project, record, only_round=True,
                          min_agreement=self.config.min_agreement, min_annotations=self.config.min_annotations,
-                         people=not self.config.simulate, seed=self.config.seed, progress=self.progress("exported"))
+                         people=not self.config.simulate, seed=self.config.seed, progress=self.progress("exported"),
+                         quality=self.config.quality)
 
     def _train(self, number: int, record: RoundRecord) -> None:
         self.step.train(record)

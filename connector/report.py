@@ -260,9 +260,25 @@ def examples_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: d
     return parts
 
 
+def annotators_section(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],
+                       scoring: str) -> list[str]:
+    """Each annotator's agreement with gold tasks and with the majority, from the newest round's export
+    (its manifest scores everything annotated by then), and who that export left out."""
+    from connector.annotator_quality import TABLE_COLUMNS, annotator_table
+
+    for number in sorted((n for n in rounds if n), reverse=True):
+        manifest = round_path(run_dir, number) / ROUND_EXPORT / EXPORT_MANIFEST
+        rows = annotator_table(json.loads(manifest.read_text(encoding="utf-8"))) if manifest.is_file() else []
+        if rows:
+            cells = [[html.escape("–" if row[c] is None else f"{row[c]:.3f}" if isinstance(row[c], float)
+                                  else str(row[c])) for c in TABLE_COLUMNS] for row in rows]
+            return [f"<h2>Annotators (as of round {number}'s export)</h2>", _table(TABLE_COLUMNS, cells)]
+    return []
+
+
 # The page's sections, in order: (run_dir, rounds, images, scoring) -> HTML parts.
-SECTIONS = (rounds_section, effort_section, diversity_section, preference_section, meteor_note, plots_section,
-            examples_section)
+SECTIONS = (rounds_section, effort_section, annotators_section, diversity_section, preference_section, meteor_note,
+            plots_section, examples_section)
 
 
 def render(run_dir: Path, rounds: dict[int, dict[str, Any]], images: dict[str, bytes],

@@ -280,7 +280,7 @@ class RoundStep:
         number, out = record.round, self.dir(record.round, ROUND_EXPORT)
         previous = self.dir(number - 1, ROUND_EXPORT)
         manifest = export_project(client, project, out, min_agreement, previous if previous.is_dir() else None,
-                                  progress, number if only_round else None,
+                                  progress, number if only_round else None, iteration=number,
                                   exclude_tasks=frozenset(self.state.trained_tasks), min_annotations=min_annotations,
                                   answer_pool=self.settings.retention.answer_pool(seed),
                                   held_out=held_out_ids(self.eval_items), **export_options)

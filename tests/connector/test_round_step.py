@@ -181,3 +181,30 @@ def test_train_loop_and_round_take_the_same_training_options():
     shared = {"--gate-metric", "--tolerance", "--max-accuracy-drop", "--against-base", "--eval-batch-size",
               "--processes", "--dpo-weight", "--train-arg", "--epochs", "--select-epoch", "--warm-start"}
     assert all(shared <= names(command) for command in ("train", "round", "loop"))
+
+
+def test_report_shows_each_annotators_quality_and_who_was_left_out(tmp_path):
+    export = export_dir(tmp_path / "round-1" / "export", iteration=1)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["annotator_quality"] = {"threshold": 0.8, "excluded_annotators": [7], "annotators": {
+        "3": {"name": "careful@example.com", "tasks": 40, "gold_tasks": 8, "gold_agreement": 0.95,
+              "majority_agreement": 0.9, "quality": 0.95, "basis": "gold"},
+        "7": {"name": "careless@example.com", "tasks": 40, "gold_tasks": 8, "gold_agreement": 0.48,
+              "majority_agreement": 0.5, "quality": 0.48, "basis": "gold"}}}
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    state = RunState()
+    state.rounds[0] = RoundRecord(0, metrics=BUILT, version="base", promoted=True)
+    state.rounds[1] = RoundRecord(1, done=["export", "train"], export=str(export), metrics=BUILT, promoted=False)
+    state.save(tmp_path)
+    page = report_rows(tmp_path)
+    section = page[page.index("<h2>Annotators"):]
+    assert section.index("careless@example.com") < section.index("careful@example.com")  # worst first
+    assert "<td>0.480</td>" in section and "<td>True</td>" in section and "<td>0.950</td>" in section
+
+
+def test_round_and_loop_export_with_the_same_annotator_quality_options_as_export():
+    def names(command: str) -> set[str]:
+        return {option for param in main.commands[command].params for option in param.opts}
+
+    quality = {"--min-annotator-quality", "--gold-critic", "--min-quality-decisions"}
+    assert all(quality <= names(command) for command in ("export", "round", "loop"))
