@@ -13,8 +13,10 @@ from typing import Any, Callable, Sequence
 
 from connector.backend_client import finish_earlier_reloads, reload_recorded
 from connector.training_job import MAX_ACCURACY_DROP, evaluate_model, gate
+from illume.critic import DEFAULT_SCORING, SCORING_HELP, SCORINGS
 from illume.errors import IllumeError
 from illume.layout import PROMOTION_RECORD
+from illume.metrics import scored_as
 from illume.options import option
 from illume.records import Item, atomic_write_text
 
@@ -51,6 +53,9 @@ class GateSettings:
     against_base: bool = option(True, (
         "Also refuse an adapter whose accuracy fell by more than --max-accuracy-drop from the model as built, not "
         "only from the serving model, so drops cannot add up round after round."))
+    scoring: str = option(DEFAULT_SCORING, (
+        f"Scoring the gate compares in (every evaluation records both), {SCORING_HELP}."), flag="gate-scoring",
+        choices=SCORINGS)
 
 
 @dataclass
@@ -88,10 +93,12 @@ def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *
             metrics = evaluate_model(base_model, adapter, list(eval_items), settings.eval_batch_size)
         serving_metrics, baseline_metrics = reference_metrics(base_model, serving_adapter, list(eval_items), settings,
                                                               serving_metrics, baseline_metrics)
-        decision = gate(metrics, serving_metrics, settings.metric, settings.tolerance, settings.max_accuracy_drop,
-                        baseline_metrics)
-        result = Promotion(adapter, version, decision.promote, decision.reason, metrics, serving_metrics,
-                           baseline_metrics)
+        decision = gate(*(scored_as(m, settings.scoring) if m is not None else None
+                          for m in (metrics, serving_metrics)), settings.metric, settings.tolerance,
+                        settings.max_accuracy_drop,
+                        scored_as(baseline_metrics, settings.scoring) if baseline_metrics is not None else None)
+        reason = decision.reason + (f" [{settings.scoring} scoring]" if settings.scoring != DEFAULT_SCORING else "")
+        result = Promotion(adapter, version, decision.promote, reason, metrics, serving_metrics, baseline_metrics)
     else:
         result = Promotion(adapter, version, True, "no held-out items: promoted without a gate")
     say(result.reason)

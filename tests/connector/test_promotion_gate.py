@@ -90,3 +90,22 @@ def test_the_model_as_built_and_the_serving_model_are_each_evaluated_once(tmp_pa
     assert calls == []
     assert reference_metrics(base, str(adapter), items, GateSettings(against_base=False), serving)[1] is None
     assert calls == []
+
+
+def test_the_gate_compares_in_the_chosen_scoring(tmp_path):
+    """Every evaluation records both scorings; --gate-scoring paper compares the paper's figures."""
+    from connector.promotion import GateSettings, promote
+    from illume.records import Item
+
+    def scored(default_rouge, paper_rouge):
+        return {"rouge_l": default_rouge, "accuracy": 96.0, "scoring": "default",
+                "paper": {"rouge_l": paper_rouge, "accuracy": 96.0}}
+
+    items = [Item("i", "x.png", "q?", "a", ["because"])]
+    new, old = scored(50.0, 30.0), scored(40.0, 35.0)  # better by default tokens, worse by the paper's
+    default = promote("adapter", "v", "base", tmp_path / "a", eval_items=items, metrics=new, serving_metrics=old,
+                      baseline_metrics=old, settings=GateSettings())
+    paper = promote("adapter", "v", "base", tmp_path / "b", eval_items=items, metrics=new, serving_metrics=old,
+                    baseline_metrics=old, settings=GateSettings(scoring="paper"))
+    assert default.promoted and not paper.promoted
+    assert "30.0000 is below the serving model's 35.0000" in paper.reason and "[paper scoring]" in paper.reason
