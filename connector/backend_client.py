@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from illume.errors import IllumeError
-from illume.layout import PENDING_RELOAD, ROUND_PREFIX
+from illume.layout import PENDING_RELOAD, PROMOTION_RECORD, ROUND_PREFIX
 from illume.records import atomic_write_text
 
 TRANSIENT = (408, 429, 500, 502, 503, 504)
@@ -154,8 +154,20 @@ def reload_recorded(run_dir: Path, backend_url: str, admin_token: str, model: st
         atomic_write_text(path, json.dumps(asdict(pending) | {"error": exc.what}, indent=1))
         raise IllumeError(exc.what, f"{exc.todo} The adapter is good: once the backend is fixed, run "
                                     f"`illume-sync reload --run {run_dir}` to serve it.") from exc
+    _note_served(Path(run_dir), status.get("serving_version"))
     path.unlink(missing_ok=True)
     return status
+
+
+def _note_served(run_dir: Path, version: str | None) -> None:
+    """The run's promotion record says what the backend serves now that a (maybe late) reload is done."""
+    record = run_dir / PROMOTION_RECORD
+    try:
+        promotion = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no promotion recorded here (`illume-sync reload` of a hand-made run): nothing to say
+    if isinstance(promotion, dict) and promotion.get("serving_version") != version:
+        atomic_write_text(record, json.dumps(promotion | {"serving_version": version}, indent=1, sort_keys=True))
 
 
 def pending_reload(run_dir: Path) -> PendingReload | None:

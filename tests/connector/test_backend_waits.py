@@ -13,7 +13,7 @@ from connector.backend_client import BackendWait, finish_earlier_reloads, reload
 from connector.cli import main
 from fault_proxy import Fault, FaultProxy
 from illume.errors import IllumeError
-from illume.layout import PENDING_RELOAD
+from illume.layout import PENDING_RELOAD, PROMOTION_RECORD
 from illume.ports import free_port
 from ml_backend.app import create_app
 from ml_backend.settings import Settings
@@ -63,6 +63,8 @@ def test_a_wait_that_runs_out_says_what_it_waited_for():
 def test_a_failed_reload_is_recorded_and_finished_by_illume_sync_reload(backend, tmp_path):
     url, model = backend
     dead = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / PROMOTION_RECORD).write_text(json.dumps({"version": "waits-v3", "promoted": True,
+                                                          "serving_version": None}))
     with pytest.raises(IllumeError, match=r"illume-sync reload --run"):
         reload_recorded(tmp_path, dead, ADMIN, model, None, "waits-v3", QUICK)
     record = json.loads((tmp_path / PENDING_RELOAD).read_text())
@@ -72,6 +74,7 @@ def test_a_failed_reload_is_recorded_and_finished_by_illume_sync_reload(backend,
     result = CliRunner().invoke(main, ["reload", "--backend-url", url, "--admin-token", ADMIN, "--run", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert serving(url) == "waits-v3" and not (tmp_path / PENDING_RELOAD).exists()
+    assert json.loads((tmp_path / PROMOTION_RECORD).read_text())["serving_version"] == "waits-v3"  # said, late
     result = CliRunner().invoke(main, ["reload", "--backend-url", url, "--admin-token", ADMIN, "--run", str(tmp_path)])
     assert result.exit_code != 0 and "no reload is pending" in result.output
 
