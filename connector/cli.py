@@ -184,6 +184,8 @@ CROWD = _options(
     click.option("--error-rate", type=ErrorRates(), default="0", show_default=True,
                  help="Probability that a simulated annotator flips a decision; one per annotator as a "
                       "comma-separated list (e.g. 0.05,0.05,0.05,0.05,0.5 with --annotators 5)."),
+    click.option("--per-task", type=click.IntRange(min=1),
+                 help="Each task is judged by this many of the --annotators, drawn per task (default: all)."),
     click.option("--seed", type=int, default=0, show_default=True))
 GATE = _options(click_options(GateSettings, skip=("against_base",)),  # and --against-base, kept for _gate
                 click_options(GateSettings, only=("against_base",), into=lambda name: _into_meta("gate", name)))
@@ -423,8 +425,6 @@ def resample(session, task_ids, batch_size):
 @click.option("--simulate", is_flag=True, required=True,
               help="Annotate with the simulated critic (the only mode; people annotate in Label Studio).")
 @CROWD
-@_options(click.option("--per-task", type=click.IntRange(min=1),
-                       help="Each task is judged by this many of the --annotators, drawn per task (default: all)."))
 @SCORING
 @JSON
 @pass_session
@@ -728,7 +728,7 @@ def status(session, backend_url, min_annotations):
 @JSON
 @pass_session
 def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait_hours, annotators, error_rate, critic,
-         threshold, min_agreement, min_annotations, local_files_root, backend_url, admin_token, seed, **params):
+         threshold, min_agreement, min_annotations, local_files_root, backend_url, admin_token, seed, per_task, **params):
     """Run N rounds of import -> predict -> annotate -> export -> train -> reload; resumable.
 
     Each round imports the items as new tasks (fresh candidates from the newest model),
@@ -742,6 +742,7 @@ def loop(session, items, eval_items, base_model, run_dir, rounds, simulate, wait
     config = LoopConfig(project=session.project, items=items, run_dir=run_dir, base_model=base_model,
                         rounds=rounds, eval_items=eval_items, local_files_root=local_files_root, simulate=simulate,
                         annotators=annotators, critic=critic, threshold=threshold, error_rate=error_rate, seed=seed,
+                        per_task=per_task,
                         min_agreement=min_agreement, min_annotations=min_annotations,
                         backend_url=backend_url, admin_token=admin_token, training=_training(params),
                         quality=_quality(), scoring=session.scoring, **({"wait_hours": wait_hours} if wait_hours is not None else {}))
@@ -777,7 +778,8 @@ def report(session, run_dir, out):
               help="Held-out Shapes-X items for the metrics and the promotion gate.")
 @click.option("--interactive", is_flag=True, help="Wait for you to annotate in the browser instead of simulating.")
 @CROWD
-def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, critic, threshold, error_rate, seed):
+def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, critic, threshold, error_rate, seed,
+         per_task):
     """The whole loop on this machine: Shapes-X, the demo model, a local Label Studio, the
     ML backend, simulated (or your) annotations, DeepSpeed training, reload, report.
 
@@ -787,7 +789,7 @@ def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, c
 
     run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
                         interactive=interactive, annotators=annotators, critic=critic, threshold=threshold,
-                        error_rate=error_rate, seed=seed),
+                        error_rate=error_rate, per_task=per_task, seed=seed),
              say=click.echo, progress=lambda label: Progress(f"  {label}"))
 
 

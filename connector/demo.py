@@ -46,7 +46,8 @@ class DemoConfig:
     annotators: int = 1
     critic: str = DEFAULT_CRITIC
     threshold: float | None = None  # None: the critic's own
-    error_rate: float = 0.0
+    error_rate: float | tuple[float, ...] = 0.0  # one for all, or one per annotator
+    per_task: int | None = None  # each task judged by this many of the annotators (None: all)
     model_cache: Path | None = None
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
     gate: GateSettings = field(default_factory=GateSettings)  # the promotion gate, as `loop` has it by default
@@ -200,7 +201,7 @@ def _run_demo(config: DemoConfig, say: Callable[[str], None],
             project=result.project, items=feedback, run_dir=run_dir / "loop", base_model=str(model),
             rounds=config.rounds, eval_items=test, local_files_root=run_dir, simulate=not config.interactive,
             annotators=config.annotators, critic=config.critic, threshold=config.threshold,
-            error_rate=config.error_rate,
+            error_rate=config.error_rate, per_task=config.per_task,
             seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
             training=TrainingSettings(train_args=tuple(config.train_args), gate=config.gate),
             annotate_hint=f"\n  login: {label_studio.username}  password: {label_studio.password}"),

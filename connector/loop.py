@@ -43,6 +43,7 @@ class LoopConfig:
     local_files_root: Path | None = None
     simulate: bool = True  # False: wait for people to annotate in Label Studio
     annotators: int = 1
+    per_task: int | None = None  # simulated: each task judged by this many of the annotators (None: all)
     critic: str = DEFAULT_CRITIC  # who ticks when simulating (illume.critic.make_critic)
     threshold: float | None = None  # the critic's acceptance threshold (None: its own)
     # the critic's ROUGE-L tokens and the summary's metrics (illume.critic.SCORINGS); evaluations record
@@ -140,8 +141,9 @@ class Loop:
 
     def _annotate(self, number: int, record: RoundRecord) -> None:
         if self.config.simulate:
-            result = simulate(self.client, self.config.project, self.config.annotators,
-                              self.critic, self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"))
+            result = simulate(self.client, self.config.project, self.config.annotators, self.critic,
+                              self.config.error_rate, self.config.seed + 1000 * number, self.progress("annotated"),
+                              self.config.per_task)
             self.say(f"  simulated annotators ticked {result.ticked} of {result.shown} candidates")
             return
         record.waiting = self._wait_for_people(number)

@@ -208,3 +208,11 @@ def test_round_and_loop_export_with_the_same_annotator_quality_options_as_export
 
     quality = {"--min-annotator-quality", "--gold-critic", "--min-quality-decisions"}
     assert all(quality <= names(command) for command in ("export", "round", "loop"))
+
+
+def test_annotate_loop_and_demo_simulate_the_same_crowd():
+    def names(command: str) -> set[str]:
+        return {option for param in main.commands[command].params for option in param.opts}
+
+    crowd = {"--annotators", "--critic", "--threshold", "--error-rate", "--per-task", "--seed"}
+    assert all(crowd <= names(command) for command in ("annotate", "loop", "demo"))
