@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -54,8 +55,8 @@ def new_project(client, label_studio, title, config, items, backend_url) -> dict
     return find_project(client, project["id"])
 
 
-def rows(out: Path, aliases: dict[tuple[str, str], str] | None = None) -> list[tuple]:
-    """The export's rows; with `aliases`, each rationale named by the alias of the candidate it was."""
+def rows(out: Path, aliases: dict[tuple[str, str], Any] | None = None) -> list[tuple]:
+    """The export's rows; with `aliases`, each rationale named by what `aliases` says of its candidate."""
     found = [(r.item_id, r.kind, r.rationale) for r in read_jsonl(out / "rows.jsonl", TrainingRow)]
     if aliases is not None:
         found = [(item, kind, text and aliases[item, text]) for item, kind, text in found]
@@ -80,12 +81,13 @@ def test_renamed_controls_and_fields_give_the_same_rows(label_studio, llava, mak
             export_project(client, project, tmp_path / name)
             field, aliases = ("opts" if name == "renamed" else "candidates"), {}
             for task in client.pages("/api/tasks", {"project": project["id"], "fields": "all"}):
-                aliases.update({(task["data"]["item_id"], " ".join(c["value"].split())): c["alias"]
-                                for c in task["data"][field]})
+                aliases.update({(task["data"]["item_id"], " ".join(c["value"].split())): place
+                                for place, c in enumerate(task["data"][field])})
             exported[name] = rows(tmp_path / name, aliases)
-    # the candidates are sampled, so rows are compared by which candidate they are
+    # the candidates are sampled and shown in a per-task order, so rows are compared by where the
+    # candidate was shown (the critic ticks the first one)
     assert exported["renamed"] == exported["shipped"] == [
-        ("item-0", "rationale", "c0"), ("item-1", "answer", None), ("item-2", "rationale", "c0")]
+        ("item-0", "rationale", 0), ("item-1", "answer", None), ("item-2", "rationale", 0)]
 
 
 def round_trained(run_dir: Path, number: int) -> bool:
