@@ -50,8 +50,8 @@ class TrainingSettings:
     processes: int = option(1, "Training processes (>1 uses the deepspeed launcher).", min=1)
     dpo_weight: float = option(0.0, (
         "Also learn from what annotators did not tick: ILLUME loss + W x DPO on (accepted, unticked) pairs of the "
-        "same item, length-normalised, beta 0.5 (0: ILLUME as published; benchmarks/data_efficiency.py measured "
-        "0.3 best: +3.4/+4.1 ROUGE-L over ILLUME at round 3)."), min=0)
+        "same item, length-normalised, beta 0.5 (0: ILLUME as published; 0.3 measured best, its gain over ILLUME "
+        "not confirmed with today's defaults: benchmarks/README.md)."), min=0)
     train_args: tuple[str, ...] = ()  # the user's own arguments of `python -m training` (they win)
     gate: GateSettings = field(default_factory=GateSettings)
     retention: Retention = field(default_factory=Retention)  # how training keeps answers (issue 22)
