@@ -29,7 +29,7 @@ from connector.local_label_studio import LocalLabelStudio, stop_process_group, w
 from connector.promotion import GateSettings
 from illume.critic import DEFAULT_CRITIC
 from illume.ports import free_port
-from illume.demo_model import DEMO_TRAINING
+from illume.demo_model import DEMO_SAMPLING, DEMO_TRAINING
 
 PROJECT_TITLE = "ILLUME demo (Shapes-X)"
 BACKEND_TITLE = "illume"
@@ -132,8 +132,8 @@ def ml_backend(model: Path, adapter: str | None, version: str | None, label_stud
     port = port or free_port()
     command = [sys.executable, "-m", "ml_backend.server", "--model", str(model), "--host", "127.0.0.1",
                "--port", str(port), "--admin-token", admin_token, "--allowed-roots", str(allowed_root),
-               "--label-studio-url", label_studio.url, "--label-studio-api-key", label_studio.token,
-               "--max-new-tokens", "40"]
+               "--label-studio-url", label_studio.url, "--label-studio-api-key", label_studio.token]
+    command += [arg for key, value in DEMO_SAMPLING.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
     if adapter:
         command += ["--adapter", adapter] + (["--model-version", version] if version else [])
     with open(log, "ab") as handle:
