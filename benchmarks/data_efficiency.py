@@ -4,15 +4,15 @@ compared at equal annotation cost.
 All arms in one run, on the same feedback items and the same test items, on the demo model:
 
   model as built  scored once.
-  feedback loop   3 iterations; each samples 10 candidates per feedback item (5 at T=0.3 + 5 at
-                  T=0.8) with the newest ILLUME model, and the critic ticks them (--critic: by
+  feedback loop   3 iterations; each samples 2 x --per-temperature candidates per feedback item
+                  (the demo backend's DEMO_SAMPLING: 10 at T=0.3 + 10 at T=0.8) with the newest ILLUME model, and the critic ticks them (--critic: by
                   default "auto", which on Shapes-X accepts what is true of the item's scene and
                   supports the answer; rouge-l is the method's ROUGE-L >= 0.7).
                   Diversity remedy (--remedy base, the default): from iteration 2 on, the T=0.8
                   half is sampled with the model as built (the adapter disabled), so the loop
                   keeps seeing what the model could say before it trained on its own outputs.
                   Distinct candidates per item and distinct bigrams are recorded per iteration,
-                  for the candidates judged and for the 10 the newest model alone would give.
+                  for the candidates judged and for those the newest model alone would give.
   ILLUME          the published objective as the product trains a round (connector.retention):
                   every unique accepted rationale becomes a row (accumulating over iterations)
                   that learns the answer too (--answer-in-rationale); answer-only rows drawn as
@@ -80,7 +80,7 @@ from illume import demo_model  # noqa: E402
 from illume.critic import DEFAULT_CRITIC, SCORINGS, Critic, Subject, make_critic, rouge_l  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
 from illume.datasets.shapes_truth import scene_of  # noqa: E402
-from illume.demo_model import DEMO_TRAINING  # noqa: E402
+from illume.demo_model import DEMO_SAMPLING, DEMO_TRAINING  # noqa: E402
 from illume.errors import IllumeError  # noqa: E402
 from illume.images import load_local_image  # noqa: E402
 from illume.metrics import RATIONALE_METRICS, candidate_diversity, scored_as  # noqa: E402
@@ -96,8 +96,12 @@ ACCURACY_LOSS_CEILING = 2.0  # against the model as built
 DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
 REMEDY_TEMPERATURE = 0.8  # the half sampled with the adapter disabled
 ARMS = ("demo", "illume", "pref", "sft")
-CACHE_KEY = ("seed", "feedback_items", "remedy", "critic", "critic_threshold", "scoring", "lr", "epochs", "batch_size",
-             "lora_rank", "answer_in_rationale", "answer_pool_ratio", "warm_start", "select_epoch", "val_items")
+# What the feedback cache depends on: how candidates are sampled and judged (must match), and how the
+# models that sampled iterations 2 and later were trained (may differ once every iteration is cached:
+# a cached-feedback experiment trains other recipes on the same feedback).
+SAMPLING_KEY = ("seed", "feedback_items", "per_temperature", "remedy", "critic", "critic_threshold", "scoring")
+TRAINING_KEY = ("lr", "epochs", "batch_size", "lora_rank", "answer_in_rationale", "answer_pool_ratio", "warm_start",
+                "select_epoch", "val_items")
 # The epoch is chosen on a split of its own: "val" is the feedback and reference pool here (unseen by the
 # demo model), "test" the items every arm is scored on.
 SELECT_SPLIT = "select"
@@ -209,11 +213,12 @@ def sample_texts(vlm: VLM, pool: list[Item], config: SamplingConfig) -> dict[str
 
 
 def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], critic: Critic, seed: int,
-                     iteration: int) -> tuple[list[Feedback], dict]:
-    """10 candidates per item from the newest model (the T=0.8 half from the model as built when
-    base_vlm is given), ticked by the critic; and the diversity of the newest model's 10 alone."""
-    own = sample_texts(current, pool, SamplingConfig(seed=seed))
-    hot = sample_texts(base_vlm, pool, SamplingConfig(temperatures=(REMEDY_TEMPERATURE,), seed=seed)) if base_vlm else {}
+                     iteration: int, per_temperature: int) -> tuple[list[Feedback], dict]:
+    """Candidates per item from the newest model (the T=0.8 half from the model as built when
+    base_vlm is given), ticked by the critic; and the diversity of the newest model's own alone."""
+    sampling = SamplingConfig(per_temperature=per_temperature, max_new_tokens=DEMO_SAMPLING["max_new_tokens"], seed=seed)
+    own = sample_texts(current, pool, sampling)
+    hot = sample_texts(base_vlm, pool, dataclasses.replace(sampling, temperatures=(REMEDY_TEMPERATURE,))) if base_vlm else {}
     feedback, own_only = [], []
     for item in pool:
         mine = own[item.item_id]
@@ -227,20 +232,31 @@ def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], criti
     return feedback, candidate_diversity(own_only)
 
 
-def cached_feedback(args: argparse.Namespace, base: Path, iteration: int) -> tuple[list[Feedback], dict] | None:
-    """Iteration's judged feedback and the newest model's own diversity from --feedback-cache, if there."""
+def cache_key(args: argparse.Namespace, base: Path) -> dict:
+    return {name: getattr(args, name) for name in SAMPLING_KEY + TRAINING_KEY} | {"model": str(base.resolve())}
+
+
+def cached_feedbacks(args: argparse.Namespace, base: Path) -> dict[int, tuple[list[Feedback], dict] | None]:
+    """Each iteration's judged feedback and the newest model's own diversity from --feedback-cache
+    (None where not cached). Refused when it was sampled or judged otherwise, or when it was sampled by
+    models trained otherwise and an iteration is missing (the loop would mix two recipes' feedback)."""
+    iterations = range(1, args.iterations + 2)
     if not args.feedback_cache:
-        return None
-    cache = Path(args.feedback_cache)
-    key = {name: getattr(args, name) for name in CACHE_KEY} | {"model": str(base.resolve())}
+        return {it: None for it in iterations}
+    cache, key = Path(args.feedback_cache), cache_key(args, base)
     settings = cache / "settings.json"
-    if settings.is_file() and json.loads(settings.read_text()) != key:
-        raise IllumeError(f"{cache} holds feedback collected with other settings ({settings})",
-                          "Pass another --feedback-cache directory, or the same seed, items, remedy and critic.")
-    path = cache / f"feedback_{iteration}.jsonl"
-    if not path.is_file():
-        return None
-    return read_jsonl(path, Feedback), json.loads((cache / f"diversity_{iteration}.json").read_text())
+    stored = json.loads(settings.read_text()) if settings.is_file() else key
+    found = {it: (cache / f"feedback_{it}.jsonl").is_file() for it in iterations}
+    sampling_differs = [k for k in SAMPLING_KEY + ("model",) if stored.get(k) != key[k]]
+    training_differs = [k for k in TRAINING_KEY if stored.get(k) != key[k]]
+    if sampling_differs or (training_differs and not all(found[it] for it in range(1, args.iterations + 1))):
+        raise IllumeError(f"{cache} holds feedback collected with other settings ({', '.join(sampling_differs or training_differs)}; "
+                          f"{settings})", "Pass another --feedback-cache directory, or the settings it was collected with.")
+    if training_differs:
+        log(f"feedback from {cache}, sampled by models trained with other {', '.join(training_differs)} "
+            f"({', '.join(f'{k}={stored.get(k)}' for k in training_differs)}): the same feedback, this run's training")
+    return {it: (read_jsonl(cache / f"feedback_{it}.jsonl", Feedback),
+                 json.loads((cache / f"diversity_{it}.json").read_text())) if found[it] else None for it in iterations}
 
 
 def cache_feedback(args: argparse.Namespace, base: Path, iteration: int, feedback: list[Feedback],
@@ -249,8 +265,8 @@ def cache_feedback(args: argparse.Namespace, base: Path, iteration: int, feedbac
         return
     cache = Path(args.feedback_cache)
     cache.mkdir(parents=True, exist_ok=True)
-    key = {name: getattr(args, name) for name in CACHE_KEY} | {"model": str(base.resolve())}
-    atomic_write_text(cache / "settings.json", json.dumps(key, indent=2))
+    if not (cache / "settings.json").is_file():  # the settings the cache's first iteration was collected with
+        atomic_write_text(cache / "settings.json", json.dumps(cache_key(args, base), indent=2))
     atomic_write_text(cache / f"diversity_{iteration}.json", json.dumps(own_diversity))
     write_jsonl(cache / f"feedback_{iteration}.jsonl", feedback)
 
@@ -294,14 +310,14 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
     loop, pref = [], {w: [] for w in weights}
     arms = set(args.arms.split(","))
     items_by_id = {i.item_id: i for i in pool}
-    cached = {it: cached_feedback(args, base, it) for it in range(1, args.iterations + 2)}
+    cached = cached_feedbacks(args, base)
     for iteration in range(1, args.iterations + 1):
         if cached[iteration]:
             feedback, own_diversity = cached[iteration]
         else:
             current = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
             feedback, own_diversity = collect_feedback(current, base_vlm if adapter else None, pool, critic,
-                                                       args.seed + iteration, iteration)
+                                                       args.seed + iteration, iteration, args.per_temperature)
             cache_feedback(args, base, iteration, feedback, own_diversity)
         judged += sum(len(f.candidates) for f in feedback)
         served_before, served_metrics_before = adapter, served
@@ -461,7 +477,7 @@ def plot(report: dict, rows: list[dict], path: Path) -> None:
                  label=f"judged (remedy: {report['settings']['remedy']})")
     axes[3].plot(loop_its, [r["diversity_newest_model_only"]["candidates_per_item"] for r in report["loop"]], "x--",
                  label="newest model alone")
-    axes[3].set_title("distinct candidates per item (of 10)")
+    axes[3].set_title(f"distinct candidates per item (of {2 * report['settings']['per_temperature']})")
     axes[3].set_xlabel("iteration")
     axes[3].set_xticks(loop_its)
     axes[3].legend(fontsize=7)
@@ -543,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train and score the arms at this iteration only (experiments on cached feedback); "
                              "no table, plot or floors, the scores go to <out>/experiment.json")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    parser.add_argument("--per-temperature", type=int, default=DEMO_SAMPLING["per_temperature"],
+                        help="candidates per temperature and item (the demo backend's; the product's default is 5)")
     parser.add_argument("--remedy", choices=("base", "none"), default="base",
                         help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
     parser.add_argument("--critic", default=DEFAULT_CRITIC,
