@@ -23,11 +23,8 @@ from typing import Any, Callable, Iterator
 from illume.labelstudio.client import LabelStudioClient
 from connector.export import ExportOptions, convert, iter_tasks
 from connector.export_images import ImageCollector
-from connector.annotator_quality import AnnotatorQuality, QualitySettings, annotator_id, user_names
+from connector.annotator_quality import AnnotatorQuality, QualitySettings, user_names
 from connector.export_writer import AnswerPool
-from connector.judging import latest_per_annotator
-from illume.labelstudio.task import task_round
-from illume.records import atomic_write_text
 from connector.project import require_schema, required_annotations
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
@@ -39,13 +36,20 @@ SNAPSHOT_WAIT_S = 3600.0
 
 @dataclass
 class ProjectExportOptions(ExportOptions):
-    """ExportOptions plus where answer-only rows come from (connector.export_writer)."""
+    """ExportOptions plus where answer-only rows come from and whose annotations are left out
+    (connector.export_writer)."""
 
     answer_pool: AnswerPool | None = field(default=None, metadata={"help": (
         "draw answer-only rows from all the project's items (None: only annotated items without an "
         "accepted rationale, as before issue 22)")})
     held_out: frozenset[str] = field(default=frozenset(), metadata={"help": (
         "item ids that never get an answer-only row: the held-out (evaluation) items")})
+    excluded_annotators: frozenset = field(default=frozenset(), metadata={"help": (
+        "Label Studio user ids whose annotations are left out of the judgment (a task's completeness "
+        "still counts them)")})
+    annotator_quality: Callable[[], dict[str, Any]] | None = field(default=None, metadata={"help": (
+        "the manifest's annotator_quality figures, asked for once every task was read (None: no such section "
+        "unless annotators are excluded)")})
 
 
 def held_out_ids(eval_items: Path | None) -> frozenset[str]:
@@ -96,10 +100,6 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
     required = required_annotations(project, min_annotations)
     quality = quality or QualitySettings()
     scores = AnnotatorQuality(schema, quality)
-    options = ProjectExportOptions(min_agreement=min_agreement, previous=previous, iteration=iteration,
-                                   min_annotations=required,
-                                   round=round_, project={"id": project["id"], "title": project.get("title")},
-                                   source=client.url, schema=schema, answer_pool=answer_pool, held_out=held_out)
     policy = policy or export_policy(client)
     snapshot = method == "snapshot"
 
@@ -107,18 +107,21 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
         return (snapshot_tasks(client, project["id"], Path(out), annotated_only=answer_pool is None) if snapshot
                 else sync_tasks(client, project["id"]))
 
-    leaving_out = LeavingOut(frozenset(), required, round_)
     try:
+        excluded = frozenset()
         if quality.min_quality is not None:  # who is below it, from every annotated task, before anything is written
             with source() as tasks:
                 for task in tasks:
                     scores.add(task)
-            leaving_out = LeavingOut(frozenset(scores.below(quality.min_quality)), required, round_)
-            if leaving_out.excluded:  # completeness is judged on everyone's annotations (LeavingOut)
-                options.min_annotations = 1
+            excluded = frozenset(scores.below(quality.min_quality))
+        options = ProjectExportOptions(
+            min_agreement=min_agreement, previous=previous, iteration=iteration, min_annotations=required,
+            round=round_, project={"id": project["id"], "title": project.get("title")}, source=client.url,
+            schema=schema, answer_pool=answer_pool, held_out=held_out, excluded_annotators=excluded,
+            annotator_quality=lambda: {**scores.summary(user_names(client)), "threshold": quality.min_quality})
         with source() as tasks:
             stream = tasks if quality.min_quality is not None else scores.observe(tasks)
-            manifest = convert(leaving_out.apply(_excluding(stream, exclude_tasks, keep_items=answer_pool is not None)),
+            manifest = convert(_excluding(stream, exclude_tasks, keep_items=answer_pool is not None),
                                out, options, images=lambda work: ImageCollector(work, policy), progress=progress)
     except IllumeError:  # read to the end and refused (e.g. nothing completed): the next run takes a new snapshot
         if snapshot:
@@ -126,61 +129,7 @@ def export_project(client: LabelStudioClient, project: dict, out: Path, min_agre
         raise
     if snapshot:  # kept after an interruption (a kill, a lost connection), so the next run resumes it
         forget_snapshot(client, project["id"], Path(out))
-    manifest["counts"]["min_annotations"] = required
-    if leaving_out.excluded:
-        manifest["counts"]["below_min_annotations"] = leaving_out.below_min
-    manifest["annotator_quality"] = {**scores.summary(user_names(client)), "threshold": quality.min_quality,
-                                     **leaving_out.summary()}
-    atomic_write_text(Path(out) / EXPORT_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
-
-
-@dataclass
-class LeavingOut:
-    """Leaves out the annotations of `excluded` people from the tasks streaming to the writer.
-
-    A task is complete when it has `required` annotations (one per person) counting everyone, so a
-    task an excluded person helped complete is judged by the votes of the rest (the writer is then
-    told one annotation suffices); tasks below it (counting everyone) pass without votes and are
-    counted here as waiting. Tasks outside `round_` pass unchanged (the writer skips them)."""
-
-    excluded: frozenset
-    required: int
-    round_: int | None = None
-    excluded_annotations: int = 0
-    tasks_affected: int = 0
-    tasks_without_votes: int = 0
-    below_min: int = 0
-
-    def apply(self, tasks: Iterator[dict]) -> Iterator[dict]:
-        if not self.excluded:
-            yield from tasks
-            return
-        for task in tasks:
-            if self.round_ is not None and task_round(task.get("data") or {}) != self.round_:
-                yield task
-                continue
-            annotations = task.get("annotations") or []
-            submitted = [a for a in annotations if not a.get("was_cancelled")]
-            cancelled = [a for a in annotations if a.get("was_cancelled")]
-            if not submitted:
-                yield task
-                continue
-            if len(latest_per_annotator(sorted(submitted, key=lambda a: a.get("id") or 0))) < self.required:
-                self.below_min += 1
-                yield {**task, "annotations": cancelled}
-                continue
-            kept = [a for a in submitted if annotator_id(a) not in self.excluded]
-            if len(kept) < len(submitted):
-                self.excluded_annotations += len(submitted) - len(kept)
-                self.tasks_affected += 1
-                self.tasks_without_votes += not kept
-            yield {**task, "annotations": cancelled + kept}
-
-    def summary(self) -> dict[str, Any]:
-        return {"excluded_annotators": sorted(self.excluded, key=str), "excluded_annotations": self.excluded_annotations,
-                "tasks_with_excluded_annotations": self.tasks_affected,
-                "tasks_left_without_votes": self.tasks_without_votes}
 
 
 def _excluding(tasks: Iterator[dict], exclude: frozenset[int], keep_items: bool) -> Iterator[dict]:

@@ -12,7 +12,9 @@ images and the manifest (what export.convert swaps in atomically).
     side of an unpaired loss; connector.export_trl writes TRL's unpaired layout from it);
   * rows and pairs of the previous export are carried over without duplicates;
   * a task whose image the image policy refuses (a disallowed host, outside the allowed roots,
-    too large) is left out and reported in the manifest, with nothing fetched or copied.
+    too large) is left out and reported in the manifest, with nothing fetched or copied;
+  * the annotations of excluded annotators (below the quality threshold) are left out of a task's
+    judgment, while its completeness still counts everyone (the manifest's "annotator_quality").
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from typing import Any, Callable, Iterable
 from connector.agreement import Agreement
 from connector.export_images import ImageCollector
 from illume.labelstudio.task import task_item_id, task_round
-from connector.judging import (NONE_RULE, NOTE_KEYS, Judged, judge_task, preference_pairs, pretick_summary,
-                               rationale_rows, unticked_rows)
+from connector.annotator_quality import annotator_id
+from connector.judging import (NONE_RULE, NOTE_KEYS, Judged, judge_task, latest_per_annotator, preference_pairs,
+                               pretick_summary, rationale_rows, unticked_rows)
 from illume.atomic_dir import fsync_dir
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
@@ -233,6 +236,16 @@ class Tally:
     refused_images: list[dict[str, Any]] = field(default_factory=list)
     refused_texts: list[dict[str, Any]] = field(default_factory=list)
     answer_pool: dict[str, Any] = field(default_factory=dict)  # where the answer-only rows came from
+    excluded_annotations: int = 0  # submitted annotations of excluded annotators left out of complete tasks
+    tasks_with_excluded_annotations: int = 0
+    tasks_left_without_votes: int = 0  # complete tasks only excluded annotators had voted on
+
+
+def exclusion_summary(excluded: frozenset, tally: Tally) -> dict[str, Any]:
+    """What the manifest's "annotator_quality" says about the annotations left out."""
+    return {"excluded_annotators": sorted(excluded, key=str), "excluded_annotations": tally.excluded_annotations,
+            "tasks_with_excluded_annotations": tally.tasks_with_excluded_annotations,
+            "tasks_left_without_votes": tally.tasks_left_without_votes}
 
 
 def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, options: Any, schema: LabelingSchema,
@@ -242,6 +255,8 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
     tally = Tally()
     pool: AnswerPool | None = getattr(options, "answer_pool", None)  # connector.export_project.ProjectExportOptions
     held_out: frozenset[str] = getattr(options, "held_out", frozenset())  # item ids never given answer-only rows
+    excluded: frozenset = getattr(options, "excluded_annotators", frozenset())  # Label Studio user ids
+    quality: Callable[[], dict[str, Any]] | None = getattr(options, "annotator_quality", None)
     try:
         if previous is not None:
             carry_over(writer, previous)
@@ -254,7 +269,7 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
                     writer.pool[row.item_id] = (task.get("id"), row)
             if options.round is not None and task_round(task.get("data") or {}) != options.round:
                 continue
-            _add_task(task, writer, tally, options, schema)
+            _add_task(task, writer, tally, options, schema, excluded)
         if not writer.counts["completed"]:
             raise _nothing_to_export(options, tally)
         if pool is not None:
@@ -267,19 +282,35 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
         writer.close()
         raise
     manifest = _manifest(work, writer, tally, options, previous)
+    if quality is not None or excluded:  # called once every task was read: the scores may be observed on the way
+        manifest["annotator_quality"] = {**(quality() if quality is not None else {}),
+                                         **exclusion_summary(excluded, tally)}
     atomic_write_text(work / EXPORT_MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     fsync_dir(work)
     return manifest
 
 
-def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, schema: LabelingSchema) -> None:
+def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, schema: LabelingSchema,
+              excluded: frozenset = frozenset()) -> None:
     tally.seen += 1
-    tally.cancelled += sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
-    judged = judge_task(task, schema, options.min_agreement, options.iteration)
-    if judged is None:
+    annotations = task.get("annotations") or []
+    tally.cancelled += sum(1 for a in annotations if a.get("was_cancelled"))
+    submitted = sorted((a for a in annotations if not a.get("was_cancelled")), key=lambda a: a.get("id") or 0)
+    if not submitted:
         return
-    if judged.feedback.annotators < options.min_annotations:
+    # Complete counting everyone (one per person), excluded annotators too: their task is then judged
+    # by the votes of the rest instead of waiting for more people.
+    if len(latest_per_annotator(submitted)) < options.min_annotations:
         tally.below_min_annotations += 1
+        return
+    kept = [a for a in submitted if annotator_id(a) not in excluded]
+    if len(kept) < len(submitted):
+        tally.excluded_annotations += len(submitted) - len(kept)
+        tally.tasks_with_excluded_annotations += 1
+        tally.tasks_left_without_votes += not kept
+        task = {**task, "annotations": kept}
+    judged = judge_task(task, schema, options.min_agreement, options.iteration)
+    if judged is None:  # only excluded annotators voted
         return
     feedback = judged.feedback
     try:  # this task only: a text the tokenizer cannot take (too long, not Unicode) leaves it out

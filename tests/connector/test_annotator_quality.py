@@ -2,16 +2,22 @@
 left out, the gold rule and the per-annotator error rates of the simulated crowd."""
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from connector.annotator_quality import AnnotatorQuality, QualitySettings, annotator_table, format_table
-from connector.export_project import LeavingOut
+from connector.export import ExportOptions, convert
+from connector.export_project import ProjectExportOptions
 from connector.gold import GOLD, GOLD_SHARE, gold_meta, is_gold_item
 from connector.simulate import error_rates, task_crowd
 from illume.errors import IllumeError
 from illume.labeling_schema import shipped_schema
 
 TRUE, FALSE = "the ball is red", "a blue cube stands there"
+# a 1x1 PNG: the default image policy takes data: URIs only
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
 
 
 def task(task_id: int, votes: dict[int, list[str]], gold: bool = False, cancelled: tuple[int, ...] = ()) -> dict:
@@ -22,7 +28,7 @@ def task(task_id: int, votes: dict[int, list[str]], gold: bool = False, cancelle
                    for n, (who, ticks) in enumerate(votes.items())]
     annotations += [{"id": 100 * task_id + 50 + n, "completed_by": who, "was_cancelled": True, "result": []}
                     for n, who in enumerate(cancelled)]
-    return {"id": task_id, "data": {"image": "/data/x.png", "question": "what color is the ball?", "answer": "red",
+    return {"id": task_id, "data": {"image": PNG, "question": "what color is the ball?", "answer": "red",
                                     "item_id": f"item-{task_id}",
                                     "candidates": [{"value": TRUE, "alias": "c0"}, {"value": FALSE, "alias": "c1"}]},
             "meta": {"references": [TRUE], **({GOLD: True} if gold else {})}, "annotations": annotations}
@@ -64,21 +70,73 @@ def test_quality_needs_enough_decisions_and_below_names_who_falls_short():
     assert scores.summary()["annotators"]["2"]["quality"] == 0.0
 
 
-def test_leaving_out_keeps_a_task_complete_that_an_excluded_person_helped_complete():
+def feedback_of(export) -> list[tuple[str, list[int]]]:
+    lines = (export / "feedback.jsonl").read_text().splitlines()
+    return [(f["item_id"], f["annotation_ids"]) for f in map(json.loads, lines)]
+
+
+def test_excluded_annotators_are_left_out_of_tasks_complete_counting_everyone(tmp_path):
     tasks = [task(1, {1: ["c0"], 2: ["c1"], 3: ["c0"]}, cancelled=(2,)), task(2, {2: ["c1"]}),
-             task(3, {1: ["c0"]}), task(4, {2: ["c1"], 3: ["c0"]})]
-    left = LeavingOut(frozenset({2}), required=2)
-    out = list(left.apply(iter(tasks)))
-    assert [[a["completed_by"] for a in t["annotations"] if not a["was_cancelled"]] for t in out] == [[1, 3], [], [], [3]]
-    assert sum(a["was_cancelled"] for a in out[0]["annotations"]) == 1  # cancelled ones stay (counted as before)
-    assert (left.excluded_annotations, left.tasks_affected, left.below_min, left.tasks_without_votes) == (2, 2, 2, 0)
-    summary = left.summary()
-    assert summary["excluded_annotators"] == [2] and summary["excluded_annotations"] == 2
+             task(3, {1: ["c0"]}), task(4, {2: ["c1"], 3: ["c0"]}), task(5, {2: ["c1"], 5: ["c1"]})]
+    options = ProjectExportOptions(min_annotations=2, min_agreement=1, excluded_annotators=frozenset({2, 5}),
+                                   annotator_quality=lambda: {"threshold": 0.8})
+    manifest = convert(iter(tasks), tmp_path / "e", options)
+    # 2 and 3 wait for a second person; 5 was complete, but only excluded people voted on it
+    assert feedback_of(tmp_path / "e") == [("item-1", [100, 102]), ("item-4", [401])]
+    counts = manifest["counts"]
+    assert (counts["min_annotations"], counts["below_min_annotations"], counts["completed"]) == (2, 2, 2)
+    assert counts["cancelled_annotations"] == 1  # cancelled ones are counted as before
+    assert manifest["annotator_quality"] == {"threshold": 0.8, "excluded_annotators": [2, 5],
+                                             "excluded_annotations": 4, "tasks_with_excluded_annotations": 3,
+                                             "tasks_left_without_votes": 1}
 
 
-def test_leaving_out_nobody_passes_tasks_unchanged():
-    tasks = [task(1, {1: ["c0"]})]
-    assert list(LeavingOut(frozenset(), required=3).apply(iter(tasks))) == tasks
+def test_excluding_nobody_exports_what_a_plain_conversion_does(tmp_path):
+    tasks = [task(1, {1: ["c0"], 2: ["c1"]}), task(2, {1: ["c0"]})]
+    plain = convert(iter(tasks), tmp_path / "plain", ExportOptions(min_annotations=2))
+    manifest = convert(iter(tasks), tmp_path / "none", ProjectExportOptions(min_annotations=2))
+    assert feedback_of(tmp_path / "none") == feedback_of(tmp_path / "plain") == [("item-1", [100, 101])]
+    assert manifest["counts"] == plain["counts"] and "annotator_quality" not in manifest
+
+
+def test_the_export_writes_its_final_manifest_once_before_the_swap(tmp_path, monkeypatch):
+    """export_project (sync, on a stand-in client): the manifest.json swapped in already holds the
+    exclusion figures and the real min_annotations, and is the manifest returned."""
+    import io
+    from contextlib import contextmanager
+
+    import connector.export
+    from connector.export_project import export_project
+    from illume.labeling_schema import SHIPPED_CONFIG, shipped_text
+
+    tasks = [task(k, {1: ["c0"], 2: ["c1"]}, gold=True) for k in range(1, 4)] + [task(4, {2: ["c1"]})]
+
+    @contextmanager
+    def stream(path, params=None):
+        yield io.BytesIO(json.dumps(tasks).encode())
+
+    client = SimpleNamespace(url="http://ls.test", stream=stream,
+                             sdk=SimpleNamespace(users=SimpleNamespace(list=lambda: [
+                                 SimpleNamespace(id=2, email="careless@x", username="careless")])))
+    swapped = []
+
+    def swap_in(work, out):
+        swapped.append(json.loads((work / "manifest.json").read_text()))
+        return real_swap(work, out)
+
+    real_swap = connector.export.swap_in
+    monkeypatch.setattr(connector.export, "swap_in", swap_in)
+    project = {"id": 7, "title": "t", "label_config": shipped_text(SHIPPED_CONFIG), "maximum_annotations": 2}
+    manifest = export_project(client, project, tmp_path / "out", min_agreement=1, method="sync",
+                              quality=QualitySettings(min_quality=0.8, critic="rouge-l", min_decisions=4))
+    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert on_disk == swapped[0] == json.loads(json.dumps(manifest))
+    section = on_disk["annotator_quality"]
+    assert (section["threshold"], section["excluded_annotators"], section["excluded_annotations"]) == (0.8, [2], 3)
+    assert (section["tasks_with_excluded_annotations"], section["tasks_left_without_votes"]) == (3, 0)
+    assert section["annotators"]["2"]["name"] == "careless@x" and section["annotators"]["2"]["quality"] == 0.0
+    assert (on_disk["counts"]["min_annotations"], on_disk["counts"]["below_min_annotations"]) == (2, 1)
+    assert on_disk["counts"]["completed"] == 3
 
 
 def test_annotator_table_puts_the_worst_first_and_marks_who_was_left_out():
