@@ -5,9 +5,10 @@ All arms in one run, on the same feedback items and the same test items, on the 
 
   model as built  scored once.
   feedback loop   3 iterations; each samples 2 x --per-temperature candidates per feedback item
-                  (the demo backend's DEMO_SAMPLING: 10 at T=0.3 + 10 at T=0.8) with the newest ILLUME model, and the critic ticks them (--critic: by
-                  default "auto", which on Shapes-X accepts what is true of the item's scene and
-                  supports the answer; rouge-l is the method's ROUGE-L >= 0.7).
+                  (the demo backend's DEMO_SAMPLING: 10 at T=0.3 + 10 at T=0.8) with the newest
+                  ILLUME model, and the critic ticks them (--critic: by default "auto", which
+                  on Shapes-X accepts what is true of the item's scene and supports the answer;
+                  rouge-l is the method's ROUGE-L >= 0.7).
                   Diversity remedy (--remedy base, the default): from iteration 2 on, the T=0.8
                   half is sampled with the model as built (the adapter disabled), so the loop
                   keeps seeing what the model could say before it trained on its own outputs.
@@ -216,9 +217,11 @@ def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], criti
                      iteration: int, per_temperature: int) -> tuple[list[Feedback], dict]:
     """Candidates per item from the newest model (the T=0.8 half from the model as built when
     base_vlm is given), ticked by the critic; and the diversity of the newest model's own alone."""
-    sampling = SamplingConfig(per_temperature=per_temperature, max_new_tokens=DEMO_SAMPLING["max_new_tokens"], seed=seed)
+    sampling = SamplingConfig(per_temperature=per_temperature, max_new_tokens=DEMO_SAMPLING["max_new_tokens"],
+                              seed=seed)
     own = sample_texts(current, pool, sampling)
-    hot = sample_texts(base_vlm, pool, dataclasses.replace(sampling, temperatures=(REMEDY_TEMPERATURE,))) if base_vlm else {}
+    hot_sampling = dataclasses.replace(sampling, temperatures=(REMEDY_TEMPERATURE,))
+    hot = sample_texts(base_vlm, pool, hot_sampling) if base_vlm else {}
     feedback, own_only = [], []
     for item in pool:
         mine = own[item.item_id]
@@ -250,8 +253,9 @@ def cached_feedbacks(args: argparse.Namespace, base: Path) -> dict[int, tuple[li
     sampling_differs = [k for k in SAMPLING_KEY + ("model",) if stored.get(k) != key[k]]
     training_differs = [k for k in TRAINING_KEY if stored.get(k) != key[k]]
     if sampling_differs or (training_differs and not all(found[it] for it in range(1, args.iterations + 1))):
-        raise IllumeError(f"{cache} holds feedback collected with other settings ({', '.join(sampling_differs or training_differs)}; "
-                          f"{settings})", "Pass another --feedback-cache directory, or the settings it was collected with.")
+        differs = ", ".join(sampling_differs or training_differs)
+        raise IllumeError(f"{cache} holds feedback collected with other settings ({differs}; {settings})",
+                          "Pass another --feedback-cache directory, or the settings it was collected with.")
     if training_differs:
         log(f"feedback from {cache}, sampled by models trained with other {', '.join(training_differs)} "
             f"({', '.join(f'{k}={stored.get(k)}' for k in training_differs)}): the same feedback, this run's training")
