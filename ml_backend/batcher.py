@@ -85,7 +85,8 @@ class Job:
 
 class Batcher:
     def __init__(self, run_batch: RunBatch, batch_size: int, queue_size: int,  # ml_backend.settings.Settings
-                 download_workers: int = Settings.__dataclass_fields__["download_workers"].default, prefetch: int | None = None, per_host: int | None = None) -> None:
+                 download_workers: int = Settings.__dataclass_fields__["download_workers"].default,
+                 prefetch: int | None = None, per_host: int | None = None) -> None:
         if batch_size < 1 or queue_size < 1 or download_workers < 1 or (per_host or 1) < 1:
             raise ValueError("batch_size, queue_size, download_workers and per_host must be at least 1")
         self.run_batch = run_batch
