@@ -778,6 +778,7 @@ def report(session, run_dir, out):
               help="Held-out Shapes-X items for the metrics and the promotion gate.")
 @click.option("--interactive", is_flag=True, help="Wait for you to annotate in the browser instead of simulating.")
 @CROWD
+@_retention_options("warm_start", "answer_pool_ratio")
 def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, critic, threshold, error_rate, seed,
          per_task):
     """The whole loop on this machine: Shapes-X, the demo model, a local Label Studio, the
@@ -789,7 +790,7 @@ def demo(run_dir, rounds, feedback_items, eval_items, interactive, annotators, c
 
     run_demo(DemoConfig(run_dir=run_dir, rounds=rounds, feedback_items=feedback_items, eval_items=eval_items,
                         interactive=interactive, annotators=annotators, critic=critic, threshold=threshold,
-                        error_rate=error_rate, per_task=per_task, seed=seed),
+                        error_rate=error_rate, per_task=per_task, seed=seed, retention=_retention()),
              say=click.echo, progress=lambda label: Progress(f"  {label}"))
 
 

@@ -27,6 +27,7 @@ import requests
 
 from connector.local_label_studio import LocalLabelStudio, stop_process_group, wait_until_healthy
 from connector.promotion import GateSettings
+from connector.retention import Retention
 from illume.critic import DEFAULT_CRITIC
 from illume.ports import free_port
 from illume.demo_model import DEMO_SAMPLING, DEMO_TRAINING
@@ -51,6 +52,7 @@ class DemoConfig:
     model_cache: Path | None = None
     model: Path | None = None  # serve and train this model instead of the demo model (tests)
     gate: GateSettings = field(default_factory=GateSettings)  # the promotion gate, as `loop` has it by default
+    retention: Retention = field(default_factory=Retention)  # how rounds keep answers, as `loop` has it by default
     train_args: tuple[str, ...] = tuple(arg for key, value in DEMO_TRAINING.items()
                                         for arg in (f"--{key.replace('_', '-')}", str(value)))
 
@@ -203,7 +205,8 @@ def _run_demo(config: DemoConfig, say: Callable[[str], None],
             annotators=config.annotators, critic=config.critic, threshold=config.threshold,
             error_rate=config.error_rate, per_task=config.per_task,
             seed=config.seed, backend_url=backend_url, admin_token=secrets_["admin_token"],
-            training=TrainingSettings(train_args=tuple(config.train_args), gate=config.gate),
+            training=TrainingSettings(train_args=tuple(config.train_args), gate=config.gate,
+                                      retention=config.retention),
             annotate_hint=f"\n  login: {label_studio.username}  password: {label_studio.password}"),
             say=say, progress=progress)
         rounds = loop.run().rounds_json()

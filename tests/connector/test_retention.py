@@ -38,3 +38,19 @@ def test_the_record_says_what_was_used(tmp_path):
     record = Retention().record(tmp_path, {"answer_pool": {"source": "project", "drawn": 90}})
     assert record["answer_in_rationale"] is True and record["warm_start_from"] == "/runs/round-1/adapter"
     assert record["chosen_epoch"] == 3 and record["answer_pool"]["drawn"] == 90 and record["epochs"] == 5
+
+
+def test_the_demo_takes_the_retention_options(monkeypatch, tmp_path):
+    """`illume-sync demo --warm-start --answer-pool-ratio 3` hands them to the demo's rounds."""
+    from click.testing import CliRunner
+
+    import connector.demo
+    from connector.cli import main
+
+    seen = []
+    monkeypatch.setattr(connector.demo, "run_demo", lambda config, **_: seen.append(config))
+    result = CliRunner().invoke(main, ["demo", "--run-dir", str(tmp_path), "--warm-start", "--answer-pool-ratio", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].retention == Retention(warm_start=True, answer_pool_ratio=3.0)
+    CliRunner().invoke(main, ["demo", "--run-dir", str(tmp_path)])
+    assert seen[1].retention == Retention()  # the defaults, as `loop` has them
