@@ -68,6 +68,7 @@ class Promotion:
     serving_metrics: dict[str, Any] | None = None  # the serving model's, on the same items
     baseline_metrics: dict[str, Any] | None = None  # the model as built's (GateSettings.against_base)
     serving_version: str | None = None  # what the backend serves afterwards (None: no backend reloaded)
+    retention: dict[str, Any] | None = None  # how the adapter kept answers (connector.retention.Retention.record)
 
 
 def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *,
@@ -75,7 +76,7 @@ def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *
             serving_adapter: str | None = None,
             serving_metrics: dict[str, Any] | None = None, baseline_metrics: dict[str, Any] | None = None,
             settings: GateSettings = GateSettings(), backend: Backend | None = None,
-            say: Callable[[str], None] = lambda _: None) -> Promotion:
+            retention: dict[str, Any] | None = None, say: Callable[[str], None] = lambda _: None) -> Promotion:
     """Gate the adapter against the serving model (and the model as built), record the decision,
     reload the backend if promoted.
 
@@ -101,6 +102,7 @@ def promote(adapter: str | Path, version: str, base_model: str, run_dir: Path, *
         result = Promotion(adapter, version, decision.promote, reason, metrics, serving_metrics, baseline_metrics)
     else:
         result = Promotion(adapter, version, True, "no held-out items: promoted without a gate")
+    result.retention = retention
     say(result.reason)
     _record(run_dir, result)  # the decision stands even if the reload below fails
     if result.promoted and backend is not None:

@@ -319,12 +319,13 @@ class RoundStep:
         adapter, measured = train_adapter(export, self.base_model, out, version, self.settings,
                                           eval_items=self.eval_items, init_adapter=serving, min_accuracy=floor,
                                           echo=(lambda line: self.say(f"  {line}")) if self.echo_training else None)
+        manifest = json.loads((export / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        record.retention = self.settings.retention.record(adapter, manifest)
         result = promote(adapter, version, self.base_model, out, eval_items=self.items, metrics=measured,
                          serving_adapter=serving, serving_metrics=serving_metrics, baseline_metrics=baseline,
-                         settings=self.settings.gate, backend=self.backend, say=lambda line: self.say(f"  {line}"))
-        manifest = json.loads((export / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+                         settings=self.settings.gate, backend=self.backend, retention=record.retention,
+                         say=lambda line: self.say(f"  {line}"))
         record.preference = preference_diagnostics(out / RUN_EVAL) or None
-        record.retention = self.settings.retention.record(adapter, manifest)
         record.adapter, record.version, record.promoted = result.adapter, version, result.promoted
         record.gate, record.metrics, record.serving_version = result.reason, result.metrics, result.serving_version
         self.state.trained_tasks = sorted(set(self.state.trained_tasks) | set(record.tasks))

@@ -54,3 +54,15 @@ def test_two_rounds_keep_answers_as_the_method_does(label_studio, sync_client, b
                                                         if k != "examples"}
     later = json.loads((tmp_path / "run" / "round-2" / "train" / "promotion.json").read_text())
     assert later["baseline_metrics"] == state["rounds"]["0"]["metrics"] and later["serving_metrics"] == first["metrics"]
+    assert promotion["retention"] == first["retention"]  # the promotion record says it too
+
+    # `illume-sync train` on round 2's export keeps the same record beside its decision
+    result = CliRunner().invoke(main, [
+        "train", "--export", str(tmp_path / "run" / "round-2" / "export"), "--base-model", model,
+        "--out", str(tmp_path / "by-hand"), "--eval-items", str(tmp_path / "eval.jsonl"),
+        "--serving-adapter", first["adapter"], "--tolerance", "100", "--max-accuracy-drop", "100",
+        "--train-arg=--batch-size", "--train-arg=4", "--epochs", "1", "--warm-start", "--json"])
+    assert result.exit_code == 0, result.output
+    by_hand = json.loads((tmp_path / "by-hand" / "promotion.json").read_text())["retention"]
+    assert by_hand["warm_start_from"] == first["adapter"] and by_hand["epochs"] == 1
+    assert by_hand["answer_pool"] == second["retention"]["answer_pool"]  # read from the export's manifest
