@@ -583,7 +583,6 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
     from connector.promotion import Backend, promote, reference_metrics
     from connector.round_step import train_adapter
     from connector.training_job import accuracy_floor, read_eval_items
-    from illume.layout import EXPORT_MANIFEST
 
     backend = Backend.from_options(backend_url, admin_token)  # refused before hours of training, not after
     training = _training(params)
@@ -597,12 +596,10 @@ def train(ctx, session, export_dir, base_model, out, eval_items, serving_adapter
                                       echo=lambda line: click.echo(line, err=True))
     say = (lambda line: click.echo(line, err=True)) if session.as_json else click.echo
     say(f"trained adapter {adapter}")
-    manifest = export_dir / EXPORT_MANIFEST
-    used = training.retention.record(adapter, json.loads(manifest.read_text(encoding="utf-8"))
-                                     if manifest.is_file() else None)
     result = promote(adapter, version, base_model, out, eval_items=items, metrics=measured,
                      serving_adapter=serving_adapter, serving_metrics=serving, baseline_metrics=baseline,
-                     settings=training.gate, backend=backend, retention=used, say=say)
+                     settings=training.gate, backend=backend,
+                     retention=training.retention.record(adapter, export_dir), say=say)
     if session.as_json:
         session.emit("", asdict(result))
     if not result.promoted:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.export_writer import AnswerPool
-from illume.layout import ADAPTER_META
+from illume.layout import ADAPTER_META, EXPORT_MANIFEST
 
 _POOL = AnswerPool.__dataclass_fields__
 
@@ -54,11 +54,12 @@ class Retention:
             args += ["--min-accuracy", f"{min_accuracy:g}"]
         return args
 
-    def record(self, adapter: Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    def record(self, adapter: Path, export: Path) -> dict[str, Any]:
         """What was used, for the round record: these options, the export's answer pool and what the job did."""
-        meta_path = Path(adapter) / ADAPTER_META
+        meta_path, manifest_path = Path(adapter) / ADAPTER_META, Path(export) / EXPORT_MANIFEST
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
         used = {f.name: getattr(self, f.name) for f in fields(self)}
         return {**used, "answer_in_rationale": meta.get("answer_in_rationale"),  # what the job did
-                "answer_pool": (manifest or {}).get("answer_pool"), "warm_start_from": meta.get("init_adapter"),
+                "answer_pool": manifest.get("answer_pool"), "warm_start_from": meta.get("init_adapter"),
                 "chosen_epoch": meta.get("chosen_epoch"), "epoch_scores": meta.get("epoch_scores")}

@@ -31,7 +31,7 @@ from connector.retention import Retention
 from connector.training_job import accuracy_floor, read_eval_items, run_training, training_command
 from illume.errors import IllumeError
 from illume.labelstudio.client import LabelStudioClient
-from illume.layout import (ADAPTER_META, EXPORT_FEEDBACK, EXPORT_MANIFEST, LEGACY_LOOP_STATE, ROUND_EXPORT,
+from illume.layout import (ADAPTER_META, EXPORT_FEEDBACK, LEGACY_LOOP_STATE, ROUND_EXPORT,
                            ROUND_LOCK, ROUND_TRAIN, RUN_CHECKPOINTS, RUN_EVAL, RUN_STATE, TRAIN_LOG, round_path)
 from illume.metrics import annotation_effort, candidate_diversity
 from illume.options import option
@@ -319,8 +319,7 @@ class RoundStep:
         adapter, measured = train_adapter(export, self.base_model, out, version, self.settings,
                                           eval_items=self.eval_items, init_adapter=serving, min_accuracy=floor,
                                           echo=(lambda line: self.say(f"  {line}")) if self.echo_training else None)
-        manifest = json.loads((export / EXPORT_MANIFEST).read_text(encoding="utf-8"))
-        record.retention = self.settings.retention.record(adapter, manifest)
+        record.retention = self.settings.retention.record(adapter, export)
         result = promote(adapter, version, self.base_model, out, eval_items=self.items, metrics=measured,
                          serving_adapter=serving, serving_metrics=serving_metrics, baseline_metrics=baseline,
                          settings=self.settings.gate, backend=self.backend, retention=record.retention,

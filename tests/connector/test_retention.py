@@ -35,7 +35,9 @@ def test_the_record_says_what_was_used(tmp_path):
     (tmp_path / "illume_adapter.json").write_text(json.dumps(
         {"answer_in_rationale": True, "init_adapter": "/runs/round-1/adapter", "chosen_epoch": 3,
          "epoch_scores": [{"epoch": 3, "rouge_l": 50.0, "accuracy": 96.0}]}))
-    record = Retention().record(tmp_path, {"answer_pool": {"source": "project", "drawn": 90}})
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "manifest.json").write_text(json.dumps({"answer_pool": {"source": "project", "drawn": 90}}))
+    record = Retention().record(tmp_path, tmp_path / "export")
     assert record["answer_in_rationale"] is True and record["warm_start_from"] == "/runs/round-1/adapter"
     assert record["chosen_epoch"] == 3 and record["answer_pool"]["drawn"] == 90 and record["epochs"] == 5
 
@@ -52,5 +54,5 @@ def test_the_demo_takes_the_retention_options(monkeypatch, tmp_path):
     result = CliRunner().invoke(main, ["demo", "--run-dir", str(tmp_path), "--warm-start", "--answer-pool-ratio", "3"])
     assert result.exit_code == 0, result.output
     assert seen[0].retention == Retention(warm_start=True, answer_pool_ratio=3.0)
-    CliRunner().invoke(main, ["demo", "--run-dir", str(tmp_path)])
+    assert CliRunner().invoke(main, ["demo", "--run-dir", str(tmp_path)]).exit_code == 0
     assert seen[1].retention == Retention()  # the defaults, as `loop` has them
