@@ -6,9 +6,11 @@ All arms in one run, on the same feedback items and the same test items, on the 
   model as built  scored once.
   feedback loop   3 iterations; each samples 2 x --per-temperature candidates per feedback item
                   (the demo backend's DEMO_SAMPLING: 10 at T=0.3 + 10 at T=0.8) with the newest
-                  ILLUME model, and the critic ticks them (--critic: by default "auto", which
-                  on Shapes-X accepts what is true of the item's scene and supports the answer;
-                  rouge-l is the method's ROUGE-L >= 0.7).
+                  ILLUME model, and the critic ticks them (--critic: by default "scene+rouge-l",
+                  the paper's simulated critic, ROUGE-L >= 0.7 against the references, that
+                  also refuses what is false of the item's scene or does not support the
+                  answer; "auto", the product's default, checks the scene alone; "rouge-l" is
+                  the paper's critic with its false accepts).
                   Diversity remedy (--remedy base, the default): from iteration 2 on, the T=0.8
                   half is sampled with the model as built (the adapter disabled), so the loop
                   keeps seeing what the model could say before it trained on its own outputs.
@@ -78,7 +80,7 @@ from connector.promotion import GateSettings  # noqa: E402
 from connector.retention import Retention  # noqa: E402
 from connector.training_job import accuracy_floor  # noqa: E402
 from illume import demo_model  # noqa: E402
-from illume.critic import DEFAULT_CRITIC, SCORINGS, Critic, Subject, make_critic, rouge_l  # noqa: E402
+from illume.critic import SCORINGS, Critic, SceneRougeCritic, Subject, make_critic, rouge_l  # noqa: E402
 from illume.datasets import shapes  # noqa: E402
 from illume.datasets.shapes_truth import scene_of  # noqa: E402
 from illume.demo_model import DEMO_SAMPLING, DEMO_TRAINING  # noqa: E402
@@ -92,6 +94,12 @@ from illume.text import normalise  # noqa: E402
 from illume.vlm import VLM, Query, SamplingConfig, dedupe_candidates  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 
+# The benchmark reproduces the paper's protocol, whose critic is ROUGE-L >= 0.7 against the references;
+# Shapes-X knows every scene, so its false accepts are refused too. The product's "auto" (the scene alone,
+# as people judge) also accepts true remarks worded unlike any reference: at iteration 3 on the same
+# feedback, a fresh LoRA on the rows this critic keeps scored +7.3 / +1.8 ROUGE-L (seeds 0 / 1) over the
+# warm-started ILLUME of "auto" (benchmarks/README.md, "The critic").
+BENCHMARK_CRITIC = SceneRougeCritic.name
 PREF_ROUGE_FLOOR = 3.0  # ILLUME + pref over ILLUME at the last iteration
 ACCURACY_LOSS_CEILING = 2.0  # against the model as built
 DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
@@ -567,8 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="candidates per temperature and item (the demo backend's; the product's default is 5)")
     parser.add_argument("--remedy", choices=("base", "none"), default="base",
                         help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
-    parser.add_argument("--critic", default=DEFAULT_CRITIC,
-                        help="who ticks: auto (scene-checked on Shapes-X), scene, scene+rouge-l, rouge-l (illume.critic)")
+    parser.add_argument("--critic", default=BENCHMARK_CRITIC,
+                        help="who ticks: scene+rouge-l (the paper's ROUGE-L critic without its false accepts), "
+                             "auto (the scene alone on Shapes-X, the product's default), scene, rouge-l (illume.critic)")
     parser.add_argument("--critic-threshold", type=float, default=None, help="ROUGE-L the critic needs (default: its own)")
     parser.add_argument("--scoring", choices=SCORINGS, default=SCORINGS[0],
                         help="the mode of the plot and top-level figures, and of the critic's ROUGE-L tokens "
