@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,10 @@ TEST_ITEMS = 600
 DIVERSITY_FLOOR = 0.8  # last iteration's distinct candidates per item / first's
 REMEDY_TEMPERATURE = 0.8  # the half sampled with the adapter disabled
 ARMS = ("demo", "illume", "pref", "sft")
+# What an SFT arm's multiple counts: the items that got feedback (the floor's "SFT 1x"), or the items
+# ILLUME holds an accepted rationale for at its last iteration, the unit of the paper's "approaches
+# models fine-tuned on up to 5x more ground-truth data".
+FEEDBACK_UNIT, RATIONALE_UNIT = "feedback items", "items ILLUME holds rationales for"
 # What the feedback cache depends on: how candidates are sampled and judged (must match), and how the
 # models that sampled iterations 2 and later were trained (may differ once every iteration is cached:
 # a cached-feedback experiment trains other recipes on the same feedback).
@@ -396,15 +401,48 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
     return loop, pref
 
 
-def run_sft(base: Path, references: list[Item], multiple: int, feedback_items: int, test: list[Item], work: Path,
-            args: argparse.Namespace, demo_validation: dict | None) -> dict:
-    """A fresh LoRA on the references, its epoch chosen on the same validation items as ILLUME's."""
-    items = references[: multiple * feedback_items]
+def run_sft(base: Path, references: list[Item], multiple: float, unit: str, unit_items: int, test: list[Item],
+            work: Path, args: argparse.Namespace, demo_validation: dict | None) -> dict:
+    """A fresh LoRA on the references of multiple x unit_items items, its epoch chosen on the same
+    validation items as ILLUME's. The unit is the items that got feedback (the floor's "SFT 1x") or
+    the items ILLUME holds an accepted rationale for at its last iteration (the paper's unit)."""
+    items = references[: round(multiple * unit_items)]
     rows = [rationale_row(i, text) for i in items for text in i.explanations] + [answer_row(i) for i in items]
-    _, scores = train_and_score(f"sft-{multiple}x", rows, base, work, test, args, references=(demo_validation,))
-    scores.update(multiple=multiple, items=len(items), explanations_written=sum(len(i.explanations) for i in items))
-    log(f"SFT on references of {len(items)} items ({multiple}x): {summary(scores)}")
+    name = f"sft-{multiple:g}x" + ("" if unit == FEEDBACK_UNIT else "-rationale-items")
+    _, scores = train_and_score(name, rows, base, work, test, args, references=(demo_validation,))
+    scores.update(multiple=multiple, unit=unit, items=len(items),
+                  explanations_written=sum(len(i.explanations) for i in items))
+    log(f"SFT on references of {len(items)} items ({multiple:g}x the {unit}): {summary(scores)}")
     return scores
+
+
+def sft_name(sft: dict) -> str:
+    unit = "" if sft.get("unit", FEEDBACK_UNIT) == FEEDBACK_UNIT else " ILLUME's"
+    return f"SFT on refs {sft['multiple']:g}x{unit} ({sft['items']} items)"
+
+
+def sft_equivalent(rows: list[dict]) -> dict | None:
+    """The best ILLUME arm's ROUGE-L placed on the SFT curve (ROUGE-L against the items whose references
+    were trained on, log-linear between the measured points): how many items of written references it
+    is worth, also as a multiple of the items ILLUME holds rationales for; the paper's claim is "up to
+    5x". Bounds ("<", ">") when it lies outside the measured points."""
+    sft = sorted((r for r in rows if r["kind"] == "sft"), key=lambda r: r["items"])
+    loop = [r for r in rows if r["kind"] in ("illume", "pref")]
+    if not sft or not loop:
+        return None
+    best = max(loop, key=lambda r: r["rouge_l"])
+    target, own = best["rouge_l"], best["rationale_items"]
+    found = None
+    if target < sft[0]["rouge_l"]:
+        found, bound = sft[0]["items"], "<"
+    for low, high in zip(sft, sft[1:]):
+        if found is None and low["rouge_l"] <= target <= high["rouge_l"] and high["rouge_l"] > low["rouge_l"]:
+            share = (target - low["rouge_l"]) / (high["rouge_l"] - low["rouge_l"])
+            found, bound = math.exp(math.log(low["items"]) + share * math.log(high["items"] / low["items"])), "="
+    if found is None:
+        found, bound = sft[-1]["items"], ">"
+    return {"arm": best["arm"], "rouge_l": round(target, 2), "rationale_items": own, "bound": bound,
+            "sft_items": round(found, 1), "ratio": round(found / own, 2) if own else None}
 
 
 def summary(scores: dict) -> str:
@@ -432,12 +470,14 @@ def arms(report: dict) -> list[dict]:
     for record in report["loop"]:
         it = record["iteration"]
         out.append({"arm": f"ILLUME iteration {it}", "kind": "illume", "iteration": it, **record["illume"],
-                    "judged": record["candidates_judged_total"], "written": 0})
+                    "judged": record["candidates_judged_total"], "written": 0,
+                    "rationale_items": record["items_with_rationale_rows"]})
         for weight, runs in report["pref"].items():
             out.append({"arm": f"ILLUME + pref (w={float(weight):g}) iteration {it}", "kind": "pref", "weight": weight,
-                        "iteration": it, **runs[it - 1], "judged": record["candidates_judged_total"], "written": 0})
+                        "iteration": it, **runs[it - 1], "judged": record["candidates_judged_total"], "written": 0,
+                        "rationale_items": record["items_with_rationale_rows"]})
     for sft in report["sft"]:
-        out.append({"arm": f"SFT on refs {sft['multiple']}x ({sft['items']} items)", "kind": "sft", **sft,
+        out.append({"arm": sft_name(sft), "kind": "sft", **sft,
                     "judged": 0, "written": sft["explanations_written"]})
     for row in out:
         row["annotation_seconds"] = row["judged"] * judge + row["written"] * write
@@ -446,7 +486,8 @@ def arms(report: dict) -> list[dict]:
 
 def break_even(rows: list[dict]) -> dict:
     """write/judge cost ratio above which the cheapest ILLUME arm that matches SFT 1x's ROUGE-L costs no more."""
-    sft1 = next((r for r in rows if r["kind"] == "sft" and r["multiple"] == 1), None)
+    sft1 = next((r for r in rows if r["kind"] == "sft" and r["multiple"] == 1
+                 and r.get("unit", FEEDBACK_UNIT) == FEEDBACK_UNIT), None)
     if sft1 is None:
         return {"ratio": None, "why": "no SFT 1x arm in this run"}
     matching = [r for r in rows if r["kind"] in ("illume", "pref") and r["rouge_l"] >= sft1["rouge_l"]]
@@ -473,8 +514,8 @@ def plot(report: dict, rows: list[dict], path: Path) -> None:
     for ax, key, label in zip(axes[:2], ("rouge_l", "accuracy"), ("ROUGE-L", "answer accuracy")):
         for name, runs in series:
             ax.plot(its, [demo[key]] + [r[key] for r in runs], "o-", label=name)
-        for sft, style in zip(report["sft"], (":", "--", "-.")):
-            ax.axhline(sft[key], linestyle=style, color="gray", label=f"SFT refs {sft['multiple']}x ({sft['items']} items)")
+        for sft, style in zip(report["sft"], (":", "--", "-.", (0, (1, 4)), (0, (5, 5)))):
+            ax.axhline(sft[key], linestyle=style, color="gray", label=sft_name(sft))
         ax.set_xlabel("iteration (0 = model as built)")
         ax.set_title(label)
         ax.set_xticks(its)
@@ -512,6 +553,11 @@ def table(rows: list[dict], report: dict) -> str:
                      f"{r['written']:>8}{r['annotation_seconds'] / 3600:>10.2f}{str(r.get('chosen_epoch') or '-'):>7}")
     be = report["break_even"]
     lines.append(f"break-even write/judge ratio: {be['ratio']} ({be['why']})")
+    eq = report.get("sft_equivalent")
+    if eq:
+        lines.append(f"{eq['arm']} (ROUGE-L {eq['rouge_l']:.1f}, rationales on {eq['rationale_items']} items) is worth "
+                     f"SFT on {eq['bound'].replace('=', '~')} {eq['sft_items']:g} items of references: {eq['ratio']}x "
+                     f"the items it holds rationales for (the paper: up to 5x)")
     return "\n".join(lines)
 
 
@@ -557,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
                              "120; the split is the same, longer)")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--multiples", default="1,2,5", help="SFT baselines: k x as many items as got feedback")
+    parser.add_argument("--rationale-multiples", default="1", help=(
+        "SFT baselines in the paper's unit: k x as many items as ILLUME holds rationales for at its last "
+        "iteration (with every SFT arm, the items of references ILLUME's best arm is worth)"))
     parser.add_argument("--dpo-weight", default="0.3", help="preference-loss weight(s) of the ILLUME + pref arm(s), "
                         "comma-separated (the first is the one the floor checks; empty: no such arm; 0.3 measured "
                         "better than 1, README)")
@@ -622,10 +671,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     base = Path(args.model) if args.model else demo_model.ensure_demo_model(args.cache, seed=args.seed, progress=log)
     multiples = [int(m) for m in args.multiples.split(",") if m]
+    rationale_multiples = [float(m) for m in args.rationale_multiples.split(",") if m]
     weights = [float(w) for w in args.dpo_weight.split(",") if w]
     data = out / "data"
-    items = shapes.generate(data, seed=args.seed, sizes={"val": max(multiples + [1]) * args.feedback_items,
-                                                        "test": args.test_items, SELECT_SPLIT: args.val_items})
+    references = math.ceil(max(multiples + rationale_multiples + [1]) * args.feedback_items)  # the largest SFT arm's
+    items = shapes.generate(data, seed=args.seed, sizes={"val": references, "test": args.test_items,
+                                                        SELECT_SPLIT: args.val_items})
     pool_all = absolute(items["val"], data)  # never seen by the demo model; ILLUME's project
     test = absolute(items["test"], data)
     pool = pool_all[: args.feedback_items]
@@ -652,8 +703,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      "write_seconds": args.write_seconds}}
     report["loop"], report["pref"] = run_loop(base, pool, test, out / "runs", args, weights, pool_all, held_out,
                                               demo_validation)
-    report["sft"] = [run_sft(base, pool_all, k, len(pool), test, out / "runs", args, demo_validation)
-                     for k in (multiples if "sft" in arms_chosen else [])]
+    with_rationale = report["loop"][-1]["items_with_rationale_rows"] if report["loop"] else 0
+    report["sft"] = [run_sft(base, pool_all, k, unit, unit_items, test, out / "runs", args, demo_validation)
+                     for unit, unit_items, ks in ((FEEDBACK_UNIT, len(pool), multiples),
+                                                  (RATIONALE_UNIT, with_rationale, rationale_multiples))
+                     for k in (ks if "sft" in arms_chosen and unit_items else [])]
     if args.only_iteration or arms_chosen != set(ARMS):
         report["seconds"] = round(time.time() - started, 1)
         return write_experiment(report, out, weights)
@@ -661,13 +715,14 @@ def main(argv: list[str] | None = None) -> int:
     for scoring in sorted(SCORINGS, key=lambda m: m == args.scoring):  # the chosen mode last: printed nearest the end
         scored = in_scoring(report, scoring)
         rows = arms(scored)
-        scored["break_even"] = break_even(rows)
-        report["by_scoring"][scoring] = {"break_even": scored["break_even"],
+        scored["break_even"], scored["sft_equivalent"] = break_even(rows), sft_equivalent(rows)
+        report["by_scoring"][scoring] = {"break_even": scored["break_even"], "sft_equivalent": scored["sft_equivalent"],
                                          "floor": floors(scored, weights[0] if weights else None),
                                          "arms": [{k: v for k, v in r.items() if k != "examples"} for r in rows]}
         log(f"\n{scoring} scoring:\n" + table(rows, scored))
     chosen = report["by_scoring"][args.scoring]
-    report.update(break_even=chosen["break_even"], floor=chosen["floor"], arms=chosen["arms"], scoring=args.scoring)
+    report.update(break_even=chosen["break_even"], sft_equivalent=chosen["sft_equivalent"], floor=chosen["floor"],
+                  arms=chosen["arms"], scoring=args.scoring)
     report["seconds"] = round(time.time() - started, 1)
 
     for r in report["loop"]:
