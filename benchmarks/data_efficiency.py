@@ -116,7 +116,10 @@ FEEDBACK_UNIT, RATIONALE_UNIT = "feedback items", "items ILLUME holds rationales
 # What the feedback cache depends on: how candidates are sampled and judged (must match), and how the
 # models that sampled iterations 2 and later were trained (may differ once every iteration is cached:
 # a cached-feedback experiment trains other recipes on the same feedback).
-SAMPLING_KEY = ("seed", "feedback_items", "per_temperature", "remedy", "critic", "critic_threshold", "scoring")
+SAMPLING_KEY = ("seed", "feedback_items", "per_temperature", "own_temperature", "remedy", "critic", "critic_threshold",
+                "scoring")
+OWN_TEMPERATURE = SamplingConfig().temperatures[0]  # the other half's: the newest model's own candidates
+SAMPLING_DEFAULTS = {"own_temperature": OWN_TEMPERATURE}  # what caches written before the key existed hold
 TRAINING_KEY = ("lr", "epochs", "batch_size", "lora_rank", "answer_in_rationale", "answer_pool_ratio", "warm_start",
                 "select_epoch", "val_items")
 # The epoch is chosen on a split of its own: "val" is the feedback and reference pool here (unseen by the
@@ -230,11 +233,12 @@ def sample_texts(vlm: VLM, pool: list[Item], config: SamplingConfig) -> dict[str
 
 
 def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], critic: Critic, seed: int,
-                     iteration: int, per_temperature: int) -> tuple[list[Feedback], dict]:
+                     iteration: int, per_temperature: int,
+                     own_temperature: float = OWN_TEMPERATURE) -> tuple[list[Feedback], dict]:
     """Candidates per item from the newest model (the T=0.8 half from the model as built when
     base_vlm is given), ticked by the critic; and the diversity of the newest model's own alone."""
-    sampling = SamplingConfig(per_temperature=per_temperature, max_new_tokens=DEMO_SAMPLING["max_new_tokens"],
-                              seed=seed)
+    sampling = SamplingConfig(temperatures=(own_temperature, REMEDY_TEMPERATURE), per_temperature=per_temperature,
+                              max_new_tokens=DEMO_SAMPLING["max_new_tokens"], seed=seed)
     own = sample_texts(current, pool, sampling)
     hot_sampling = dataclasses.replace(sampling, temperatures=(REMEDY_TEMPERATURE,))
     hot = sample_texts(base_vlm, pool, hot_sampling) if base_vlm else {}
@@ -266,7 +270,7 @@ def cached_feedbacks(args: argparse.Namespace, base: Path) -> dict[int, tuple[li
     settings = cache / "settings.json"
     stored = json.loads(settings.read_text()) if settings.is_file() else key
     found = {it: (cache / f"feedback_{it}.jsonl").is_file() for it in iterations}
-    sampling_differs = [k for k in SAMPLING_KEY + ("model",) if stored.get(k) != key[k]]
+    sampling_differs = [k for k in SAMPLING_KEY + ("model",) if stored.get(k, SAMPLING_DEFAULTS.get(k)) != key[k]]
     training_differs = [k for k in TRAINING_KEY if stored.get(k) != key[k]]
     if sampling_differs or (training_differs and not all(found[it] for it in range(1, args.iterations + 1))):
         differs = ", ".join(sampling_differs or training_differs)
@@ -337,7 +341,8 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
         else:
             current = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
             feedback, own_diversity = collect_feedback(current, base_vlm if adapter else None, pool, critic,
-                                                       args.seed + iteration, iteration, args.per_temperature)
+                                                       args.seed + iteration, iteration, args.per_temperature,
+                                                       args.own_temperature)
             cache_feedback(args, base, iteration, feedback, own_diversity)
         judged += sum(len(f.candidates) for f in feedback)
         served_before, served_metrics_before = adapter, served
@@ -627,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--per-temperature", type=int, default=DEMO_SAMPLING["per_temperature"],
                         help="candidates per temperature and item (the demo backend's; the product's default is 5)")
+    parser.add_argument("--own-temperature", type=float, default=OWN_TEMPERATURE, help=(
+        f"temperature of the half the newest model samples itself (the other: {REMEDY_TEMPERATURE:g}, by the model "
+        "as built from iteration 2 on with --remedy base)"))
     parser.add_argument("--remedy", choices=("base", "none"), default="base",
                         help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
     parser.add_argument("--critic", default=BENCHMARK_CRITIC,
@@ -661,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if not 0 < args.own_temperature != REMEDY_TEMPERATURE:
+        parser.error(f"--own-temperature must be above 0 and not the remedy's {REMEDY_TEMPERATURE:g}")
     if args.answer_pool_ratio < 0 or args.val_items < 1:
         parser.error("--answer-pool-ratio must be >= 0 and --val-items >= 1")
     import torch

@@ -2,6 +2,7 @@
 never feedback sampled or judged otherwise, nor a partial cache (the loop would mix two recipes)."""
 import argparse
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def bench():
 
 
 def args(cache: Path, **changes) -> argparse.Namespace:
-    values = dict(seed=0, feedback_items=2, per_temperature=10, remedy="base", critic="auto", critic_threshold=None,
+    values = dict(seed=0, feedback_items=2, per_temperature=10, own_temperature=0.3, remedy="base", critic="auto", critic_threshold=None,
                   scoring="default", lr=1e-3, epochs=15, batch_size=8, lora_rank=8, answer_in_rationale=True,
                   answer_pool_ratio=10.0, warm_start=False, select_epoch=True, val_items=40, iterations=2,
                   feedback_cache=str(cache))
@@ -53,3 +54,15 @@ def test_partial_cache_is_refused_to_another_recipe(tmp_path):
     assert module.cached_feedbacks(args(cache), base)[2] is None  # the same recipe goes on sampling
     with pytest.raises(IllumeError, match="warm_start"):
         module.cached_feedbacks(args(cache, warm_start=True), base)
+
+
+def test_cache_from_before_the_own_temperature_key_holds_its_default(tmp_path):
+    module, cache, base = bench(), tmp_path / "cache", tmp_path / "model"
+    fill(module, cache, base, [1, 2])
+    settings = cache / "settings.json"
+    stored = json.loads(settings.read_text())
+    del stored["own_temperature"]
+    settings.write_text(json.dumps(stored))
+    assert module.cached_feedbacks(args(cache), base)[1] is not None
+    with pytest.raises(IllumeError, match="own_temperature"):
+        module.cached_feedbacks(args(cache, own_temperature=0.6), base)
