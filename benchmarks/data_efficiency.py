@@ -433,7 +433,7 @@ def sft_equivalent(rows: list[dict]) -> dict | None:
     5x". Bounds ("<", ">") when it lies outside the measured points."""
     sft = sorted((r for r in rows if r["kind"] == "sft"), key=lambda r: r["items"])
     loop = [r for r in rows if r["kind"] in ("illume", "pref")]
-    if not sft or not loop:
+    if not sft or not loop or any(r.get("rationale_items") is None for r in loop):  # reports from before the field
         return None
     best = max(loop, key=lambda r: r["rouge_l"])
     target, own = best["rouge_l"], best["rationale_items"]
@@ -476,11 +476,11 @@ def arms(report: dict) -> list[dict]:
         it = record["iteration"]
         out.append({"arm": f"ILLUME iteration {it}", "kind": "illume", "iteration": it, **record["illume"],
                     "judged": record["candidates_judged_total"], "written": 0,
-                    "rationale_items": record["items_with_rationale_rows"]})
+                    "rationale_items": record.get("items_with_rationale_rows")})
         for weight, runs in report["pref"].items():
             out.append({"arm": f"ILLUME + pref (w={float(weight):g}) iteration {it}", "kind": "pref", "weight": weight,
                         "iteration": it, **runs[it - 1], "judged": record["candidates_judged_total"], "written": 0,
-                        "rationale_items": record["items_with_rationale_rows"]})
+                        "rationale_items": record.get("items_with_rationale_rows")})
     for sft in report["sft"]:
         out.append({"arm": sft_name(sft), "kind": "sft", **sft,
                     "judged": 0, "written": sft["explanations_written"]})
