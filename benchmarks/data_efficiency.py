@@ -437,15 +437,15 @@ def sft_equivalent(rows: list[dict]) -> dict | None:
         return None
     best = max(loop, key=lambda r: r["rouge_l"])
     target, own = best["rouge_l"], best["rationale_items"]
-    found = None
     if target < sft[0]["rouge_l"]:
         found, bound = sft[0]["items"], "<"
-    for low, high in zip(sft, sft[1:]):
-        if found is None and low["rouge_l"] <= target <= high["rouge_l"] and high["rouge_l"] > low["rouge_l"]:
-            share = (target - low["rouge_l"]) / (high["rouge_l"] - low["rouge_l"])
-            found, bound = math.exp(math.log(low["items"]) + share * math.log(high["items"] / low["items"])), "="
-    if found is None:
+    else:
         found, bound = sft[-1]["items"], ">"
+        for low, high in zip(sft, sft[1:]):
+            if low["rouge_l"] <= target <= high["rouge_l"] and high["rouge_l"] > low["rouge_l"]:
+                share = (target - low["rouge_l"]) / (high["rouge_l"] - low["rouge_l"])
+                found, bound = math.exp(math.log(low["items"]) + share * math.log(high["items"] / low["items"])), "="
+                break
     return {"arm": best["arm"], "rouge_l": round(target, 2), "rationale_items": own, "bound": bound,
             "sft_items": round(found, 1), "ratio": round(found / own, 2) if own else None}
 
@@ -474,13 +474,12 @@ def arms(report: dict) -> list[dict]:
     out = [{"arm": "model as built", "kind": "demo", **report["demo"], "judged": 0, "written": 0}]
     for record in report["loop"]:
         it = record["iteration"]
-        out.append({"arm": f"ILLUME iteration {it}", "kind": "illume", "iteration": it, **record["illume"],
-                    "judged": record["candidates_judged_total"], "written": 0,
-                    "rationale_items": record.get("items_with_rationale_rows")})
+        effort = {"judged": record["candidates_judged_total"], "written": 0,
+                  "rationale_items": record.get("items_with_rationale_rows")}  # absent in reports of older runs
+        out.append({"arm": f"ILLUME iteration {it}", "kind": "illume", "iteration": it, **record["illume"], **effort})
         for weight, runs in report["pref"].items():
             out.append({"arm": f"ILLUME + pref (w={float(weight):g}) iteration {it}", "kind": "pref", "weight": weight,
-                        "iteration": it, **runs[it - 1], "judged": record["candidates_judged_total"], "written": 0,
-                        "rationale_items": record.get("items_with_rationale_rows")})
+                        "iteration": it, **runs[it - 1], **effort})
     for sft in report["sft"]:
         out.append({"arm": sft_name(sft), "kind": "sft", **sft,
                     "judged": 0, "written": sft["explanations_written"]})
