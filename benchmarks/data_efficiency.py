@@ -116,10 +116,11 @@ FEEDBACK_UNIT, RATIONALE_UNIT = "feedback items", "items ILLUME holds rationales
 # What the feedback cache depends on: how candidates are sampled and judged (must match), and how the
 # models that sampled iterations 2 and later were trained (may differ once every iteration is cached:
 # a cached-feedback experiment trains other recipes on the same feedback).
-SAMPLING_KEY = ("seed", "feedback_items", "per_temperature", "own_temperature", "remedy", "critic", "critic_threshold",
-                "scoring")
+SAMPLING_KEY = ("seed", "feedback_items", "per_temperature", "own_temperature", "covered_per_temperature", "remedy",
+                "critic", "critic_threshold", "scoring")
 OWN_TEMPERATURE = SamplingConfig().temperatures[0]  # the other half's: the newest model's own candidates
-SAMPLING_DEFAULTS = {"own_temperature": OWN_TEMPERATURE}  # what caches written before the key existed hold
+# what caches written before a key existed hold
+SAMPLING_DEFAULTS = {"own_temperature": OWN_TEMPERATURE, "covered_per_temperature": None}
 TRAINING_KEY = ("lr", "epochs", "batch_size", "lora_rank", "answer_in_rationale", "answer_pool_ratio", "warm_start",
                 "select_epoch", "val_items")
 # The epoch is chosen on a split of its own: "val" is the feedback and reference pool here (unseen by the
@@ -222,26 +223,48 @@ def train_and_score(name: str, rows: list[TrainingRow], base: Path, work: Path, 
     return result.adapter_dir, scores
 
 
-def sample_texts(vlm: VLM, pool: list[Item], config: SamplingConfig) -> dict[str, list]:
+def focused_counts(pool: list[Item], covered: set[str], per_temperature: int, covered_per_temperature: int | None,
+                   ) -> dict[str, int]:
+    """Candidates per temperature for each item. Focused (covered_per_temperature given): items already
+    holding an accepted rationale get that many, the others share the rest of the same budget evenly
+    (the first ones in pool order one more where it does not divide), so an iteration costs what it
+    would unfocused while the items still lacking a rationale get more tries."""
+    counts = {i.item_id: per_temperature for i in pool}
+    uncovered = [i.item_id for i in pool if i.item_id not in covered]
+    if covered_per_temperature is None or not uncovered or len(uncovered) == len(pool):
+        return counts
+    left = per_temperature * len(pool) - covered_per_temperature * (len(pool) - len(uncovered))
+    share, extra = divmod(left, len(uncovered))
+    counts.update({item_id: covered_per_temperature for item_id in counts if item_id in covered})
+    counts.update({item_id: share + (n < extra) for n, item_id in enumerate(uncovered)})
+    return counts
+
+
+def sample_texts(vlm: VLM, pool: list[Item], config: SamplingConfig, counts: dict[str, int]) -> dict[str, list]:
+    """Candidates per item, counts[item] per temperature (items sampled in batches of equal count)."""
     out: dict[str, list] = {}
-    for start in range(0, len(pool), 40):
-        chunk = pool[start:start + 40]
-        queries = [Query(load_local_image(i.image), i.question, i.answer) for i in chunk]
-        for item, cands in zip(chunk, vlm.sample(queries, config, dedupe=False)):
-            out[item.item_id] = cands
+    for count in sorted(set(counts[i.item_id] for i in pool)):
+        group = [i for i in pool if counts[i.item_id] == count]
+        for start in range(0, len(group), 40):
+            chunk = group[start:start + 40]
+            queries = [Query(load_local_image(i.image), i.question, i.answer) for i in chunk]
+            sampled = vlm.sample(queries, dataclasses.replace(config, per_temperature=count), dedupe=False)
+            out.update((item.item_id, cands) for item, cands in zip(chunk, sampled))
     return out
 
 
 def collect_feedback(current: VLM, base_vlm: VLM | None, pool: list[Item], critic: Critic, seed: int,
-                     iteration: int, per_temperature: int,
-                     own_temperature: float = OWN_TEMPERATURE) -> tuple[list[Feedback], dict]:
+                     iteration: int, per_temperature: int, own_temperature: float = OWN_TEMPERATURE,
+                     counts: dict[str, int] | None = None) -> tuple[list[Feedback], dict]:
     """Candidates per item from the newest model (the T=0.8 half from the model as built when
-    base_vlm is given), ticked by the critic; and the diversity of the newest model's own alone."""
+    base_vlm is given), counts[item] per temperature (default per_temperature), ticked by the critic;
+    and the diversity of the newest model's own alone."""
+    counts = counts or {i.item_id: per_temperature for i in pool}
     sampling = SamplingConfig(temperatures=(own_temperature, REMEDY_TEMPERATURE), per_temperature=per_temperature,
                               max_new_tokens=DEMO_SAMPLING["max_new_tokens"], seed=seed)
-    own = sample_texts(current, pool, sampling)
+    own = sample_texts(current, pool, sampling, counts)
     hot_sampling = dataclasses.replace(sampling, temperatures=(REMEDY_TEMPERATURE,))
-    hot = sample_texts(base_vlm, pool, hot_sampling) if base_vlm else {}
+    hot = sample_texts(base_vlm, pool, hot_sampling, counts) if base_vlm else {}
     feedback, own_only = [], []
     for item in pool:
         mine = own[item.item_id]
@@ -340,9 +363,11 @@ def run_loop(base: Path, pool: list[Item], test: list[Item], work: Path, args: a
             feedback, own_diversity = cached[iteration]
         else:
             current = VLM.load(str(base), adapter=str(adapter) if adapter else None, device="cpu")
+            counts = focused_counts(pool, {i for i, texts in kept.items() if texts}, args.per_temperature,
+                                    args.covered_per_temperature)
             feedback, own_diversity = collect_feedback(current, base_vlm if adapter else None, pool, critic,
                                                        args.seed + iteration, iteration, args.per_temperature,
-                                                       args.own_temperature)
+                                                       args.own_temperature, counts)
             cache_feedback(args, base, iteration, feedback, own_diversity)
         judged += sum(len(f.candidates) for f in feedback)
         served_before, served_metrics_before = adapter, served
@@ -634,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--own-temperature", type=float, default=OWN_TEMPERATURE, help=(
         f"temperature of the half the newest model samples itself (the other: {REMEDY_TEMPERATURE:g}, by the model "
         "as built from iteration 2 on with --remedy base)"))
+    parser.add_argument("--covered-per-temperature", type=int, default=None, help=(
+        "focus the candidate budget: from iteration 2, items already holding an accepted rationale get this many "
+        "candidates per temperature and the items without one share the rest of the same budget "
+        "(default: every item --per-temperature)"))
     parser.add_argument("--remedy", choices=("base", "none"), default="base",
                         help="base: from iteration 2 the T=0.8 half of the candidates comes from the model as built")
     parser.add_argument("--critic", default=BENCHMARK_CRITIC,
@@ -670,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.own_temperature != REMEDY_TEMPERATURE:
         parser.error(f"--own-temperature must be above 0 and not the remedy's {REMEDY_TEMPERATURE:g}")
+    if args.covered_per_temperature is not None and not 1 <= args.covered_per_temperature <= args.per_temperature:
+        parser.error("--covered-per-temperature must be between 1 and --per-temperature")
     if args.answer_pool_ratio < 0 or args.val_items < 1:
         parser.error("--answer-pool-ratio must be >= 0 and --val-items >= 1")
     import torch

@@ -1,12 +1,25 @@
 """Shared fixtures: one real Label Studio for the session, tiny models built locally."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VQAX_VAL = REPO.parent / "shared" / "data" / "vqax" / "val.json"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """load_benchmark("data_efficiency"): benchmarks/<name>.py as a module (the scripts are no package)."""
+    def load(name: str):
+        path = REPO / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}_under_test", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """benchmarks/data_efficiency.py's feedback cache: other training recipes may reuse complete feedback,
 never feedback sampled or judged otherwise, nor a partial cache (the loop would mix two recipes)."""
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,21 +9,17 @@ import pytest
 from illume.errors import IllumeError
 from illume.records import Feedback
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "data_efficiency.py"
 
-
-def bench():
-    spec = importlib.util.spec_from_file_location("data_efficiency_cache_under_test", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def module(load_benchmark):
+    return load_benchmark("data_efficiency")
 
 
 def args(cache: Path, **changes) -> argparse.Namespace:
-    values = dict(seed=0, feedback_items=2, per_temperature=10, own_temperature=0.3, remedy="base", critic="auto", critic_threshold=None,
-                  scoring="default", lr=1e-3, epochs=15, batch_size=8, lora_rank=8, answer_in_rationale=True,
-                  answer_pool_ratio=10.0, warm_start=False, select_epoch=True, val_items=40, iterations=2,
-                  feedback_cache=str(cache))
+    values = dict(seed=0, feedback_items=2, per_temperature=10, own_temperature=0.3, covered_per_temperature=None,
+                  remedy="base", critic="auto", critic_threshold=None, scoring="default", lr=1e-3, epochs=15,
+                  batch_size=8, lora_rank=8, answer_in_rationale=True, answer_pool_ratio=10.0, warm_start=False,
+                  select_epoch=True, val_items=40, iterations=2, feedback_cache=str(cache))
     return argparse.Namespace(**(values | changes))
 
 
@@ -35,8 +30,8 @@ def fill(module, cache: Path, base: Path, iterations: list[int]) -> None:
         module.cache_feedback(args(cache), base, it, [record], {"candidates_per_item": 1.0})
 
 
-def test_other_training_reuses_complete_feedback_only(tmp_path):
-    module, cache, base = bench(), tmp_path / "cache", tmp_path / "model"
+def test_other_training_reuses_complete_feedback_only(module, tmp_path):
+    cache, base = tmp_path / "cache", tmp_path / "model"
     fill(module, cache, base, [1, 2])
     same = module.cached_feedbacks(args(cache), base)
     assert [f.item_id for f in same[1][0]] == ["item-1"] and same[3] is None
@@ -48,21 +43,22 @@ def test_other_training_reuses_complete_feedback_only(tmp_path):
         module.cached_feedbacks(args(cache), tmp_path / "other-model")
 
 
-def test_partial_cache_is_refused_to_another_recipe(tmp_path):
-    module, cache, base = bench(), tmp_path / "cache", tmp_path / "model"
+def test_partial_cache_is_refused_to_another_recipe(module, tmp_path):
+    cache, base = tmp_path / "cache", tmp_path / "model"
     fill(module, cache, base, [1])
     assert module.cached_feedbacks(args(cache), base)[2] is None  # the same recipe goes on sampling
     with pytest.raises(IllumeError, match="warm_start"):
         module.cached_feedbacks(args(cache, warm_start=True), base)
 
 
-def test_cache_from_before_the_own_temperature_key_holds_its_default(tmp_path):
-    module, cache, base = bench(), tmp_path / "cache", tmp_path / "model"
+@pytest.mark.parametrize("key, other", [("own_temperature", 0.6), ("covered_per_temperature", 1)])
+def test_cache_from_before_a_sampling_key_holds_its_default(module, tmp_path, key, other):
+    cache, base = tmp_path / "cache", tmp_path / "model"
     fill(module, cache, base, [1, 2])
     settings = cache / "settings.json"
     stored = json.loads(settings.read_text())
-    del stored["own_temperature"]
+    del stored[key]
     settings.write_text(json.dumps(stored))
     assert module.cached_feedbacks(args(cache), base)[1] is not None
-    with pytest.raises(IllumeError, match="own_temperature"):
-        module.cached_feedbacks(args(cache, own_temperature=0.6), base)
+    with pytest.raises(IllumeError, match=key):
+        module.cached_feedbacks(args(cache, **{key: other}), base)

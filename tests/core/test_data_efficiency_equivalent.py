@@ -1,19 +1,11 @@
 """benchmarks/data_efficiency.py: ILLUME's best arm placed on the SFT curve, in the paper's unit (items
 of references per item ILLUME holds a rationale for), and SFT 1x stays the feedback-items arm."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "data_efficiency.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("data_efficiency_equivalent_under_test", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("data_efficiency")
 
 
 def sft(bench, items, rouge, multiple, unit=None):

@@ -43,14 +43,8 @@ def test_report_renders_the_chosen_mode_and_says_which(tmp_path):
     assert bad.exit_code != 0 and "ptb" in bad.output
 
 
-def test_data_efficiency_tables_read_either_mode_of_the_same_run():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "data_efficiency.py"
-    spec = importlib.util.spec_from_file_location("data_efficiency_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_data_efficiency_tables_read_either_mode_of_the_same_run(load_benchmark):
+    bench = load_benchmark("data_efficiency")
     both = {"scoring": "default", "paper": {"rouge_l": 30.0, "cider": 0.5, "accuracy": 95.0}}
     report = {"demo": {"rouge_l": 40.0, "cider": 1.0, "accuracy": 90.0, **both},
               "loop": [{"iteration": 1, "candidates_judged_total": 10,

@@ -1,0 +1,128 @@
+"""Where ILLUME and fine-tuning on references differ: ROUGE-L per Shapes-X question type.
+
+Reads a finished `benchmarks/data_efficiency.py --out DIR` run and re-generates, for the model as
+built, ILLUME's adapter of one iteration and the SFT arms' adapters, the rationale of every test
+item exactly as the run scored it (greedy-ish T=0.1, seed 0, batches of 40: the "all" column
+reproduces the run's ROUGE-L), then groups the per-item ROUGE-L by question type (the item's
+meta["qtype"]). With the run's --feedback-cache it also counts, per type, the feedback items that
+hold an accepted rationale after that iteration: the only items ILLUME learns rationales from.
+
+    python benchmarks/question_types.py --run DIR [--iteration 3] [--scoring default]
+
+Measured 2026-12-03 on the README's runs (benchmarks/README.md, "Per question type"): ILLUME's gap
+to SFT 1x sits in the types whose feedback items the critic hardly ever accepted a candidate for.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from illume.critic import SCORINGS, rouge_l  # noqa: E402
+from illume.errors import IllumeError  # noqa: E402
+from illume.images import load_local_image  # noqa: E402
+from illume.records import Feedback, Item, atomic_write_text, read_jsonl  # noqa: E402
+from illume.vlm import VLM, Query  # noqa: E402
+
+BATCH = 40  # as benchmarks/data_efficiency.py evaluates: the sampling seed is per batch
+ALL = "all"
+
+
+def qtype(item: Item) -> str:
+    return item.meta.get("qtype", "unknown")
+
+
+def covered_by_type(feedback_dir: Path, pool: list[Item], iteration: int) -> dict[str, tuple[int, int]]:
+    """Per question type: (feedback items with an accepted rationale after `iteration`, feedback items)."""
+    covered: set[str] = set()
+    judged: set[str] = set()
+    for it in range(1, iteration + 1):
+        path = feedback_dir / f"feedback_{it}.jsonl"
+        if not path.is_file():
+            raise IllumeError(f"{path} is missing: the cache holds fewer than {iteration} iterations",
+                              "Pass the --feedback-cache the run was made with, or a lower --iteration.")
+        for record in read_jsonl(path, Feedback):
+            judged.add(record.item_id)
+            if record.accepted:
+                covered.add(record.item_id)
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for item in pool:
+        if item.item_id in judged:
+            counts[qtype(item)][0] += item.item_id in covered
+            counts[qtype(item)][1] += 1
+    return {kind: (c, n) for kind, (c, n) in sorted(counts.items())}
+
+
+def rouge_by_type(model: str, adapter: Path | None, items: list[Item], scoring: str) -> dict[str, float]:
+    """Mean ROUGE-L (x100) of the T=0.1 rationale per question type, and over all items."""
+    vlm = VLM.load(model, adapter=str(adapter) if adapter else None, device="cpu")
+    scores: dict[str, list[float]] = defaultdict(list)
+    for start in range(0, len(items), BATCH):
+        chunk = items[start:start + BATCH]
+        queries = [Query(load_local_image(i.image), i.question, i.answer) for i in chunk]
+        for item, text in zip(chunk, vlm.explain(queries, temperature=0.1, max_new_tokens=40, seed=0)):
+            value = rouge_l(text, item.explanations, scoring)
+            scores[qtype(item)].append(value)
+            scores[ALL].append(value)
+    return {kind: round(100 * sum(v) / len(v), 1) for kind, v in sorted(scores.items())}
+
+
+def load_split(data: Path, split: str) -> list[Item]:
+    items = read_jsonl(data / f"{split}.jsonl", Item)
+    return [Item(i.item_id, str(data / i.image), i.question, i.answer, i.explanations, i.split, i.meta) for i in items]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a benchmarks/data_efficiency.py --out directory")
+    parser.add_argument("--iteration", type=int, default=None, help="ILLUME's iteration (default: the run's last)")
+    parser.add_argument("--scoring", choices=SCORINGS, default=SCORINGS[0])
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    reports = [run / name for name in ("data_efficiency.json", "experiment.json") if (run / name).is_file()]
+    if not reports:
+        parser.error(f"{run} holds no data_efficiency.json or experiment.json: pass a finished run's --out")
+    report = json.loads(reports[0].read_text())
+    iteration = args.iteration or report["settings"]["iterations"]
+    arms = {"model as built": None, f"ILLUME iteration {iteration}": run / "runs" / f"illume-{iteration}"}
+    arms |= {f"SFT {d.name[4:]}": d for d in sorted((run / "runs").glob("sft-*"))}
+    missing = [str(d) for d in arms.values() if d and not (d / "run" / "adapter").is_dir()]
+    if missing:
+        parser.error(f"no trained adapter in {', '.join(missing)}: was that arm part of the run?")
+    test = load_split(run / "data", "test")[: report["test_items"]]
+    table = {name: rouge_by_type(report["demo_model"], d / "run" / "adapter" if d else None, test, args.scoring)
+             for name, d in arms.items()}
+    cache = report["settings"].get("feedback_cache")
+    pool = load_split(run / "data", "val")[: report["feedback_items"]]
+    covered = covered_by_type(Path(cache), pool, iteration) if cache else {}
+    kinds = sorted({k for scores in table.values() for k in scores} - {ALL}) + [ALL]
+    sizes = {k: sum(qtype(i) == k for i in test) for k in kinds} | {ALL: len(test)}
+    print(f"ROUGE-L ({args.scoring} scoring) per question type, {len(test)} test items; feedback items holding an "
+          f"accepted rationale after iteration {iteration}" + ("" if cache else " (no --feedback-cache in the run)"))
+    print("| type | test items | " + " | ".join(table) + " | feedback items covered |")
+    print("|---|---:|" + "---:|" * len(table) + "---:|")
+    total = [sum(c for c, _ in covered.values()), sum(n for _, n in covered.values())]
+    for kind in kinds:
+        c, n = total if kind == ALL else covered.get(kind, (0, 0))
+        cells = " | ".join(f"{table[name].get(kind, float('nan')):.1f}" for name in table)
+        print(f"| {kind} | {sizes[kind]} | {cells} | {f'{c}/{n}' if cache else '-'} |")
+    out = run / f"question_types_{iteration}.json"
+    atomic_write_text(out, json.dumps({"iteration": iteration, "scoring": args.scoring, "rouge_l": table,
+                                       "feedback_covered": covered, "test_items": sizes}, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
