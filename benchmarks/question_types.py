@@ -73,6 +73,27 @@ def rouge_by_type(model: str, adapter: Path | None, items: list[Item], scoring: 
     return {kind: round(100 * sum(v) / len(v), 1) for kind, v in sorted(scores.items())}
 
 
+def plot(table: dict[str, dict[str, float]], covered: dict[str, tuple[int, int]], kinds: list[str], title: str,
+         path: Path) -> None:
+    """Grouped bars: ROUGE-L per question type and arm, each type labelled with its feedback coverage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.3))
+    width = 0.8 / len(table)
+    for n, (name, scores) in enumerate(table.items()):
+        ax.bar([k + n * width for k in range(len(kinds))], [scores.get(kind, 0.0) for kind in kinds], width, label=name)
+    labels = [kind + (f"\n{covered[kind][0]}/{covered[kind][1]} covered" if kind in covered else "") for kind in kinds]
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(kinds))], labels)
+    ax.set_ylabel("ROUGE-L")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def load_split(data: Path, split: str) -> list[Item]:
     items = read_jsonl(data / f"{split}.jsonl", Item)
     return [Item(i.item_id, str(data / i.image), i.question, i.answer, i.explanations, i.split, i.meta) for i in items]
@@ -117,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         c, n = total if kind == ALL else covered.get(kind, (0, 0))
         cells = " | ".join(f"{table[name].get(kind, float('nan')):.1f}" for name in table)
         print(f"| {kind} | {sizes[kind]} | {cells} | {f'{c}/{n}' if cache else '-'} |")
-    out = run / f"question_types_{iteration}.json"
-    atomic_write_text(out, json.dumps({"iteration": iteration, "scoring": args.scoring, "rouge_l": table,
-                                       "feedback_covered": covered, "test_items": sizes}, indent=2))
-    print(f"written to {out}")
+    out = run / f"question_types_{iteration}"
+    atomic_write_text(out.with_suffix(".json"), json.dumps({
+        "iteration": iteration, "scoring": args.scoring, "rouge_l": table, "feedback_covered": covered,
+        "test_items": sizes}, indent=2))
+    plot(table, covered, kinds[:-1], f"ROUGE-L per question type (seed {report['settings']['seed']}, "
+         f"{len(test)} test items); feedback items covered after ILLUME iteration {iteration}", out.with_suffix(".png"))
+    print(f"written to {out}.json and .png")
     return 0
 
 
