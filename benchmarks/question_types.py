@@ -5,12 +5,14 @@ built, ILLUME's adapter of one iteration and the SFT arms' adapters, the rationa
 item exactly as the run scored it (greedy-ish T=0.1, seed 0, batches of 40: the "all" column
 reproduces the run's ROUGE-L), then groups the per-item ROUGE-L by question type (the item's
 meta["qtype"]). With the run's --feedback-cache it also counts, per type, the feedback items that
-hold an accepted rationale after that iteration: the only items ILLUME learns rationales from.
+hold an accepted rationale after that iteration (the only items ILLUME learns rationales from), and
+the items for which some candidate judged was true of the scene and supported the answer (what the
+scene critic alone would have accepted: the rest of the run's critic is ROUGE-L against the references).
 
     python benchmarks/question_types.py --run DIR [--iteration 3] [--scoring default]
 
 Measured 2026-12-03 on the README's runs (benchmarks/README.md, "Per question type"): ILLUME's gap
-to SFT 1x sits in the types whose feedback items the critic hardly ever accepted a candidate for.
+to SFT 1x sits in the types whose true candidates are worded unlike the references.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from illume.critic import SCORINGS, rouge_l  # noqa: E402
+from illume.critic import SCORINGS, Subject, make_critic, rouge_l  # noqa: E402
+from illume.datasets.shapes_truth import scene_of  # noqa: E402
 from illume.errors import IllumeError  # noqa: E402
 from illume.images import load_local_image  # noqa: E402
 from illume.records import Feedback, Item, atomic_write_text, read_jsonl  # noqa: E402
@@ -38,8 +41,12 @@ def qtype(item: Item) -> str:
     return item.meta.get("qtype", "unknown")
 
 
-def covered_by_type(feedback_dir: Path, pool: list[Item], iteration: int) -> dict[str, tuple[int, int]]:
-    """Per question type: (feedback items with an accepted rationale after `iteration`, feedback items)."""
+def covered_by_type(feedback_dir: Path, pool: list[Item], iteration: int,
+                    true_ones: bool = False) -> dict[str, tuple[int, int]]:
+    """Per question type: (feedback items with an accepted rationale after `iteration`, feedback items);
+    true_ones: counting instead the items with a candidate true of the scene and supporting the answer."""
+    scene = make_critic("scene") if true_ones else None
+    items = {i.item_id: i for i in pool}
     covered: set[str] = set()
     judged: set[str] = set()
     for it in range(1, iteration + 1):
@@ -49,7 +56,13 @@ def covered_by_type(feedback_dir: Path, pool: list[Item], iteration: int) -> dic
                               "Pass the --feedback-cache the run was made with, or a lower --iteration.")
         for record in read_jsonl(path, Feedback):
             judged.add(record.item_id)
-            if record.accepted:
+            item = items.get(record.item_id)
+            if scene and item:
+                ticks = scene.tick(record.candidates, item.explanations,
+                                   Subject(item.question, item.answer, scene_of(item.meta)))
+            else:
+                ticks = record.accepted
+            if any(ticks):
                 covered.add(record.item_id)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for item in pool:
@@ -127,21 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     cache = report["settings"].get("feedback_cache")
     pool = load_split(run / "data", "val")[: report["feedback_items"]]
     covered = covered_by_type(Path(cache), pool, iteration) if cache else {}
+    true_ones = covered_by_type(Path(cache), pool, iteration, true_ones=True) if cache else {}
     kinds = sorted({k for scores in table.values() for k in scores} - {ALL}) + [ALL]
     sizes = {k: sum(qtype(i) == k for i in test) for k in kinds} | {ALL: len(test)}
     print(f"ROUGE-L ({args.scoring} scoring) per question type, {len(test)} test items; feedback items holding an "
-          f"accepted rationale after iteration {iteration}" + ("" if cache else " (no --feedback-cache in the run)"))
-    print("| type | test items | " + " | ".join(table) + " | feedback items covered |")
-    print("|---|---:|" + "---:|" * len(table) + "---:|")
-    total = [sum(c for c, _ in covered.values()), sum(n for _, n in covered.values())]
+          f"accepted rationale after iteration {iteration}, and with a candidate true of the scene and supporting "
+          f"the answer" + ("" if cache else " (no --feedback-cache in the run)"))
+    print("| type | test items | " + " | ".join(table) + " | feedback items covered | with a true candidate |")
+    print("|---|---:|" + "---:|" * len(table) + "---:|---:|")
+
+    def share(counts: dict[str, tuple[int, int]], kind: str) -> str:
+        if not cache:
+            return "-"
+        c, n = counts.get(kind, (0, 0)) if kind != ALL else [sum(v[k] for v in counts.values()) for k in (0, 1)]
+        return f"{c}/{n}"
     for kind in kinds:
-        c, n = total if kind == ALL else covered.get(kind, (0, 0))
         cells = " | ".join(f"{table[name].get(kind, float('nan')):.1f}" for name in table)
-        print(f"| {kind} | {sizes[kind]} | {cells} | {f'{c}/{n}' if cache else '-'} |")
+        print(f"| {kind} | {sizes[kind]} | {cells} | {share(covered, kind)} | {share(true_ones, kind)} |")
     out = run / f"question_types_{iteration}"
     atomic_write_text(out.with_suffix(".json"), json.dumps({
         "iteration": iteration, "scoring": args.scoring, "rouge_l": table, "feedback_covered": covered,
-        "test_items": sizes}, indent=2))
+        "feedback_with_true_candidate": true_ones, "test_items": sizes}, indent=2))
     plot(table, covered, kinds[:-1], f"ROUGE-L per question type (seed {report['settings']['seed']}, "
          f"{len(test)} test items); feedback items covered after ILLUME iteration {iteration}", out.with_suffix(".png"))
     print(f"written to {out}.json and .png")

@@ -28,3 +28,20 @@ def test_coverage_per_type_up_to_the_iteration(bench, tmp_path):
     assert bench.covered_by_type(tmp_path, pool, 2) == {"color": (0, 1), "shape": (2, 2)}
     with pytest.raises(IllumeError, match="feedback_3.jsonl is missing"):
         bench.covered_by_type(tmp_path, pool, 3)
+
+
+def test_true_candidates_are_counted_by_the_scene_not_the_ticks(bench, tmp_path):
+    from illume.datasets import shapes
+
+    pool = shapes.generate(tmp_path / "data", seed=0, sizes={"val": 2})["val"]
+    true, unknown = pool[0], pool[1]
+    write_jsonl(tmp_path / "feedback_1.jsonl", [  # nothing ticked, as under a ROUGE-L bar nothing met
+        Feedback(true.item_id, true.image, true.question, true.answer, [true.explanations[0]], accepted=[],
+                 rejected=[true.explanations[0]], iteration=1),
+        Feedback(unknown.item_id, unknown.image, unknown.question, unknown.answer, ["the picture is lovely."],
+                 accepted=[], rejected=["the picture is lovely."], iteration=1)])
+    kinds = {true.meta["qtype"], unknown.meta["qtype"]}
+    assert sum(c for c, _ in bench.covered_by_type(tmp_path, pool, 1).values()) == 0
+    found = bench.covered_by_type(tmp_path, pool, 1, true_ones=True)
+    assert set(found) == kinds and sum(c for c, _ in found.values()) == 1
+    assert found[true.meta["qtype"]][0] == 1
