@@ -16,6 +16,9 @@ All arms in one run, on the same feedback items and the same test items, on the 
                   keeps seeing what the model could say before it trained on its own outputs.
                   Distinct candidates per item and distinct bigrams are recorded per iteration,
                   for the candidates judged and for those the newest model alone would give.
+                  --covered-per-temperature N focuses the same budget from iteration 2 on: N per
+                  temperature for items already holding an accepted rationale, the rest shared by
+                  the others (measured: no gain, benchmarks/README.md).
   ILLUME          the published objective as the product trains a round (connector.retention):
                   every unique accepted rationale becomes a row (accumulating over iterations)
                   that learns the answer too (--answer-in-rationale); answer-only rows drawn as
