@@ -134,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in arms.values() if d and not (d / "run" / "adapter").is_dir()]
     if missing:
         parser.error(f"no trained adapter in {', '.join(missing)}: was that arm part of the run?")
+    cache = report["settings"].get("feedback_cache")
+    pool = load_split(run / "data", "val")[: report["feedback_items"]]
+    try:
+        covered = covered_by_type(Path(cache), pool, iteration) if cache else {}
+        true_ones = covered_by_type(Path(cache), pool, iteration, true_ones=True) if cache else {}
+    except IllumeError as error:
+        parser.error(str(error))
     test = load_split(run / "data", "test")[: report["test_items"]]
     table = {name: rouge_by_type(report["demo_model"], d / "run" / "adapter" if d else None, test, args.scoring)
              for name, d in arms.items()}
-    cache = report["settings"].get("feedback_cache")
-    pool = load_split(run / "data", "val")[: report["feedback_items"]]
-    covered = covered_by_type(Path(cache), pool, iteration) if cache else {}
-    true_ones = covered_by_type(Path(cache), pool, iteration, true_ones=True) if cache else {}
     kinds = sorted({k for scores in table.values() for k in scores} - {ALL}) + [ALL]
     sizes = {k: sum(qtype(i) == k for i in test) for k in kinds} | {ALL: len(test)}
     print(f"ROUGE-L ({args.scoring} scoring) per question type, {len(test)} test items; feedback items holding an "
