@@ -2,8 +2,8 @@
 
 Reads a finished `benchmarks/data_efficiency.py --out DIR` run and re-generates, for the model as
 built, ILLUME's adapter of one iteration and the SFT arms' adapters, the rationale of every test
-item exactly as the run scored it (greedy-ish T=0.1, seed 0, batches of 40: the "all" column
-reproduces the run's ROUGE-L), then groups the per-item ROUGE-L by question type (the item's
+item exactly as the run scored it (illume.evaluation.evaluate with the run's batch size of 40: the
+"all" column reproduces the run's ROUGE-L), then groups the per-item ROUGE-L by question type (the item's
 meta["qtype"]). With the run's --feedback-cache it also counts, per type, the feedback items that
 hold an accepted rationale after that iteration (the only items ILLUME learns rationales from), and
 the items for which some candidate judged was true of the scene and supported the answer (what the
@@ -29,9 +29,10 @@ if str(ROOT) not in sys.path:
 from illume.critic import SCORINGS, Subject, make_critic, rouge_l  # noqa: E402
 from illume.datasets.shapes_truth import scene_of  # noqa: E402
 from illume.errors import IllumeError  # noqa: E402
-from illume.images import load_local_image  # noqa: E402
+from illume.evaluation import evaluate  # noqa: E402
 from illume.records import Feedback, Item, atomic_write_text, read_jsonl  # noqa: E402
-from illume.vlm import VLM, Query  # noqa: E402
+from illume.vlm import VLM  # noqa: E402
+from training.data import load_items  # noqa: E402
 
 BATCH = 40  # as benchmarks/data_efficiency.py evaluates: the sampling seed is per batch
 ALL = "all"
@@ -73,16 +74,14 @@ def covered_by_type(feedback_dir: Path, pool: list[Item], iteration: int,
 
 
 def rouge_by_type(model: str, adapter: Path | None, items: list[Item], scoring: str) -> dict[str, float]:
-    """Mean ROUGE-L (x100) of the T=0.1 rationale per question type, and over all items."""
+    """Mean ROUGE-L (x100) of each item's evaluated rationale per question type, and over all items."""
     vlm = VLM.load(model, adapter=str(adapter) if adapter else None, device="cpu")
+    evaluated = evaluate(vlm, items, batch_size=BATCH, meteor=False, scoring=scoring, also=(), keep_rationales=True)
     scores: dict[str, list[float]] = defaultdict(list)
-    for start in range(0, len(items), BATCH):
-        chunk = items[start:start + BATCH]
-        queries = [Query(load_local_image(i.image), i.question, i.answer) for i in chunk]
-        for item, text in zip(chunk, vlm.explain(queries, temperature=0.1, max_new_tokens=40, seed=0)):
-            value = rouge_l(text, item.explanations, scoring)
-            scores[qtype(item)].append(value)
-            scores[ALL].append(value)
+    for item, text in zip(items, evaluated["rationales"]):
+        value = rouge_l(text, item.explanations, scoring)
+        scores[qtype(item)].append(value)
+        scores[ALL].append(value)
     return {kind: round(100 * sum(v) / len(v), 1) for kind, v in sorted(scores.items())}
 
 
@@ -105,11 +104,6 @@ def plot(table: dict[str, dict[str, float]], covered: dict[str, tuple[int, int]]
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-def load_split(data: Path, split: str) -> list[Item]:
-    items = read_jsonl(data / f"{split}.jsonl", Item)
-    return [Item(i.item_id, str(data / i.image), i.question, i.answer, i.explanations, i.split, i.meta) for i in items]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no trained adapter in {', '.join(missing)}: was that arm part of the run?")
     cache = report["settings"].get("feedback_cache")
-    pool = load_split(run / "data", "val")[: report["feedback_items"]]
+    pool = load_items(run / "data" / "val.jsonl")[: report["feedback_items"]]
     try:
         covered = covered_by_type(Path(cache), pool, iteration) if cache else {}
         true_ones = covered_by_type(Path(cache), pool, iteration, true_ones=True) if cache else {}
     except IllumeError as error:
         parser.error(str(error))
-    test = load_split(run / "data", "test")[: report["test_items"]]
+    test = load_items(run / "data" / "test.jsonl")[: report["test_items"]]
     table = {name: rouge_by_type(report["demo_model"], d / "run" / "adapter" if d else None, test, args.scoring)
              for name, d in arms.items()}
     kinds = sorted({k for scores in table.values() for k in scores} - {ALL}) + [ALL]

@@ -16,7 +16,7 @@ BATCH_SIZE = 8  # items per generate call unless --eval-batch-size says otherwis
 
 def evaluate(vlm: VLM, items: Sequence[Item], batch_size: int | None = None, max_new_tokens: int = 40,
              meteor: bool = True, seed: int = 0, scoring: str = DEFAULT_SCORING,
-             also: Sequence[str] = SCORINGS) -> dict[str, Any]:
+             also: Sequence[str] = SCORINGS, keep_rationales: bool = False) -> dict[str, Any]:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr of the rationales vs all references, and answer accuracy,
     scored as `scoring` says (illume.metrics); each other mode in `also` is scored too, under its
     name (by default both: {...default figures, "scoring": "default", "paper": {...}}), so every
@@ -26,6 +26,7 @@ def evaluate(vlm: VLM, items: Sequence[Item], batch_size: int | None = None, max
     ground-truth answer (as when collecting feedback) in the default mode, and the model's
     own answer in the paper's (the reference implementation's test protocol); the second is
     generated only for items whose answer differs from the gold one. Item images are local paths.
+    keep_rationales: also return every item's rationale of the first mode, in item order ("rationales").
     """
     modes = [check_scoring(scoring), *(check_scoring(m) for m in also if m != scoring)]
     batch_size = batch_size or BATCH_SIZE
@@ -58,6 +59,8 @@ def evaluate(vlm: VLM, items: Sequence[Item], batch_size: int | None = None, max
         scores[mode] = scored[mode]
     scores["examples"] = [{"item_id": i.item_id, "rationale": r, "answer": a}
                           for i, r, a in zip(items[:5], rationales[modes[0]], answers)]
+    if keep_rationales:
+        scores["rationales"] = rationales[modes[0]]
     return scores
 
 

@@ -40,3 +40,13 @@ def test_paper_mode_explains_the_generated_answer_and_scores_both_ways(eval_item
     assert paper_first["scoring"] == "paper" and "default" not in paper_first
     assert paper_first["rouge_l"] == scores["paper"]["rouge_l"]  # same seed, same rationales
     assert scored_as(paper_first, "default") == {}
+
+
+def test_kept_rationales_are_the_scored_ones_in_item_order(eval_items, tiny_model_dir):
+    items = read_eval_items(eval_items)
+    vlm = VLM.load(str(tiny_model_dir("llava")), device="cpu")
+    assert "rationales" not in evaluate(vlm, items, batch_size=2, meteor=False, also=())
+    for mode in ("default", "paper"):
+        scores = evaluate(vlm, items, batch_size=2, meteor=False, scoring=mode, also=(), keep_rationales=True)
+        assert len(scores["rationales"]) == len(items)
+        assert [e["rationale"] for e in scores["examples"]] == scores["rationales"][:len(scores["examples"])]
