@@ -24,6 +24,12 @@ weights, as the backend loads it without the diversity remedy, against kept unme
 with base share 0.5 (the hot half with the adapter disabled).
 --model: a saved model (e.g. the demo model) instead of the tiny one.
 
+    python benchmarks/sampling.py --keyed-cost [--model DIR] [--items 32] [--max-new-tokens 20]
+
+--keyed-cost: tasks/s of VLM.sample, where every candidate of a task draws from a generator seeded
+by the task (so batching never changes a task's candidates), against one torch seed per generate
+call with transformers' own draw (how it sampled before), same model, same settings.
+
     python benchmarks/sampling.py --base-share-diversity [--run DIR] [--shares 0,0.3,0.5,0.7]
 
 --base-share-diversity: distinct candidates per item, round by round, as the product samples
@@ -108,6 +114,48 @@ def adapter_cost(model: str | None, architecture: str, items: int, max_new_token
               f"tasks/s; {cpu[name]:6.2f} CPU-s = {items / cpu[name]:6.2f} tasks per CPU-second")
     for name in list(ways)[1:]:
         print(f"ratio {name} / merged: {wall['merged'] / wall[name]:.2f} (wall), {cpu['merged'] / cpu[name]:.2f} (CPU)")
+    print(json.dumps({"model": model, "items": items, "max_new_tokens": max_new_tokens, "repeats": repeats,
+                      "threads": torch.get_num_threads(), "tasks_per_s": {n: items / wall[n] for n in ways},
+                      "tasks_per_cpu_s": {n: items / cpu[n] for n in ways}}))
+
+
+def one_seed_per_call(vlm: VLM, queries: list[Query], config: SamplingConfig) -> int:
+    """Sampling as it was before per-task seeds: one torch seed per generate call, transformers' own draw."""
+    inputs = vlm.encode([q.image for q in queries], vlm.rationale_texts(queries))
+    produced = 0
+    for index, temperature in enumerate(config.temperatures):
+        torch.manual_seed(config.seed * 1000 + index)
+        texts, _ = vlm._generate(inputs, do_sample=True, temperature=temperature,
+                                 top_k=vlm._top_k(config.top_k_fraction), num_return_sequences=config.per_temperature,
+                                 max_new_tokens=config.max_new_tokens)
+        produced += len(texts)
+    return produced
+
+
+def keyed_cost(model: str | None, architecture: str, items: int, max_new_tokens: int, repeats: int = 3) -> None:
+    """Tasks/s of per-task seeds (VLM.sample: a generator per candidate, Gumbel-max draws) against one
+    seed per generate call, best of `repeats`, the ways interleaved, 5 x T=0.3 + 5 x T=0.8 candidates."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = model or str(build_tiny_model(architecture, Path(tmp) / "model"))
+        vlm = VLM.load(model)
+        queries = make_queries(items)
+        ways = {"one seed per generate call": one_seed_per_call, "a seed per task (VLM.sample)": batched}
+        wall = {name: float("inf") for name in ways}
+        cpu = dict(wall)
+        for run in ways.values():
+            run(vlm, queries[:2], SamplingConfig(max_new_tokens=max_new_tokens))  # warm-up
+        for repeat in range(repeats):
+            for name, run in ways.items():
+                config = SamplingConfig(max_new_tokens=max_new_tokens, seed=repeat)
+                started, cpu_started = time.perf_counter(), time.process_time()
+                run(vlm, queries, config)
+                wall[name] = min(wall[name], time.perf_counter() - started)
+                cpu[name] = min(cpu[name], time.process_time() - cpu_started)
+    for name in ways:
+        print(f"{name:30s} {items} tasks: {wall[name]:6.2f} s wall = {items / wall[name]:6.2f} tasks/s; "
+              f"{cpu[name]:6.2f} CPU-s = {items / cpu[name]:6.2f} tasks per CPU-second")
+    first, second = ways
+    print(f"ratio per task / per call: {wall[first] / wall[second]:.2f} (wall), {cpu[first] / cpu[second]:.2f} (CPU)")
     print(json.dumps({"model": model, "items": items, "max_new_tokens": max_new_tokens, "repeats": repeats,
                       "threads": torch.get_num_threads(), "tasks_per_s": {n: items / wall[n] for n in ways},
                       "tasks_per_cpu_s": {n: items / cpu[n] for n in ways}}))
@@ -211,8 +259,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=48, help="--offline: tasks per way")
     parser.add_argument("--adapter-cost", action="store_true",
                         help="tasks/s with a LoRA adapter merged vs kept unmerged (the diversity remedy)")
-    parser.add_argument("--model", help="--adapter-cost: a saved model directory instead of the tiny model")
-    parser.add_argument("--threads", type=int, default=1, help="--adapter-cost: torch threads (1: steadier CPU time)")
+    parser.add_argument("--keyed-cost", action="store_true",
+                        help="tasks/s with a seed per task (what VLM.sample does) vs one seed per generate call")
+    parser.add_argument("--model", help="--adapter-cost, --keyed-cost: a saved model directory instead of the tiny model")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="--adapter-cost, --keyed-cost: torch threads (1: steadier CPU time)")
     parser.add_argument("--base-share-diversity", action="store_true",
                         help="distinct candidates per item per round and base share, with a data_efficiency run's adapters")
     parser.add_argument("--run", type=Path, default=Path.home() / ".cache/illume/benchmarks/data_efficiency",
@@ -226,6 +277,10 @@ def main() -> None:
     if args.adapter_cost:
         torch.set_num_threads(args.threads)
         adapter_cost(args.model, args.architecture, args.items, args.max_new_tokens)
+        return
+    if args.keyed_cost:
+        torch.set_num_threads(args.threads)
+        keyed_cost(args.model, args.architecture, args.items, args.max_new_tokens)
         return
     if args.offline:
         offline_vs_backend(args.tasks, args.max_new_tokens)

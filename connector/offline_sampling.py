@@ -16,7 +16,6 @@ leaves the task open, and the next run samples it again (aliases stay stable).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -121,8 +120,9 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
             except IllumeError as exc:
                 log.warning("task %d skipped: %s", task_id, exc.what)
                 failed += 1
-        # A seed per batch, fixed by its first task: a restarted run samples a task as before.
-        candidates = vlm.sample(queries, dataclasses.replace(sampling, seed=sampling.seed + ids[0])) if queries else []
+        # Each task's draws follow its sampling key (task id, options held), as in the backend: a restarted
+        # run, another shard count or the backend itself samples a task as before.
+        candidates = vlm.sample(queries, sampling) if queries else []
         for task_id, found in zip(ready, candidates):
             options = write_candidates(client, task_id, stored[task_id], fields, found)
             result = task_io.prediction(options, found, fields, version, job.preselect)

@@ -31,6 +31,7 @@ from PIL import Image
 
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
+from illume.keyed_sampling import KeyedGumbelSampler, content_key, row_seed
 from illume.layout import ADAPTER_META
 from illume.records import Candidate
 from illume.sampling import DEFAULT_BASE_SHARE, SamplingConfig  # noqa: F401 (declared there, light to import)
@@ -41,11 +42,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Query:
-    """What the model looks at: an image, a question and (for rationales) an answer."""
+    """What the model looks at: an image, a question and (for rationales) an answer. `key` names
+    the query for sampling (a task, an item): its candidates depend on the key and the seed only,
+    not on the batch it is sampled in; "" keys it by its content."""
 
     image: Image.Image
     question: str
     answer: str = ""
+    key: str = ""
+
+    def sampling_key(self) -> str:
+        return self.key or content_key(self.image, self.question, self.answer)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -153,10 +160,12 @@ class VLM:
         return [i for i in ids if i is not None]
 
     @torch.inference_mode()
-    def _generate(self, inputs: dict[str, torch.Tensor], *, do_sample: bool, temperature: float = 1.0,
-                  top_k: int | None = None, num_return_sequences: int = 1,
-                  max_new_tokens: int = 100) -> tuple[list[str], list[float]]:
-        """One generate call; returns decoded continuations and their mean token log-prob."""
+    def _generate(self, inputs: dict[str, torch.Tensor], *, do_sample: bool = False, temperature: float = 1.0,
+                  top_k: int | None = None, num_return_sequences: int = 1, max_new_tokens: int = 100,
+                  sampler: KeyedGumbelSampler | None = None) -> tuple[list[str], list[float]]:
+        """One generate call; returns decoded continuations and their mean token log-prob. With a
+        `sampler` the draws are its own (per row): it leaves one token to sample at each step."""
+        do_sample = do_sample or sampler is not None
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       num_return_sequences=num_return_sequences,
                                       return_dict_in_generate=True, output_logits=True,
@@ -166,6 +175,10 @@ class VLM:
             kwargs.update(temperature=temperature, top_k=top_k, top_p=1.0)
         else:
             kwargs.update(temperature=None, top_k=None, top_p=None)
+        if sampler is not None:  # its own temperature and top-k
+            from transformers import LogitsProcessorList
+
+            kwargs.update(temperature=1.0, top_k=None, top_p=1.0, logits_processor=LogitsProcessorList([sampler]))
         out = self.model.generate(**inputs, **kwargs)
         # The generated tokens are the last ones, one per step: after the prompt for a decoder-only
         # model, after the decoder's start token for an encoder-decoder one.
@@ -217,6 +230,7 @@ class VLM:
                               f"adapter {self.adapter} was merged into the weights",
                               "Load the model with VLM.load(..., keep_base=True), or sample with base_share 0.")
         inputs = self.encode([q.image for q in queries], self.rationale_texts(queries))
+        keys = [q.sampling_key() for q in queries]
         per_item: list[list[Candidate]] = [[] for _ in queries]
         top_k = self._top_k(config.top_k_fraction)
         with self._toggle:
@@ -225,12 +239,14 @@ class VLM:
                 # candidates are the ones that model samples at this temperature.
                 parts = ((config.per_temperature - from_base, nullcontext),
                          (from_base, getattr(self.model, "disable_adapter", nullcontext)))
-                for count, context in parts:
+                for (count, context), first in zip(parts, (from_base, 0)):
                     if not count:
                         continue
-                    torch.manual_seed(config.seed * 1000 + index)
+                    # Candidate j of a query draws from its own seed: the base part's j < from_base are
+                    # those the model as built draws, the adapter's take j >= from_base.
+                    seeds = [row_seed(config.seed, key, index, first + j) for key in keys for j in range(count)]
                     with context():
-                        texts, scores = self._generate(inputs, do_sample=True, temperature=temperature, top_k=top_k,
+                        texts, scores = self._generate(inputs, sampler=KeyedGumbelSampler(seeds, temperature, top_k),
                                                        num_return_sequences=count, max_new_tokens=config.max_new_tokens)
                     for row, (text, score) in enumerate(zip(texts, scores)):  # grouped per query
                         per_item[row // count].append(Candidate(text.strip(), float(score), temperature))

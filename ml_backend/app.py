@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import itertools
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,14 +109,11 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     log.info("images decoded reduced while their shorter side stays >= %d px" if side else
              "images decoded at full size (no processor size found, or --decode-side 0)", side)
 
-    batches_served = itertools.count()
-
     def run_batch(queries):
         loaded = holder.current  # a swap during this batch does not affect it
-        # Each batch gets its own seed: asking again for the same items (a new labeling round)
-        # yields new candidates, while a restarted server replays the same sequence.
-        sampling = dataclasses.replace(settings.sampling, seed=settings.sampling.seed + next(batches_served))
-        return loaded.vlm.sample(queries, sampling), loaded.version
+        # Each task's draws come from its sampling key (illume.labelstudio.task.sampling_key), not from
+        # the batch it lands in: the same task on the same model gets the same candidates.
+        return loaded.vlm.sample(queries, settings.sampling), loaded.version
 
     batcher = Batcher(run_batch, settings.batch_size, settings.queue_size, settings.download_workers,
                       per_host=settings.download_per_host)

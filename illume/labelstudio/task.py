@@ -72,6 +72,7 @@ class PendingQuery:
     image: ImageSource
     question: str
     answer: str
+    key: str = ""  # what its sampling draws are seeded by (sampling_key)
 
     def fetch(self) -> bytes:
         return self.image.fetch()
@@ -79,7 +80,18 @@ class PendingQuery:
     def build(self, data: bytes) -> "Query":
         from illume.vlm import Query  # torch: loaded by those that run the model only
 
-        return Query(image=self.image.decode(data), question=self.question, answer=self.answer)
+        return Query(image=self.image.decode(data), question=self.question, answer=self.answer, key=self.key)
+
+
+def sampling_key(task: dict[str, Any], fields: LabelingSchema) -> str:
+    """A task's candidates are drawn from its id and the options it already holds, whatever batch it
+    is sampled in: asked again, an open task gets the same candidates; asked for more (resample: the
+    task holds more options by then), new ones. A task without an id is keyed by its content."""
+    tid = task_id(task)
+    if tid is None:
+        return ""
+    offered = (task.get("data") or {}).get(fields.candidates)
+    return f"task {tid} after {len(offered) if isinstance(offered, list) else 0} options"
 
 
 def task_name(task: Any) -> str:
@@ -105,7 +117,7 @@ def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy
         values[key] = value.strip()
     question, answer = (check_text(task, key, values[key], max_text_chars) for key in (fields.question, fields.answer))
     image = check_image(storage_ref(values[fields.image], task_id(task)), policy)  # cloud URIs via Label Studio
-    return PendingQuery(image=image, question=question, answer=answer)
+    return PendingQuery(image=image, question=question, answer=answer, key=sampling_key(task, fields))
 
 
 def prediction(options: list[dict[str, str]], candidates: Sequence[Candidate], fields: LabelingSchema,

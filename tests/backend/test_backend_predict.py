@@ -175,6 +175,25 @@ def test_concurrent_requests_share_model_batches(make_client):
     assert sizes == [1, 4]
 
 
+def test_a_task_gets_the_same_candidates_whatever_it_is_batched_with(make_client, image_root):
+    """Tasks are batched as their images arrive; a task's draws follow its id and the options it holds."""
+    client, _ = make_client(batch_size=8, preselect=1)
+    red, blue = str(image_root / "red.png"), str(image_root / "blue.png")
+
+    def best(tasks, which: int = 0) -> float:  # the prediction's score: its best candidate's probability
+        return _predict(client, tasks).json()["results"][which]["score"]
+
+    alone = best([task(7, red)])
+    companions = [task(8, blue, "is the shape blue ?", "yes"), task(9, data_uri("green"), "what is it ?", "a square")]
+    assert best(companions + [task(7, red)], which=2) == alone
+    assert best([task(7, red)] + companions[::-1]) == alone
+    scores = {best([task(n, red)]) for n in range(20, 26)}  # the same picture and text as other tasks
+    assert len(scores) >= 4
+    holding = task(7, red)
+    holding["data"]["candidates"] = [{"value": "it is red.", "alias": "c0"}]  # asked for more (resample)
+    assert best([holding]) != alone
+
+
 def test_openapi_schema_lists_the_routes(make_client):
     client, _ = make_client()
     paths = client.get("/openapi.json").json()["paths"]

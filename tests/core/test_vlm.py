@@ -52,6 +52,25 @@ def test_sampling_is_deterministic_under_a_seed(vlm):
     assert [[c.text for c in x] for x in first] != [[c.text for c in x] for x in other]
 
 
+def texts(per_item) -> list[list[str]]:
+    return [[c.text for c in cands] for cands in per_item]
+
+
+def test_a_querys_candidates_do_not_depend_on_its_batch(vlm):
+    """The backend batches tasks as their images arrive: a task's candidates must not change with that."""
+    together = texts(vlm.sample(queries(), CONFIG, dedupe=False))
+    alone = [texts(vlm.sample([q], CONFIG, dedupe=False))[0] for q in queries()]
+    reversed_ = texts(vlm.sample(queries()[::-1], CONFIG, dedupe=False))[::-1]
+    assert together == alone == reversed_
+
+
+def test_the_key_not_the_position_picks_the_draws(vlm):
+    same = queries()[0]
+    keyed = [Query(same.image, same.question, same.answer, key=k) for k in ("task-1", "task-2", "task-1")]
+    first, second, third = texts(vlm.sample(keyed, CONFIG, dedupe=False))
+    assert first == third != second  # same content: the key alone tells the draws apart
+
+
 def test_answer_and_explain_give_one_text_per_query(vlm):
     assert len(vlm.answer(queries())) == 3
     explained = vlm.explain(queries(), max_new_tokens=6)
