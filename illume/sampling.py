@@ -22,7 +22,8 @@ class SamplingConfig:
     top_k_fraction: float = option(0.1, "Top-k over this best fraction of the vocabulary.",
                                    env="ILLUME_TOP_K_FRACTION", min=0, min_open=True, max=1)
     max_new_tokens: int = option(100, "Longest candidate, in tokens.", env="ILLUME_MAX_NEW_TOKENS", min=1)
-    seed: int = option(0, "Sampling seed.", env="ILLUME_SEED")
+    seed: int = option(0, "Sampling seed; with each task's key (its id and the options it holds) it fixes the "
+                          "task's candidates, whatever batch the task is sampled in.", env="ILLUME_SEED")
     # 0 here (the published method); the product (PRODUCT_SAMPLING) samples DEFAULT_BASE_SHARE so.
     base_share: float = option(0.0, (
         "Diversity remedy: with an adapter loaded, this share of each task's candidates (hottest temperature "
