@@ -44,6 +44,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -87,36 +88,57 @@ def fresh_adapter(model: str, out) -> str:
     return str(out)
 
 
+def best_times(ways: dict[str, Callable[[list[Query], int], object]], queries: list[Query],
+               repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best of `repeats` runs per way (each called with the queries and the repeat as its seed), the ways
+    interleaved after a warm-up; wall clock and this process's CPU time (on a shared machine the CPU
+    time is the steadier figure of the two)."""
+    wall = {name: float("inf") for name in ways}
+    cpu = dict(wall)
+    for run in ways.values():
+        run(queries[:2], 0)  # warm-up
+    for repeat in range(repeats):
+        for name, run in ways.items():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            run(queries, repeat)
+            wall[name] = min(wall[name], time.perf_counter() - started)
+            cpu[name] = min(cpu[name], time.process_time() - cpu_started)
+    return wall, cpu
+
+
+def print_rates(wall: dict[str, float], cpu: dict[str, float], items: int, width: int, baseline: str,
+                settings: dict) -> None:
+    """Tasks/s per way (tasks with all their 5 x T=0.3 + 5 x T=0.8 candidates), each other way's ratio
+    to `baseline`, and the figures as one JSON line."""
+    count = SamplingConfig().count
+    for name in wall:
+        print(f"{name:{width}s} {items} tasks x {count} candidates: {wall[name]:6.2f} s wall = "
+              f"{items / wall[name]:6.2f} tasks/s; {cpu[name]:6.2f} CPU-s = {items / cpu[name]:6.2f} tasks per CPU-second")
+    for name in wall:
+        if name != baseline:
+            print(f"ratio {name} / {baseline}: {wall[baseline] / wall[name]:.2f} (wall), "
+                  f"{cpu[baseline] / cpu[name]:.2f} (CPU)")
+    print(json.dumps({**settings, "items": items, "threads": torch.get_num_threads(),
+                      "tasks_per_s": {n: items / wall[n] for n in wall},
+                      "tasks_per_cpu_s": {n: items / cpu[n] for n in wall}}))
+
+
 def adapter_cost(model: str | None, architecture: str, items: int, max_new_tokens: int, repeats: int = 3) -> None:
-    """Best of `repeats` runs per way, the ways interleaved; wall clock and this process's CPU
-    time (on a shared machine the CPU time is the steadier figure of the two)."""
+    """Tasks/s with the adapter merged, kept unmerged, and unmerged with base share 0.5 (best_times)."""
     with tempfile.TemporaryDirectory() as tmp:
         model = model or str(build_tiny_model(architecture, Path(tmp) / "model"))
         adapter = fresh_adapter(model, Path(tmp) / "adapter")
-        queries = make_queries(items)
-        ways = {"merged": (VLM.load(model, adapter), 0.0),
-                "unmerged": (VLM.load(model, adapter, keep_base=True), 0.0),
-                "unmerged, base share 0.5": (VLM.load(model, adapter, keep_base=True), 0.5)}
-        wall = {name: float("inf") for name in ways}
-        cpu = dict(wall)
-        for name, (vlm, share) in ways.items():
-            vlm.sample(queries[:2], SamplingConfig(max_new_tokens=max_new_tokens, base_share=share))  # warm-up
-        for repeat in range(repeats):
-            for name, (vlm, share) in ways.items():
-                config = SamplingConfig(max_new_tokens=max_new_tokens, base_share=share, seed=repeat)
-                started, cpu_started = time.perf_counter(), time.process_time()
-                vlm.sample(queries, config)
-                wall[name] = min(wall[name], time.perf_counter() - started)
-                cpu[name] = min(cpu[name], time.process_time() - cpu_started)
-    count = SamplingConfig().count
-    for name in ways:
-        print(f"{name:26s} {items} tasks x {count} candidates: {wall[name]:6.2f} s wall = {items / wall[name]:6.2f} "
-              f"tasks/s; {cpu[name]:6.2f} CPU-s = {items / cpu[name]:6.2f} tasks per CPU-second")
-    for name in list(ways)[1:]:
-        print(f"ratio {name} / merged: {wall['merged'] / wall[name]:.2f} (wall), {cpu['merged'] / cpu[name]:.2f} (CPU)")
-    print(json.dumps({"model": model, "items": items, "max_new_tokens": max_new_tokens, "repeats": repeats,
-                      "threads": torch.get_num_threads(), "tasks_per_s": {n: items / wall[n] for n in ways},
-                      "tasks_per_cpu_s": {n: items / cpu[n] for n in ways}}))
+
+        def way(vlm: VLM, share: float) -> Callable[[list[Query], int], object]:
+            return lambda queries, seed: vlm.sample(queries, SamplingConfig(max_new_tokens=max_new_tokens,
+                                                                            base_share=share, seed=seed))
+
+        ways = {"merged": way(VLM.load(model, adapter), 0.0),
+                "unmerged": way(VLM.load(model, adapter, keep_base=True), 0.0),
+                "unmerged, base share 0.5": way(VLM.load(model, adapter, keep_base=True), 0.5)}
+        wall, cpu = best_times(ways, make_queries(items), repeats)
+    print_rates(wall, cpu, items, 26, "merged",
+                {"model": model, "max_new_tokens": max_new_tokens, "repeats": repeats})
 
 
 def one_seed_per_call(vlm: VLM, queries: list[Query], config: SamplingConfig) -> int:
@@ -134,31 +156,18 @@ def one_seed_per_call(vlm: VLM, queries: list[Query], config: SamplingConfig) ->
 
 def keyed_cost(model: str | None, architecture: str, items: int, max_new_tokens: int, repeats: int = 3) -> None:
     """Tasks/s of per-task seeds (VLM.sample: a generator per candidate, Gumbel-max draws) against one
-    seed per generate call, best of `repeats`, the ways interleaved, 5 x T=0.3 + 5 x T=0.8 candidates."""
+    seed per generate call (best_times)."""
     with tempfile.TemporaryDirectory() as tmp:
         model = model or str(build_tiny_model(architecture, Path(tmp) / "model"))
         vlm = VLM.load(model)
-        queries = make_queries(items)
-        ways = {"one seed per generate call": one_seed_per_call, "a seed per task (VLM.sample)": batched}
-        wall = {name: float("inf") for name in ways}
-        cpu = dict(wall)
-        for run in ways.values():
-            run(vlm, queries[:2], SamplingConfig(max_new_tokens=max_new_tokens))  # warm-up
-        for repeat in range(repeats):
-            for name, run in ways.items():
-                config = SamplingConfig(max_new_tokens=max_new_tokens, seed=repeat)
-                started, cpu_started = time.perf_counter(), time.process_time()
-                run(vlm, queries, config)
-                wall[name] = min(wall[name], time.perf_counter() - started)
-                cpu[name] = min(cpu[name], time.process_time() - cpu_started)
-    for name in ways:
-        print(f"{name:30s} {items} tasks: {wall[name]:6.2f} s wall = {items / wall[name]:6.2f} tasks/s; "
-              f"{cpu[name]:6.2f} CPU-s = {items / cpu[name]:6.2f} tasks per CPU-second")
-    first, second = ways
-    print(f"ratio per task / per call: {wall[first] / wall[second]:.2f} (wall), {cpu[first] / cpu[second]:.2f} (CPU)")
-    print(json.dumps({"model": model, "items": items, "max_new_tokens": max_new_tokens, "repeats": repeats,
-                      "threads": torch.get_num_threads(), "tasks_per_s": {n: items / wall[n] for n in ways},
-                      "tasks_per_cpu_s": {n: items / cpu[n] for n in ways}}))
+
+        def way(sample: Callable[[VLM, list[Query], SamplingConfig], int]) -> Callable[[list[Query], int], object]:
+            return lambda queries, seed: sample(vlm, queries, SamplingConfig(max_new_tokens=max_new_tokens, seed=seed))
+
+        ways = {"one seed per generate call": way(one_seed_per_call), "a seed per task (VLM.sample)": way(batched)}
+        wall, cpu = best_times(ways, make_queries(items), repeats)
+    print_rates(wall, cpu, items, 28, "one seed per generate call",
+                {"model": model, "max_new_tokens": max_new_tokens, "repeats": repeats})
 
 
 def base_share_diversity(run: Path, shares: list[float], items: int = 100) -> None:

@@ -165,20 +165,20 @@ class VLM:
                   sampler: KeyedGumbelSampler | None = None) -> tuple[list[str], list[float]]:
         """One generate call; returns decoded continuations and their mean token log-prob. With a
         `sampler` the draws are its own (per row): it leaves one token to sample at each step."""
-        do_sample = do_sample or sampler is not None
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       num_return_sequences=num_return_sequences,
                                       return_dict_in_generate=True, output_logits=True,
                                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._stop_ids(),
                                       stop_strings=[".", "!", "?"], tokenizer=self.tokenizer)
-        if do_sample:
+        if sampler is not None:  # it applies its own temperature and top-k
+            from transformers import LogitsProcessorList
+
+            kwargs.update(do_sample=True, temperature=1.0, top_k=None, top_p=1.0,
+                          logits_processor=LogitsProcessorList([sampler]))
+        elif do_sample:
             kwargs.update(temperature=temperature, top_k=top_k, top_p=1.0)
         else:
             kwargs.update(temperature=None, top_k=None, top_p=None)
-        if sampler is not None:  # its own temperature and top-k
-            from transformers import LogitsProcessorList
-
-            kwargs.update(temperature=1.0, top_k=None, top_p=1.0, logits_processor=LogitsProcessorList([sampler]))
         out = self.model.generate(**inputs, **kwargs)
         # The generated tokens are the last ones, one per step: after the prompt for a decoder-only
         # model, after the decoder's start token for an encoder-decoder one.
