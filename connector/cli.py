@@ -444,7 +444,7 @@ def annotate(session, simulate, annotators, critic, threshold, error_rate, seed,
 
 def _export_summary(manifest: dict, out: Path) -> str:
     counts, agreement = manifest["counts"], manifest["agreement"]
-    refused = (manifest.get("refused_images") or []) + (manifest.get("refused_texts") or [])
+    refused = [r for key in ("refused_images", "refused_texts", "refused_tasks") for r in manifest.get(key) or []]
     return (f"exported {counts['completed']} completed tasks to {out}: {counts['rationale_rows']} rationale rows "
             f"({counts['new_rationale_rows']} new), {counts['answer_rows']} answer-only rows, {counts['pairs']} "
             f"preference pairs; acceptance rate {manifest['acceptance']['rate']}; "
@@ -453,7 +453,8 @@ def _export_summary(manifest: dict, out: Path) -> str:
             "'None' with ticks (None wins)"
             + (f"; Fleiss' kappa {agreement['fleiss_kappa']}" if agreement["fleiss_kappa"] is not None else "")
             + (f", Cohen's kappa {agreement['cohen_kappa']}" if agreement["cohen_kappa"] is not None else "")
-            + "".join(f"\nleft out task {r['task']} (item {r['item_id']}): {r['reason']} -> {r['todo']}"
+            + "".join(f"\nleft out task {r['task']}" + (f" (item {r['item_id']})" if r.get("item_id") else "")
+                      + f": {r['reason']} -> {r['todo']}"
                       for r in refused))
 
 

@@ -10,7 +10,9 @@ images and the manifest (what export.convert swaps in atomically).
     shown and not accepted, in TRL's layout (images, prompt, chosen, rejected);
   * unticked.jsonl: each candidate shown and not accepted, as a rationale row (the undesirable
     side of an unpaired loss; connector.export_trl writes TRL's unpaired layout from it);
-  * rows and pairs of the previous export are carried over without duplicates;
+  * rows and pairs of the previous export are carried over without duplicates, except those of a
+    task judged again here: its judgment now (an annotation edited since, say) replaces the earlier one;
+  * a task not shaped as Label Studio writes tasks (connector.task_shape) is left out and reported;
   * a task whose image the image policy refuses (a disallowed host, outside the allowed roots,
     too large) is left out and reported in the manifest, with nothing fetched or copied;
   * the annotations of excluded annotators (below the quality threshold) are left out of a task's
@@ -31,6 +33,7 @@ from connector.agreement import Agreement
 from connector.export_images import ImageCollector
 from illume.labelstudio.task import task_item_id, task_round
 from connector.annotator_quality import annotator_id
+from connector.task_shape import FIX_TASK, task_problem
 from connector.judging import (NONE_RULE, NOTE_KEYS, Judged, judge_task, latest_per_annotator, preference_pairs,
                                pretick_summary, rationale_rows, unticked_rows)
 from illume.atomic_dir import fsync_dir
@@ -105,6 +108,7 @@ class ExportWriter:
         self.feedback = open(directory / EXPORT_FEEDBACK, "w", encoding="utf-8")
         self.unticked = open(directory / EXPORT_UNTICKED, "w", encoding="utf-8")
         self.row_keys: set[str] = set()
+        self.earlier_keys: set[str] = set()  # rationale rows of the previous export: not new here
         self.unticked_keys: set[str] = set()
         self.pair_keys: set[tuple[str, str, str]] = set()
         self.with_rationale: set[str] = set()
@@ -128,7 +132,7 @@ class ExportWriter:
         self.answer_only.pop(row.item_id, None)
         self.rows.write(to_line(row))
         self.counts["rationale_rows"] += 1
-        self.counts["new_rationale_rows"] += new
+        self.counts["new_rationale_rows"] += new and _row_key(row.item_id, row.rationale or "") not in self.earlier_keys
 
     def add_unticked(self, row: TrainingRow) -> None:
         if self._first(self.unticked_keys, _row_key(row.item_id, row.rationale or "")):
@@ -194,31 +198,47 @@ def draw_answer_pool(writer: ExportWriter, pool: AnswerPool, held_out: frozenset
     return {**record, "topped_up": sum(1 for i in kept if i in writer.with_rationale), "drawn": len(kept)}
 
 
-def carry_over(writer: ExportWriter, previous: Path) -> None:
-    """Rows and pairs of an earlier export, images copied along (paths stay relative)."""
-    rows_path, pairs_path = previous / EXPORT_ROWS, previous / EXPORT_PAIRS
-    if not rows_path.is_file():
+def earlier_export(previous: Path) -> Path:
+    """`previous`, checked to be an export directory (before any task is read)."""
+    if not (previous / EXPORT_ROWS).is_file():
         raise IllumeError(f"{previous} is not an export directory (no {EXPORT_ROWS})",
                           "Pass the directory an earlier `illume-sync export` wrote, or leave out --previous.")
+    return previous
+
+
+def earlier_rationale_keys(previous: Path) -> set[str]:
+    return {_row_key(r.item_id, r.rationale or "") for r in iter_jsonl(previous / EXPORT_ROWS, TrainingRow)
+            if r.kind == RATIONALE}
+
+
+def carry_over(writer: ExportWriter, previous: Path) -> None:
+    """The earlier export's rows and pairs, images copied along (paths stay relative), but none of a task
+    judged in this export: what its annotations say now replaces what they said then. (Rows of exports
+    written before rows named their task are all carried.) Called after this export's tasks."""
+    judged_now = set(writer.task_ids)
 
     def carried(image: str) -> str:
         path = previous / image
         return writer.images.add_file(path) if path.is_file() and not Path(image).is_absolute() else image
 
-    for row in iter_jsonl(rows_path, TrainingRow):
+    for row in iter_jsonl(previous / EXPORT_ROWS, TrainingRow):
+        if row.task_id in judged_now:
+            continue
         row.image = carried(row.image)
         if row.kind == RATIONALE:
             writer.add_rationale(row, new=False)
         else:
             writer.note_answer_only(row)
-    if pairs_path.is_file():
-        for pair in iter_jsonl(pairs_path, PreferencePair):
-            pair.images = [carried(image) for image in pair.images]
-            writer.add_pair(pair)
+    if (previous / EXPORT_PAIRS).is_file():
+        for pair in iter_jsonl(previous / EXPORT_PAIRS, PreferencePair):
+            if pair.task_id not in judged_now:
+                pair.images = [carried(image) for image in pair.images]
+                writer.add_pair(pair)
     if (previous / EXPORT_UNTICKED).is_file():
         for row in iter_jsonl(previous / EXPORT_UNTICKED, TrainingRow):
-            row.image = carried(row.image)
-            writer.add_unticked(row)
+            if row.task_id not in judged_now:
+                row.image = carried(row.image)
+                writer.add_unticked(row)
 
 
 @dataclass
@@ -235,6 +255,7 @@ class Tally:
     agreement: Agreement = field(default_factory=Agreement)
     refused_images: list[dict[str, Any]] = field(default_factory=list)
     refused_texts: list[dict[str, Any]] = field(default_factory=list)
+    refused_tasks: list[dict[str, Any]] = field(default_factory=list)  # not shaped as Label Studio writes tasks
     answer_pool: dict[str, Any] = field(default_factory=dict)  # where the answer-only rows came from
     excluded_annotations: int = 0  # submitted annotations of excluded annotators left out of complete tasks
     tasks_with_excluded_annotations: int = 0
@@ -259,10 +280,15 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
     quality: Callable[[], dict[str, Any]] | None = getattr(options, "annotator_quality", None)
     try:
         if previous is not None:
-            carry_over(writer, previous)
+            writer.earlier_keys = earlier_rationale_keys(earlier_export(previous))
         for task in tasks:
             if progress is not None:  # every task read, so the bar reaches the snapshot's size
                 progress(1)
+            problem = task_problem(task, schema)
+            if problem is not None:
+                tally.refused_tasks.append({"task": task.get("id") if isinstance(task, dict) else None,
+                                            "reason": problem[:500], "todo": FIX_TASK})
+                continue
             if pool is not None:
                 row = pool_row(task, schema, options.iteration, options.max_text_chars)
                 if row is not None and row.item_id not in writer.pool:
@@ -270,6 +296,8 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
             if options.round is not None and task_round(task.get("data") or {}) != options.round:
                 continue
             _add_task(task, writer, tally, options, schema, excluded)
+        if previous is not None:
+            carry_over(writer, previous)
         if not writer.counts["completed"]:
             raise _nothing_to_export(options, tally)
         if pool is not None:
@@ -313,6 +341,10 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
     if judged is None:  # only excluded annotators voted
         return
     feedback = judged.feedback
+    if not (feedback.image and feedback.question.strip() and feedback.answer.strip()):
+        tally.refused_tasks.append({"task": task.get("id"), "item_id": feedback.item_id[:200],
+                                    "reason": f"task {task.get('id')} has no image, question or answer", "todo": FIX_TASK})
+        return
     try:  # this task only: a text the tokenizer cannot take (too long, not Unicode) leaves it out
         check_texts(feedback, f"task {str(task.get('id'))[:40]}", options.max_text_chars)
     except IllumeError as exc:
@@ -327,17 +359,21 @@ def _add_task(task: dict, writer: ExportWriter, tally: Tally, options: Any, sche
         return
     writer.feedback.write(to_line(feedback))
     writer.counts["completed"] += 1
-    writer.task_ids.append(task.get("id"))
+    task_id = task["id"]
+    writer.task_ids.append(task_id)
     _tally(tally, judged)
     for row in rationale_rows(feedback):
+        row.task_id = task_id
         writer.add_rationale(row, new=True)
     for pair in preference_pairs(feedback):
+        pair.task_id = task_id
         writer.add_pair(pair)
     for row in unticked_rows(feedback):
+        row.task_id = task_id
         writer.add_unticked(row)
     if not feedback.accepted and not feedback.written:
         writer.note_answer_only(TrainingRow(ANSWER_ONLY, feedback.item_id, feedback.image, feedback.question,
-                                            feedback.answer, None, feedback.iteration))
+                                            feedback.answer, None, feedback.iteration, task_id))
 
 
 def check_texts(feedback: Feedback, task: str, max_chars: int) -> None:
@@ -363,6 +399,8 @@ def _nothing_to_export(options: Any, tally: Tally) -> IllumeError:
     project = options.project.get("title") or options.project.get("id") or "the project"
     refused = (f", {len(tally.refused_images)} left out because their image was refused (first: "
                f"{tally.refused_images[0]['reason']})" if tally.refused_images else "")
+    refused += (f", {len(tally.refused_tasks)} left out as unreadable (first: {tally.refused_tasks[0]['reason']})"
+                if tally.refused_tasks else "")
     waiting = (f", {tally.below_min_annotations} annotated by fewer than {options.min_annotations} people"
                if tally.below_min_annotations else "")
     return IllumeError(f"Nothing to export: {project!s} has no completed task ({tally.seen} tasks exported, "
@@ -396,9 +434,11 @@ def _manifest(work: Path, writer: ExportWriter, tally: Tally, options: Any, prev
                    "rationale_rows": rationale, "new_rationale_rows": counts.get("new_rationale_rows", 0),
                    "answer_rows": answer, "pairs": counts.get("pairs", 0),
                    "unticked_rows": counts.get("unticked_rows", 0), "images": len(images),
-                   "refused_images": len(tally.refused_images), "refused_texts": len(tally.refused_texts)},
+                   "refused_images": len(tally.refused_images), "refused_texts": len(tally.refused_texts),
+                   "refused_tasks": len(tally.refused_tasks)},
         "refused_images": tally.refused_images,
         "refused_texts": tally.refused_texts,
+        "refused_tasks": tally.refused_tasks,
         "rationale_weight": answer / rationale if rationale and answer else 1.0,
         "answer_pool": tally.answer_pool,
         "previous_export": str(previous) if previous else None,

@@ -137,8 +137,8 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
     notes["accepted_preticked_unchanged"] = sum(1 for t in accepted if t not in chosen_by_hand)
     feedback = Feedback(
         item_id=task_item_id(task),
-        image=str(data.get(schema.image, "")), question=str(data.get(schema.question, "")),
-        answer=str(data.get(schema.answer, "")),
+        image=str(data.get(schema.image) or ""), question=str(data.get(schema.question) or ""),
+        answer=str(data.get(schema.answer) or ""),
         candidates=texts, accepted=accepted, rejected=[t for t in texts if t not in accepted],
         written=[w for w in written if w not in accepted],
         annotation_ids=[a.get("id") for a in annotations], annotators=len(annotations), iteration=iteration,

@@ -27,6 +27,7 @@ from illume.errors import IllumeError
 # Package data (illume/label_config/), read through importlib.resources so it is found in any install.
 SHIPPED_CONFIG = "illume_rationales.xml"
 INSTRUCTIONS_NAME = "instructions.html"  # the instructions beside a labeling config, shown before labeling
+MAX_CONFIG_CHARS = 200_000  # the shipped config is 3,000 characters; parsing 45 MB of XML took 1.3 GB
 
 
 def shipped_text(name: str) -> str:
@@ -64,17 +65,39 @@ class LabelingSchema:
         return {"from_name": self.written, "to_name": self.to_name, "type": "textarea", "value": {"text": [text]}}
 
     def read(self, result: dict[str, Any]) -> tuple[str, list[str]]:
-        """What one annotation result says: ("ticks", aliases), ("none", []), ("text", texts) or ("other", [])."""
-        value = result.get("value") or {}
+        """What one annotation result says: ("ticks", aliases), ("none", []), ("text", texts) or ("other", []).
+        A result of one of our controls that is not shaped as Label Studio stores it (a value object
+        holding a list of texts) is refused: read loosely, a string "c0" would be the ticks "c" and "0"."""
+        if not isinstance(result, dict):
+            raise _malformed(f"an annotation result is a {type(result).__name__}, not a JSON object")
         control = result.get("from_name")
+        if control not in (self.rationales, self.none_control, self.written) or control is None:
+            return "other", []
+        value = result.get("value")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise _malformed(f"the {control!r} result's value is a {type(value).__name__}, not a JSON object")
         if control == self.rationales:
-            return "ticks", [str(c) for c in value.get("choices") or []]
-        if self.none_control is not None and control == self.none_control:
-            chosen = {str(c) for c in value.get("choices") or []}
+            return "ticks", _texts(value, "choices", control)
+        if control == self.none_control:
+            chosen = set(_texts(value, "choices", control))
             return ("none", []) if chosen & set(self.none_labels) else ("other", [])
-        if self.written is not None and control == self.written:
-            return "text", [str(t) for t in value.get("text") or []]
-        return "other", []
+        return "text", _texts(value, "text", control)
+
+
+def _malformed(what: str) -> IllumeError:
+    return IllumeError(what, "Open the task in Label Studio and submit the annotation again (or delete it); "
+                             "annotations written by other tools must use Label Studio's result format.")
+
+
+def _texts(value: dict[str, Any], key: str, control: str) -> list[str]:
+    texts = value.get(key)
+    if texts is None:
+        return []
+    if not (isinstance(texts, list) and all(isinstance(t, str) for t in texts)):
+        raise _malformed(f"the {control!r} result's {key} is not a list of texts ({type(texts).__name__})")
+    return list(texts)
 
 
 def _variable(value: Any) -> str | None:
@@ -92,6 +115,9 @@ def parse_schema(config: str, where: str = "") -> LabelingSchema:
     """The schema of one labeling config; `where` names it in errors (e.g. " of project 3")."""
     if not config or not config.strip():
         raise _refuse("is empty", "Set the project's labeling config", where)
+    if len(config) > MAX_CONFIG_CHARS:
+        raise _refuse(f"is {len(config):,} characters long, more than the {MAX_CONFIG_CHARS:,} read",
+                      "Shorten it: a labeling config needs one image, two texts and the choices", where)
     from label_studio_sdk.label_interface import LabelInterface
 
     try:
@@ -112,10 +138,15 @@ def parse_schema(config: str, where: str = "") -> LabelingSchema:
     if missing:
         raise _refuse("lacks " + "; ".join(missing), "Add " + " and ".join(missing), where)
     named = {o.name: o for o in texts}
-    question = named.get("question", texts[0])
-    answer = named.get("answer", next(t for t in texts if t is not question))
+    question = named.get("question") or next(t for t in texts if t is not named.get("answer"))
+    answer = named.get("answer") or next(t for t in texts if t is not question)
     rationales = dynamic[0]
+    _refuse_shared_fields({"the image": images[0].value, "the question": question.value,
+                           "the answer": answer.value, "the candidates": rationales.attr["value"]}, where)
     to_name = (rationales.to_name or [images[0].name])[0]
+    if to_name not in {o.name for o in interface.objects}:
+        raise _refuse(f"has <Choices name=\"{rationales.name}\"> pointing to toName=\"{to_name}\", which no "
+                      "object is named", f"Set toName to the image's name (\"{images[0].name}\")", where)
     nones = [c for c in controls if c.tag == "Choices" and c is not rationales and len(c.labels) == 1]
     none_control = nones[0] if nones else None
     none_labels: tuple[str, ...] = ()
@@ -130,6 +161,25 @@ def parse_schema(config: str, where: str = "") -> LabelingSchema:
                           none_control=none_control.name if none_control else None,
                           none_choice=none_labels[0] if none_labels else None, none_labels=none_labels,
                           written=written)
+
+
+# Task data keys the importer writes beside the config's fields (illume.labelstudio.task.task_data).
+IMPORTER_FIELDS = ("item_id", "split", "round")
+
+
+def _refuse_shared_fields(fields: dict[str, str], where: str) -> None:
+    """Each of the method's task fields is its own key: shared, the import would write one over the other."""
+    seen: dict[str, str] = {}
+    for role, value in fields.items():
+        key = _variable(value)
+        if key in IMPORTER_FIELDS:
+            raise _refuse(f"shows {role} from ${key}, which the importer fills with the task's {key}",
+                          f"Name that field otherwise, e.g. value=\"${role.split()[-1]}\"", where)
+        if key in seen:
+            raise _refuse(f"shows {seen[key]} and {role} from the same task field ${key}",
+                          "Give each its own task field (the shipped config uses $image, $question, $answer "
+                          "and $candidates)", where)
+        seen[key] = role
 
 
 def shipped_schema() -> LabelingSchema:

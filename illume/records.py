@@ -73,6 +73,7 @@ class TrainingRow:
     answer: str
     rationale: str | None = None
     iteration: int = 0
+    task_id: int | None = None  # the Label Studio task it came from (None: not from a judged task)
 
     def __post_init__(self) -> None:
         if self.kind not in (RATIONALE, ANSWER_ONLY):
@@ -107,6 +108,7 @@ class PreferencePair:
     answer: str
     chosen: str  # the rationale texts alone
     rejected: str
+    task_id: int | None = None  # the Label Studio task it came from
 
     @property
     def prompt(self) -> str:
@@ -117,7 +119,8 @@ class PreferencePair:
             return assistant_turn(rationale_reply(self.answer, rationale))
 
         return {"item_id": self.item_id, "question": self.question, "answer": self.answer, "images": self.images,
-                "prompt": user_turn(self.question), "chosen": reply(self.chosen), "rejected": reply(self.rejected)}
+                "prompt": user_turn(self.question), "chosen": reply(self.chosen), "rejected": reply(self.rejected),
+                "task_id": self.task_id}
 
     @classmethod
     def from_json_object(cls, data: dict[str, Any]) -> "PreferencePair":
@@ -130,8 +133,11 @@ class PreferencePair:
                 part.get("text", "") for part in content or [] if isinstance(part, dict) and part.get("type") == "text")
             return rationale_of_reply(str(data["answer"]), text)
 
+        task_id = data.get("task_id")
+        if task_id is not None and not (isinstance(task_id, int) and not isinstance(task_id, bool)):
+            raise ValueError(f"task_id must be a task's number, got {task_id!r}")
         return cls(str(data["item_id"]), list(data["images"]), str(data["question"]), str(data["answer"]),
-                   rationale(data["chosen"]), rationale(data["rejected"]))
+                   rationale(data["chosen"]), rationale(data["rejected"]), task_id)
 
 
 R = TypeVar("R")
