@@ -12,7 +12,9 @@ benchmarks/export.py measured the snapshot faster at every size tried (10,000 ta
 """
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -29,9 +31,12 @@ from connector.project import require_schema, required_annotations
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.layout import EXPORT_MANIFEST
+from illume.records import atomic_write_text
 
 METHODS = ("snapshot", "sync")
 SNAPSHOT_WAIT_S = 3600.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,7 +68,21 @@ def next_iteration(previous: Path | None) -> int:
     manifest = Path(previous) / EXPORT_MANIFEST if previous else None
     if manifest is None or not manifest.is_file():
         return 0
-    return int(json.loads(manifest.read_text(encoding="utf-8")).get("iteration", -1)) + 1
+    data = _read_json(manifest)
+    iteration = data.get("iteration", -1) if data is not None else None
+    if type(iteration) is not int:  # unreadable, or not an integer (bool included)
+        raise IllumeError(f"{manifest} is unreadable or its \"iteration\" is not an integer",
+                          "Pass --previous an intact earlier export, or export that one again if it was cut short.")
+    return iteration + 1
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in `path`; None when the file cannot be read, parsed, or holds no object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def export_policy(client: LabelStudioClient, allow_hosts: tuple[str, ...] = (),
@@ -158,7 +177,10 @@ def snapshot_tasks(client: LabelStudioClient, project_id: int, out: Path, wait_s
     """The tasks of a (resumed or new) snapshot export, read from its downloaded file (only the
     annotated ones unless annotated_only is False)."""
     state_path = _state_path(out)
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state = _read_state(state_path)
+    if state is None:  # truncated or hand-edited: only a resume is lost
+        log.warning("ignoring the unreadable snapshot record %s: starting a new snapshot", state_path)
+        state = {}
     if (state.get("project") != project_id or state.get("annotated_only", True) != annotated_only
             or not _snapshot_usable(client, project_id, state.get("export"))):
         # Label Studio without a job queue builds the snapshot inside this request: allow it the whole wait
@@ -166,8 +188,7 @@ def snapshot_tasks(client: LabelStudioClient, project_id: int, out: Path, wait_s
                                                      task_filter_options={"only_with_annotations": annotated_only},
                                                      request_options={"timeout_in_seconds": wait_s})
         state = {"project": project_id, "export": created.id, "annotated_only": annotated_only}
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps(state))
+        atomic_write_text(state_path, json.dumps(state))
     _wait_for(client, project_id, state["export"], wait_s)
     download = state_path.with_name(f".{out.name}.snapshot-{state['export']}.json")
     if not download.is_file():
@@ -179,6 +200,11 @@ def snapshot_tasks(client: LabelStudioClient, project_id: int, out: Path, wait_s
         os.replace(partial, download)  # only a whole download is ever reused
     with open(download, "rb") as handle:
         yield iter_tasks(handle)
+
+
+def _read_state(state_path: Path) -> dict | None:
+    """The recorded snapshot: {} when there is no record, None when it cannot be read."""
+    return _read_json(state_path) if state_path.is_file() else {}
 
 
 def _snapshot_usable(client: LabelStudioClient, project_id: int, export_id: int | None) -> bool:
@@ -212,8 +238,8 @@ def _wait_for(client: LabelStudioClient, project_id: int, export_id: int, wait_s
 def forget_snapshot(client: LabelStudioClient, project_id: int, out: Path) -> None:
     """Once the export is written: delete the snapshot in Label Studio, its download and the record."""
     state_path = _state_path(out)
-    if state_path.is_file():
-        export_id = json.loads(state_path.read_text()).get("export")
+    export_id = (_read_state(state_path) or {}).get("export")
+    if export_id is not None:  # unknown after an unreadable record: that snapshot stays in Label Studio
         client.request("DELETE", f"/api/projects/{project_id}/exports/{export_id}", expect=(200, 204, 404))
-    for path in [*state_path.parent.glob(f".{out.name}.snapshot-*"), state_path]:
+    for path in [*state_path.parent.glob(f".{glob.escape(out.name)}.snapshot-*"), state_path]:
         path.unlink(missing_ok=True)

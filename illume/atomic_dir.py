@@ -7,6 +7,7 @@ kill between them is put back by `remove_stale_temporaries`.
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
 import shutil
 import tempfile
@@ -46,10 +47,11 @@ def swap_in(work: Path, target: Path) -> None:
 
 
 def remove_stale_temporaries(target: Path) -> None:
-    """Leftovers of a killed replacement (never the target itself)."""
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+    """Leftovers of a killed replacement (never the target itself, nor a neighbour's)."""
+    name = glob.escape(target.name)  # a name like "run*" must not match "run-2"'s leftovers
+    for stale in target.parent.glob(f".{name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for old in target.parent.glob(f".{target.name}.old-*"):
+    for old in target.parent.glob(f".{name}.old-*"):
         if not target.exists():
             os.rename(old, target)  # killed between the two renames: restore the previous directory
         else:

@@ -164,7 +164,10 @@ class LabelStudioClient:
     @contextlib.contextmanager
     def stream(self, path: str, params: Any = None, read_timeout: float = 3600.0) -> Iterator["ByteStream"]:
         """A streamed GET (large exports): a file-like object over the body. Connection errors
-        and transient statuses before the body starts are retried like the SDK's calls."""
+        and transient statuses before the body starts are retried like the SDK's calls; a
+        connection lost once the body was handed out is an IllumeError (never retried: the
+        caller has read part of it)."""
+        started = False
         for attempt in range(self.retries + 1):
             try:
                 with self._http.stream(path.lstrip("/"), method="GET", params=params,
@@ -175,9 +178,15 @@ class LabelStudioClient:
                     if response.status_code != 200:
                         response.read()
                         self._checked(response, "GET", path, (200,))
+                    started = True
                     yield ByteStream(response.iter_bytes())
                     return
             except httpx.TransportError as exc:
+                if started:
+                    raise IllumeError(f"The connection to Label Studio at {self.url} was lost during the download "
+                                      f"of {path} ({type(exc).__name__})",
+                                      "Run the command again: it repeats the download safely "
+                                      "(an export reuses the snapshot Label Studio already built).") from exc
                 if attempt >= self.retries:
                     raise IllumeError(f"Cannot reach Label Studio at {self.url} ({type(exc).__name__})",
                                       f"Check --url / {URL_ENV} and that Label Studio is running.") from exc
