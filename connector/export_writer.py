@@ -109,6 +109,9 @@ class ExportWriter:
         self.unticked = open(directory / EXPORT_UNTICKED, "w", encoding="utf-8")
         self.row_keys: set[str] = set()
         self.earlier_keys: set[str] = set()  # rationale rows of the previous export: not new here
+        # (task, row key) -> iteration, of the previous export's rows: a task judged again keeps the
+        # iteration in which a row it still gives was first accepted (or first left unticked)
+        self.earlier_iterations: dict[tuple[str, Any, str], int] = {}
         self.unticked_keys: set[str] = set()
         self.pair_keys: set[tuple[str, str, str]] = set()
         self.with_rationale: set[str] = set()
@@ -126,16 +129,20 @@ class ExportWriter:
         return True
 
     def add_rationale(self, row: TrainingRow, new: bool) -> None:
-        if not self._first(self.row_keys, _row_key(row.item_id, row.rationale or "")):
+        key = _row_key(row.item_id, row.rationale or "")
+        if not self._first(self.row_keys, key):
             return
         self.with_rationale.add(row.item_id)
         self.answer_only.pop(row.item_id, None)
+        row.iteration = self.earlier_iterations.get((RATIONALE, row.task_id, key), row.iteration)
         self.rows.write(to_line(row))
         self.counts["rationale_rows"] += 1
-        self.counts["new_rationale_rows"] += new and _row_key(row.item_id, row.rationale or "") not in self.earlier_keys
+        self.counts["new_rationale_rows"] += new and key not in self.earlier_keys
 
     def add_unticked(self, row: TrainingRow) -> None:
-        if self._first(self.unticked_keys, _row_key(row.item_id, row.rationale or "")):
+        key = _row_key(row.item_id, row.rationale or "")
+        if self._first(self.unticked_keys, key):
+            row.iteration = self.earlier_iterations.get(("unticked", row.task_id, key), row.iteration)
             self.unticked.write(to_line(row))
             self.counts["unticked_rows"] += 1
 
@@ -206,9 +213,19 @@ def earlier_export(previous: Path) -> Path:
     return previous
 
 
-def earlier_rationale_keys(previous: Path) -> set[str]:
-    return {_row_key(r.item_id, r.rationale or "") for r in iter_jsonl(previous / EXPORT_ROWS, TrainingRow)
-            if r.kind == RATIONALE}
+def remember_earlier(writer: ExportWriter, previous: Path) -> None:
+    """Which rationale rows the earlier export holds (not new here), and when each row of a task was made."""
+    for row in iter_jsonl(previous / EXPORT_ROWS, TrainingRow):
+        if row.kind == RATIONALE:
+            key = _row_key(row.item_id, row.rationale or "")
+            writer.earlier_keys.add(key)
+            if row.task_id is not None:
+                writer.earlier_iterations[(RATIONALE, row.task_id, key)] = row.iteration
+    if (previous / EXPORT_UNTICKED).is_file():
+        for row in iter_jsonl(previous / EXPORT_UNTICKED, TrainingRow):
+            if row.task_id is not None:
+                writer.earlier_iterations[("unticked", row.task_id, _row_key(row.item_id, row.rationale or ""))] = \
+                    row.iteration
 
 
 def carry_over(writer: ExportWriter, previous: Path) -> None:
@@ -280,7 +297,7 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
     quality: Callable[[], dict[str, Any]] | None = getattr(options, "annotator_quality", None)
     try:
         if previous is not None:
-            writer.earlier_keys = earlier_rationale_keys(earlier_export(previous))
+            remember_earlier(writer, earlier_export(previous))
         for task in tasks:
             if progress is not None:  # every task read, so the bar reaches the snapshot's size
                 progress(1)

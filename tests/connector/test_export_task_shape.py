@@ -136,3 +136,15 @@ def test_configs_that_would_overwrite_or_misdirect_task_fields_are_refused(confi
 
 def test_the_shipped_config_still_parses():
     assert parse_schema(shipped_text("illume_rationales.xml")) == shipped_schema()
+
+
+def test_a_task_judged_again_keeps_the_iteration_its_rows_were_first_made_in(tmp_path):
+    first = task(11, "item", ["the ball is red", "the sky is blue", "the cube is pink"], ["c0"])
+    convert([first], tmp_path / "e1", ExportOptions(iteration=0))
+    again = copy.deepcopy(first)
+    again["annotations"][0]["result"][0]["value"]["choices"] = ["c0", "c2"]  # one more tick since
+    convert([again], tmp_path / "e2", ExportOptions(previous=tmp_path / "e1", iteration=1))
+    rows = {(r.rationale, r.iteration) for r in read_jsonl(tmp_path / "e2" / "rows.jsonl", TrainingRow)}
+    assert rows == {("the ball is red", 0), ("the cube is pink", 1)}
+    unticked = {(r.rationale, r.iteration) for r in read_jsonl(tmp_path / "e2" / "unticked.jsonl", TrainingRow)}
+    assert unticked == {("the sky is blue", 0)}
