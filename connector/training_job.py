@@ -7,6 +7,7 @@ the gate never compares numbers measured differently.
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -107,6 +108,17 @@ def evaluate_model(base_model: str, adapter: str | None, items: list[Item],
     return scores
 
 
+def _not_finite(new: Mapping[str, Any], old: Mapping[str, Any], baseline: Mapping[str, Any] | None, metric: str,
+                tolerance: float, max_accuracy_drop: float | None) -> list[str]:
+    """The gate's scores and bounds that are NaN or infinite, named."""
+    scores = [("new model", new), ("serving model", old)] + ([("model as built", baseline)] if baseline else [])
+    named = [(f"{name}'s {key}", ref[key]) for name, ref in scores for key in (metric, "accuracy")
+             if ref.get(key) is not None]
+    named += [("tolerance", tolerance)] + ([("max accuracy drop", max_accuracy_drop)] if max_accuracy_drop is not None
+                                           else [])
+    return [f"{what} is {float(value)}" for what, value in named if not math.isfinite(float(value))]
+
+
 @dataclass
 class Decision:
     promote: bool
@@ -132,7 +144,10 @@ def gate(new: Mapping[str, Any], old: Mapping[str, Any], metric: str, tolerance:
         raise IllumeError(f"Evaluation has no metric {metric!r}{java} (has {', '.join(sorted(new))})",
                           "Pass --gate-metric with one of those.")
     new_score, old_score = float(new[metric]), float(old.get(metric) or 0.0)
-    problems = []
+    problems = _not_finite(new, old, baseline, metric, tolerance, max_accuracy_drop)
+    if problems:  # NaN fails every comparison below, so it would pass them all
+        return Decision(False, new_score, old_score, "; ".join(problems) + ": not a finite number, so the gate cannot "
+                                                     "compare; keeping the serving model")
     if new_score + tolerance < old_score:
         problems.append(f"{metric} {new_score:.4f} is below the serving model's {old_score:.4f} (tolerance {tolerance:g})")
     references = [("serving model", old)] + ([("model as built", baseline)] if baseline not in (None, old) else [])

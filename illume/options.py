@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -97,8 +98,8 @@ def describe(f: dataclasses.Field) -> str:
     scalar, count = _kind(f)
     if scalar is bool:
         return "true or false (1/0, yes/no, on/off)"
-    noun, plural = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a text", "texts"),
-                    Path: ("a path", "paths")}[scalar]
+    noun, plural = {int: ("an integer", "integers"), float: ("a finite number", "finite numbers"),
+                    str: ("a text", "texts"), Path: ("a path", "paths")}[scalar]
     low, high = f.metadata.get("min"), f.metadata.get("max")
     bounds = ([f"above {low:g}" if f.metadata.get("min_open") else f"of at least {low:g}"] if low is not None
               else []) + ([f"at most {high:g}"] if high is not None else [])
@@ -119,10 +120,12 @@ def _scalar(scalar: type, text: str) -> Any:
 
 
 def _check(f: dataclasses.Field, value: Any) -> Any:
-    """The value, if within the field's bounds and choices; else ValueError."""
+    """The value, if finite and within the field's bounds and choices; else ValueError."""
     values = value if isinstance(value, tuple) else (value,)
     low, high, open_low = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("min_open")
     for one in values:
+        if isinstance(one, float) and not math.isfinite(one):  # NaN passes every bound
+            raise ValueError(one)
         if isinstance(one, (int, float)) and not isinstance(one, bool) and (
                 (low is not None and (one <= low if open_low else one < low)) or (high is not None and one > high)):
             raise ValueError(one)
@@ -216,6 +219,24 @@ class _Text(click.ParamType):
             self.fail(f"{value!r} is not {describe(self.field)}", param, ctx)
 
 
+class _Finite:
+    """A click float type that refuses NaN and infinities (NaN passes FloatRange's bounds)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class _FiniteFloat(_Finite, click.types.FloatParamType):
+    pass
+
+
+class _FiniteFloatRange(_Finite, click.FloatRange):
+    pass
+
+
 def _click_type(f: dataclasses.Field) -> Any:
     scalar, count = _kind(f)
     low, high = f.metadata.get("min"), f.metadata.get("max")
@@ -226,9 +247,9 @@ def _click_type(f: dataclasses.Field) -> Any:
     if count is not None or "parse" in f.metadata:
         return _Text(f)
     if scalar in (int, float) and (low is not None or high is not None):
-        span = click.IntRange if scalar is int else click.FloatRange
+        span = click.IntRange if scalar is int else _FiniteFloatRange
         return span(low, high, min_open=bool(f.metadata.get("min_open")))
-    return click.Path(path_type=Path) if scalar is Path else scalar
+    return click.Path(path_type=Path) if scalar is Path else _FiniteFloat() if scalar is float else scalar
 
 
 def click_option(f: dataclasses.Field, defaults: Any = None, into: Callable[[str], Callable] | None = None):

@@ -34,6 +34,8 @@ from training.model import add_lora, load_adapter, load_base, trainable_state, w
 log = logging.getLogger("training")
 RUN_META = "run.json"
 FAULT_ENV = "ILLUME_TRAINING_FAULT"  # "kill-after-checkpoint": SIGKILL itself (resume tests)
+# What a checkpoint's (epoch, index) and its LR schedule were counted in: a resume must keep them.
+RESUME_OPTIONS = ("epochs", "batch_size", "grad_accum", "pair_batch_size", "seed")
 
 
 def peak_rss_mb() -> float:
@@ -60,8 +62,9 @@ def check_inputs(config: TrainConfig) -> tuple[torch.device, Export, list]:
     export = load_export(config.export, need_pairs=config.dpo and not kto, need_unticked=config.dpo and kto)
     items = load_items(config.eval_items) if config.eval_items else []
     meta_path = config.out_dir / RUN_META
-    if meta_path.is_file():
-        previous = json.loads(meta_path.read_text()).get("base_model")
+    recorded = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if recorded:
+        previous = recorded.get("base_model")
         if previous and previous != config.base_model and Path(previous).resolve() != Path(config.base_model).resolve():
             raise IllumeError(f"{config.out} holds a run on base model {previous}, not {config.base_model}",
                               "Pass the same --base-model, or choose a new --out directory.")
@@ -72,7 +75,34 @@ def check_inputs(config: TrainConfig) -> tuple[torch.device, Export, list]:
     if has_checkpoint and not config.resume:
         raise IllumeError(f"{config.checkpoint_dir} already holds checkpoints of an earlier run",
                           "Pass --resume to continue it, or choose a new --out directory.")
+    if has_checkpoint:
+        check_resume(config, export, recorded)
     return device, export, items
+
+
+def run_record(config: TrainConfig, export: Export) -> dict[str, Any]:
+    """What run.json keeps of a run for a later --resume to check against."""
+    return {"base_model": config.base_model, "export": str(config.export), "export_sha256": export.manifest_sha256,
+            **{name: getattr(config, name) for name in RESUME_OPTIONS}}
+
+
+def check_resume(config: TrainConfig, export: Export, recorded: dict[str, Any]) -> None:
+    """Refuse to continue a checkpointed run on other data or other batches: its checkpoint's epoch
+    and index would then point into data it never saw."""
+    differences = []
+    sha = recorded.get("export_sha256")
+    if sha is not None and sha != export.manifest_sha256:
+        differences.append(f"export {recorded.get('export')} (manifest sha256 {str(sha)[:12]}...), not {config.export} "
+                           f"(manifest sha256 {export.manifest_sha256[:12]}...)")
+    elif sha is None and recorded.get("export") and \
+            Path(recorded["export"]).resolve() != Path(config.export).resolve():  # a record without the sha
+        differences.append(f"export {recorded['export']}, not {config.export}")
+    differences += [f"--{name.replace('_', '-')} {recorded[name]}, not {getattr(config, name)}"
+                    for name in RESUME_OPTIONS if name in recorded and recorded[name] != getattr(config, name)]
+    if differences:
+        raise IllumeError(f"--resume: the run checkpointed in {config.out} differs: " + "; ".join(differences),
+                          "Resume with the same --export and options as that run, or start a new run in a new "
+                          "--out directory.")
 
 
 def seed_everything(seed: int) -> None:
@@ -254,8 +284,7 @@ class Trainer:
 
     def _write_run_meta(self) -> None:
         if self.rank == 0:
-            write_json(self.config.out_dir / RUN_META, {"base_model": self.config.base_model,
-                                                        "export": str(self.config.export),
+            write_json(self.config.out_dir / RUN_META, {**run_record(self.config, self.export),
                                                         "planned_steps": self.planned_steps,
                                                         "world_size": self.world, "zero_stage": self.zero_stage})
 
