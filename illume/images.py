@@ -9,7 +9,8 @@ An image reference is one of
     and the request is built from the parsed parts; URLs that parsers could read differently
     (backslashes, user info, whitespace or control characters, non-ASCII or percent-encoded
     hosts, IPv6 literals) are refused,
-  - a local path under an allowed root (symlinks resolved, so `..` and links cannot escape),
+  - a local path under an allowed root (symlinks resolved, so `..` and links cannot escape; the
+    file is opened once and the open file itself is checked, so a name swapped meanwhile cannot either),
   - a `data:image/...;base64,` URI.
 `check_image` does the checks that need no I/O; `ImageSource.fetch` reads the bytes (bounded in
 size and, for downloads, by one overall deadline); `ImageSource.decode` checks pixels and aspect
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import functools
 import io
 import os
 import posixpath
 import re
+import stat
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -56,6 +59,9 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9]
 _NETLOC = re.compile(r"(?P<host>[^:]+)(:(?P<port>[0-9]{1,5}))?")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+# O_NOFOLLOW: a last name swapped for a symlink after the check fails; O_NONBLOCK: a FIFO does not wait for a writer
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class LabelStudioReader(Protocol):
@@ -440,28 +446,104 @@ def _read_response(response: requests.Response, name: str, policy: ImagePolicy, 
 def _too_slow(name: str, policy: ImagePolicy) -> IllumeError:
     return IllumeError(f"image {name}: the download took longer than the deadline of {policy.download_deadline:g} s",
                        "Serve the image faster, or raise the deadline (--download-deadline).")
+
+
 def _read_local(ref: str, policy: ImagePolicy) -> bytes:
-    if ref.startswith("file://"):
-        ref = unquote(urlsplit(ref).path)
+    name = ref[:200]
+    path = _local_path(ref, name)
     if not policy.allowed_roots:
-        raise IllumeError(f"image {ref} is a local path, but no allowed roots are configured",
+        raise IllumeError(f"image {name} is a local path, but no allowed roots are configured",
                           "Pass --allowed-roots (ILLUME_ALLOWED_ROOTS) with the folders images may be read from.")
-    path = Path(ref).expanduser()
-    resolved = path.resolve() if path.is_absolute() else None
-    if resolved is None:  # relative paths are looked up under each allowed root
-        for root in policy.allowed_roots:
-            candidate = (root / path).resolve()
-            if candidate.is_relative_to(root) and candidate.exists():
-                resolved = candidate
-                break
-        else:
-            resolved = (policy.allowed_roots[0] / path).resolve()
-    if not any(resolved.is_relative_to(root) for root in policy.allowed_roots):
-        raise IllumeError(f"image {ref} resolves to {resolved}, outside the allowed roots",
+    try:
+        resolved = _resolve_local(path, policy)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: pathlib's symlink loop
+        raise _unreadable(name, exc) from exc
+    _check_under_roots(name, resolved, policy)
+    try:
+        fd = os.open(resolved, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _unreadable(name, exc) from exc
+    try:  # what is checked from here on is the open file, not its name
+        _check_opened(name, fd, policy)
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(policy.max_bytes + 1)
+    except OSError as exc:
+        raise _unreadable(name, exc) from exc
+    finally:
+        os.close(fd)
+    if len(data) > policy.max_bytes:  # it grew after the size check
+        raise _too_big(name, f"more than {policy.max_bytes}", policy)
+    return data
+
+
+def _local_path(ref: str, name: str) -> Path:
+    """The path of a local reference or file:// URL (on this host); `~` is a name like any other."""
+    if ref[:7].lower() == "file://":
+        parts = urlsplit(ref)
+        if parts.netloc.lower() not in ("", "localhost"):
+            raise IllumeError(f"image {name}: file URL host {parts.netloc[:100]!r} is not this machine",
+                              "Use file:///path (or file://localhost/path), or a plain local path.")
+        ref = unquote(parts.path)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
+        raise IllumeError(f"image path {name!r} holds control characters (percent-encoded ones too)",
+                          "Check the path in the task data.")
+    return Path(ref)
+
+
+def _resolve_local(path: Path, policy: ImagePolicy) -> Path:
+    """An absolute path resolved; a relative one under the first allowed root that holds it."""
+    if path.is_absolute():
+        return path.resolve()
+    for root in policy.allowed_roots:
+        candidate = (root / path).resolve()
+        if candidate.is_relative_to(root) and candidate.exists():
+            return candidate
+    return (policy.allowed_roots[0] / path).resolve()
+
+
+def _check_under_roots(name: str, path: Path, policy: ImagePolicy) -> None:
+    if not any(path.is_relative_to(root) for root in policy.allowed_roots):
+        raise IllumeError(f"image {name} resolves to {str(path)[:200]}, outside the allowed roots",
                           "Move the image under an allowed root, or add its folder to --allowed-roots.")
-    if not resolved.is_file():
-        raise IllumeError(f"image {ref} does not exist ({resolved})", "Check the path in the task data.")
-    size = resolved.stat().st_size
-    if size > policy.max_bytes:
-        raise _too_big(ref, size, policy)
-    return resolved.read_bytes()
+
+
+def _check_opened(name: str, fd: int, policy: ImagePolicy) -> None:
+    """The open file itself: under a root (a folder swapped for a symlink after the check shows
+    here), a regular file, within the byte limit."""
+    try:
+        opened = _opened_path(fd)
+    except OSError as exc:
+        raise IllumeError(f"image {name}: cannot tell which file was opened ({exc.strerror})",
+                          "Local image paths need Linux's /proc or macOS; use an http(s) URL or Label Studio "
+                          "instead.") from exc
+    _check_under_roots(name, opened, policy)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise IllumeError(f"image {name} is not a regular file", "Point the task at an image file.")
+    if info.st_size > policy.max_bytes:
+        raise _too_big(name, info.st_size, policy)
+
+
+def _opened_path(fd: int) -> Path:
+    """The kernel's path of an open file (no second lookup by name): /proc on Linux, F_GETPATH on macOS."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        import fcntl  # not on Windows
+
+        if not hasattr(fcntl, "F_GETPATH"):
+            raise
+        return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).rstrip(b"\0")))
+
+
+def _unreadable(name: str, exc: OSError | RuntimeError) -> IllumeError:
+    """An OSError as the user's next step, without the full path the exception carries."""
+    errno_ = getattr(exc, "errno", None)
+    if errno_ in (errno.ENOENT, errno.ENOTDIR):
+        return IllumeError(f"image {name} does not exist", "Check the path in the task data.")
+    if errno_ == errno.ELOOP or isinstance(exc, RuntimeError):
+        return IllumeError(f"image {name}: the path is a symlink loop, or its file was swapped for a symlink",
+                           "Point the task at the image file itself, not a symlink.")
+    why = os.strerror(errno_) if errno_ else type(exc).__name__
+    return IllumeError(f"image {name} cannot be read ({why})",
+                       "Check the path in the task data (each name at most 255 bytes) and the file's permissions.")

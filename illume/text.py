@@ -7,9 +7,11 @@ import re
 from illume.errors import IllumeError
 
 MAX_TEXT_CHARS = 2000  # a question, answer or rationale; the tokenizer never truncates (training/data.py)
-# lone surrogates (undecodable), control characters other than tab and newlines, non-characters
+# lone surrogates (undecodable), C0 and C1 control characters other than tab and newlines, and the
+# 66 non-characters. Bidi controls (U+202A-U+202E, U+2066-U+2069) pass: right-to-left text uses them.
 _UNDECODABLE_TEXT = re.compile("[\ud800-\udfff]")  # cannot be written as UTF-8
-_UNUSABLE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
+_UNUSABLE_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{_NONCHARACTERS}]")
 
 
 def normalise(text: str) -> str:
@@ -41,6 +43,7 @@ def check_text(value: str, where: str, max_chars: int = MAX_TEXT_CHARS, control_
         if 0xD800 <= code <= 0xDFFF:
             raise IllumeError(f"{where} is not valid Unicode (a lone surrogate U+{code:04X} at character "
                               f"{bad.start()})", "Fix the text's encoding in the task data.")
-        raise IllumeError(f"{where} holds the control character U+{code:04X} at character {bad.start()}",
-                          "Remove control characters from the task data.")
+        kind = "control character" if code <= 0x9F else "non-character"
+        raise IllumeError(f"{where} holds the {kind} U+{code:04X} at character {bad.start()}",
+                          f"Remove {kind}s from the task data.")
     return value
