@@ -21,7 +21,7 @@ from typing import Any
 
 from illume.labeling_schema import LabelingSchema, shipped_schema
 from illume.records import Feedback, PreferencePair, TrainingRow, RATIONALE
-from illume.labelstudio.candidates import task_options, unseen_aliases
+from illume.labelstudio.candidates import retired_options, task_options, unseen_aliases
 from illume.labelstudio.task import task_item_id
 
 NONE_RULE = "'None of these is correct' wins: the annotation's ticks are dropped"
@@ -114,6 +114,14 @@ def judge_task(task: dict, schema: LabelingSchema | None = None, min_agreement: 
     # Options appended after an annotation (a later model version, illume.labelstudio.candidates) were
     # not shown to it: the task is judged on those every annotator saw, plus any ticked.
     unseen = {lookup[a] for annotation in annotations for a in unseen_aliases(task, annotation) if a in lookup}
+    # Options a rewrite took off before anyone judged the task: ticked on a page still showing them,
+    # they mean their text; nobody else saw them.
+    retired = {alias: " ".join(text.split()) for alias, text in retired_options(task.get("meta")).items()
+               if alias not in lookup and text.strip()}
+    lookup.update(retired)
+    taken_off = [text for text in dict.fromkeys(retired.values()) if text not in texts]
+    texts += taken_off
+    unseen |= set(taken_off)
     votes: list[dict[str, bool]] = []
     written: list[str] = []
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})

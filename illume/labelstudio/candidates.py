@@ -21,6 +21,9 @@ to a task nobody judged yet, never duplicating a text already offered) and clear
 Options appended to a judged task are recorded in the task's `meta` (never shown to annotators):
 `meta.candidates_appended = {alias: id of the task's newest annotation then}`, so the export
 judges each annotation only against the options it could have seen (`unseen_aliases`).
+Options a new version's write takes off an unjudged task are kept in `meta.candidates_retired =
+{alias: text}`: a person whose page still showed them may tick one, and that tick still means its
+text (`retired_options`); their aliases are never given to another text.
 
 `client` is anything with the connector client's `request(method, path, expect=, params=,
 json=)` (illume.labelstudio.client.LabelStudioClient); this module imports nothing from the connector.
@@ -39,6 +42,7 @@ from illume.text import normalise
 
 _ALIAS = re.compile(r"^c(\d+)$")
 APPENDED = "candidates_appended"  # task meta key: alias -> newest annotation id when it was appended
+RETIRED = "candidates_retired"  # task meta key: alias -> text of options a rewrite took off an unjudged task
 RESAMPLE = "candidates_resample"  # task meta key: a person asked for fresh candidates (append, then cleared)
 _LIST_CHUNK = 100  # task ids per export request (keeps the query string short)
 
@@ -86,16 +90,26 @@ def task_options(data: dict[str, Any], fields: LabelingSchema) -> list[Option]:
     return found
 
 
-def assign_aliases(texts: Sequence[str], existing: Any) -> list[dict[str, str]]:
+def retired_options(meta: Any) -> dict[str, str]:
+    """{alias: text} of the options rewrites took off the task while nobody had judged it."""
+    retired = meta.get(RETIRED) if isinstance(meta, dict) else None
+    return {a: t for a, t in retired.items() if isinstance(a, str) and isinstance(t, str)} \
+        if isinstance(retired, dict) else {}
+
+
+def assign_aliases(texts: Sequence[str], existing: Any, retired: dict[str, str] | None = None) -> list[dict[str, str]]:
     """Options for `texts` with stable aliases.
 
-    A text already offered in this task keeps its alias; a new text gets an index above every
-    alias in the task, so an alias in an earlier annotation always means one text.
+    A text already offered in this task (or taken off it: `retired`) keeps its alias; a new text
+    gets an index above every alias the task ever had, so an alias in any annotation, even one
+    made on a page showing options since taken off, always means one text.
     """
     known: dict[str, str] = {}
     used = -1
-    for option in existing if isinstance(existing, list) else []:
-        if isinstance(option, dict) and isinstance(option.get("alias"), str):
+    offered = [option for option in existing if isinstance(option, dict)] if isinstance(existing, list) else []
+    offered += [{"value": text, "alias": alias} for alias, text in (retired or {}).items()]
+    for option in offered:
+        if isinstance(option.get("alias"), str):
             known.setdefault(normalise(str(option.get("value", ""))), option["alias"])
             if match := _ALIAS.match(option["alias"]):
                 used = max(used, int(match.group(1)))
@@ -122,15 +136,15 @@ def display_order(options: Sequence[dict[str, str]], order_key: str) -> list[dic
     return sorted(options, key=rank)
 
 
-def merge_options(texts: Sequence[str], existing: Any, judged: bool,
-                  order_key: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def merge_options(texts: Sequence[str], existing: Any, judged: bool, order_key: str,
+                  retired: dict[str, str] | None = None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(options to store in display order, the current version's options in the order of `texts`).
 
     Unjudged tasks get the current options only, shuffled (display_order). Judged ones (and tasks
     whose candidates were asked for again) keep every earlier option in its stored wording (an
     annotation's text never changes, not even its case), after the current ones (shuffled).
     """
-    current = assign_aliases(texts, existing)
+    current = assign_aliases(texts, existing, retired)
     if not judged:
         return display_order(current, order_key), current
     earlier = [option for option in existing or [] if isinstance(option, dict) and isinstance(option.get("alias"), str)]
@@ -175,16 +189,19 @@ def write_candidates(client: TaskClient, task_id: int, stored: StoredTask, field
     options, it is read again: an annotation saved meanwhile gets its options back.
     """
     existing, texts = stored.data.get(fields.candidates), [c.text for c in candidates]
-    options, current = merge_options(texts, existing, stored.judged or stored.resample_requested, order_key(task_id))
+    retired = retired_options(stored.meta)
+    options, current = merge_options(texts, existing, stored.judged or stored.resample_requested, order_key(task_id),
+                                     retired)
     _patch_candidates(client, task_id, stored, fields, options)
     written = {option["alias"] for option in options}
     dropped = [o for o in existing or [] if isinstance(o, dict) and o.get("alias") not in written]
     if dropped and stored.project is not None:
         again = stored_tasks(client, stored.project, [task_id]).get(task_id)
         if again is not None and again.judged:  # judged between our read and our write: what it saw is kept
-            restored = StoredTask({**again.data, fields.candidates: dropped}, True, again.project, again.meta,
+            # (as it stood before our write, so only what is new to it counts as appended after it)
+            restored = StoredTask({**again.data, fields.candidates: existing}, True, again.project, again.meta,
                                   again.newest_annotation)
-            kept, _ = merge_options(texts, existing, True, order_key(task_id))
+            kept, _ = merge_options(texts, existing, True, order_key(task_id), retired)
             _patch_candidates(client, task_id, restored, fields, kept)
     return current
 
@@ -216,6 +233,12 @@ def _patch_candidates(client: TaskClient, task_id: int, stored: StoredTask, fiel
     meta = dict(stored.meta or {})
     if stored.judged and appended:  # remember which annotations could not have seen them
         meta[APPENDED] = {**(meta.get(APPENDED) or {}), **{alias: stored.newest_annotation for alias in appended}}
+    written = {o["alias"] for o in options}
+    taken_off = {o["alias"]: str(o.get("value", "")) for o in stored.data.get(fields.candidates) or []
+                 if isinstance(o, dict) and isinstance(o.get("alias"), str) and o["alias"] not in written}
+    retired = {a: t for a, t in {**retired_options(meta), **taken_off}.items() if a not in written}
+    if retired or RETIRED in meta:
+        meta[RETIRED] = retired
     meta.pop(RESAMPLE, None)  # a request for new candidates is answered by this write
     if meta != (stored.meta or {}):
         body["meta"] = meta

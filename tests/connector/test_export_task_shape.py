@@ -148,3 +148,11 @@ def test_a_task_judged_again_keeps_the_iteration_its_rows_were_first_made_in(tmp
     assert rows == {("the ball is red", 0), ("the cube is pink", 1)}
     unticked = {(r.rationale, r.iteration) for r in read_jsonl(tmp_path / "e2" / "unticked.jsonl", TrainingRow)}
     assert unticked == {("the sky is blue", 0)}
+
+
+def test_aliases_are_never_given_again_once_taken_off_a_task():
+    from illume.labelstudio.candidates import assign_aliases
+
+    options = assign_aliases(["b", "d"], [{"value": "b", "alias": "c0"}], retired={"c1": "a", "c4": "c"})
+    assert options == [{"value": "b", "alias": "c0"}, {"value": "d", "alias": "c5"}]
+    assert assign_aliases(["c"], [], retired={"c4": "c"}) == [{"value": "c", "alias": "c4"}]  # its old alias back
