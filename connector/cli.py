@@ -326,9 +326,11 @@ def import_(session, source, local_files_root, limit, round_, gold_share):
     result = import_items(session.client, found["id"], items, placer, progress, round_, schema, gold_share)
     progress.end()
     session.emit(f"imported {result.imported} items, skipped {result.skipped} already in project {found['id']}"
-                 + (f"; {result.gold} new tasks are gold (share {result.gold_share})" if result.gold_share else ""),
+                 + (f"; {result.gold} new tasks are gold (share {result.gold_share})" if result.gold_share else "")
+                 + (f"; removed {result.copies_removed} unjudged copies a batch sent again had created"
+                    if result.copies_removed else ""),
                  {"project": found["id"], "imported": result.imported, "skipped": result.skipped,
-                  "gold": result.gold, "gold_share": result.gold_share})
+                  "gold": result.gold, "gold_share": result.gold_share, "copies_removed": result.copies_removed})
 
 
 @main.command()

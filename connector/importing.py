@@ -49,10 +49,10 @@ def _project_index(client: LabelStudioClient, project_id: int) -> tuple[set[tupl
     return ids, share
 
 
-def post_tasks(client: LabelStudioClient, project_id: int, tasks: list[dict]) -> None:
-    """Import these tasks exactly once: after an unclear outcome (connection lost, HTTP 5xx
-    after Label Studio may have stored the batch), the project's items are listed again and
-    only the tasks still missing are sent again."""
+def post_tasks(client: LabelStudioClient, project_id: int, tasks: list[dict]) -> bool:
+    """Import these tasks once: after an unclear outcome (connection lost, HTTP 5xx after Label
+    Studio may have stored the batch), the project's items are listed again and only the tasks
+    still missing are sent again. True when some were sent again (remove_unjudged_copies)."""
     def send(pending: list[dict]) -> None:
         client.request("POST", f"/api/projects/{project_id}/import", json=pending, params={"return_task_ids": "true"},
                        timeout=max(client.timeout, 300.0), retry=False)
@@ -61,9 +61,30 @@ def post_tasks(client: LabelStudioClient, project_id: int, tasks: list[dict]) ->
         have = existing_item_ids(client, project_id)
         return [task for task in pending if item_key(task["data"]) not in have]
 
-    send_checked(send, tasks, missing, f"importing {len(tasks)} tasks into project {project_id}",
+    return send_checked(send, tasks, missing, f"importing {len(tasks)} tasks into project {project_id}",
                  "Run the same command again: items Label Studio already holds are skipped, so nothing is "
                  "imported twice.")
+
+
+def remove_unjudged_copies(client: LabelStudioClient, project_id: int) -> int:
+    """Tasks of one item in one round beyond the first, which nobody has annotated, skipped or
+    drafted, are deleted; how many. A batch sent again after an unclear outcome is stored twice
+    when Label Studio was still storing the first one (a gateway that timed out before it did)."""
+    copies: dict[tuple[str, int], list[tuple[int, bool]]] = {}
+    for task in client.pages("/api/tasks", {"project": project_id, "fields": "all"}, page_size=500):
+        if (key := item_key(task.get("data") or {})) is not None:
+            judged = bool(task.get("total_annotations") or task.get("cancelled_annotations") or task.get("drafts"))
+            copies.setdefault(key, []).append((int(task["id"]), judged))
+    removed = 0
+    for tasks in copies.values():
+        if len(tasks) < 2:
+            continue
+        keep = {task_id for task_id, judged in tasks if judged} or {min(task_id for task_id, _ in tasks)}
+        for task_id, _ in tasks:
+            if task_id not in keep:
+                client.request("DELETE", f"/api/tasks/{task_id}/", expect=(200, 204, 404))
+                removed += 1
+    return removed
 
 
 # Cloud URI scheme -> Label Studio's storage API (/api/storages/<kind>) and the field naming the bucket.
@@ -149,6 +170,7 @@ class ImportResult:
     skipped: int
     gold: int = 0  # imported tasks flagged gold (connector.gold)
     gold_share: float = 0.0
+    copies_removed: int = 0  # tasks stored twice by a batch sent again (remove_unjudged_copies)
 
 
 def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Item], placer: ImagePlacer,
@@ -174,10 +196,12 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
     batch: list[dict] = []
     imported = skipped = gold = 0
 
+    resent = False
+
     def flush() -> None:
-        nonlocal imported
+        nonlocal imported, resent
         if batch:
-            post_tasks(client, project_id, batch)
+            resent |= post_tasks(client, project_id, batch)
             imported += len(batch)
             if progress:
                 progress(len(batch))
@@ -198,7 +222,8 @@ def import_items(client: LabelStudioClient, project_id: int, items: Iterable[Ite
         if len(batch) >= BATCH:
             flush()
     flush()
-    return ImportResult(imported, skipped, gold, share)
+    removed = remove_unjudged_copies(client, project_id) if resent else 0
+    return ImportResult(imported, skipped, gold, share, removed)
 
 
 def read_items(path: Path) -> Sequence[Item]:

@@ -213,22 +213,24 @@ class ByteStream:
 
 
 def send_checked(send: Callable[[list], Any], items: list, missing: Callable[[list], list], what: str, todo: str,
-                 attempts: int = RETRIES + 1) -> None:
+                 attempts: int = RETRIES + 1) -> bool:
     """Send `items` with a request that is not idempotent (`send` uses retry=False). After an
     unclear outcome, `missing(items)` says which of them Label Studio still lacks, and only
-    those are sent again."""
+    those are sent again. True when some were sent again: a request Label Studio was still
+    working on when `missing` looked may then have stored them twice."""
     pending = list(items)
     for attempt in range(attempts):
         try:
             send(pending)
-            return
+            return attempt > 0
         except OutcomeUnknown as exc:
             if attempt + 1 >= attempts:
                 raise IllumeError(f"{what} failed {attempts} times: {exc.what}", todo) from exc
             time.sleep(0.5 * 2 ** attempt)  # backoff before looking at what Label Studio holds
             pending = missing(pending)
             if not pending:
-                return
+                return False
+    return False
 
 
 def _uncertain(status: int) -> bool:

@@ -22,12 +22,14 @@ class Fault:
     method: str
     path: str  # a regular expression the request path (query included) must match from its start
     # "502" | "drop": after forwarding (the server did it); "refuse": 502 without forwarding;
-    # "hold": forward, then wait for `release` before answering; "call": forward, run `then`, answer
+    # "hold": forward, then wait for `release` before answering; "call": forward, run `then`, answer;
+    # "late": 502 at once, forwarded only when `deliver()` is called (a gateway that gave up first)
     action: str
     times: int = 1
     then: Callable[[], None] | None = None
     forwarded: threading.Event = field(default_factory=threading.Event)  # set once a matching request went through
     release: threading.Event = field(default_factory=threading.Event)
+    deliver: Callable[[], None] | None = None  # "late": forwards the request it answered 502
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and method == self.method and re.match(self.path, path) is not None
@@ -76,6 +78,12 @@ class FaultProxy:
         body = handler.rfile.read(length) if length else None
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
         fault = self._take(handler.command, handler.path)
+        if fault is not None and fault.action == "late":
+            self.injected[fault.action] += 1
+            url, method = self.upstream + handler.path, handler.command
+            fault.deliver = lambda: requests.request(method, url, headers=headers, data=body, timeout=900)
+            self._send(handler, 502, {"Content-Type": "text/plain"}, b"bad gateway (injected, forwarded later)")
+            return
         if fault is not None and fault.action == "refuse":
             self.injected[fault.action] += 1
             self._send(handler, 502, {"Content-Type": "text/plain"}, b"bad gateway (injected, not forwarded)")

@@ -265,6 +265,23 @@ def test_the_workflow_under_faults_loses_and_duplicates_nothing(label_studio, ti
         ml_proxy.stop()
 
 
+def test_an_import_stored_after_its_502_leaves_one_task_per_item(illume_project, label_studio, proxy):
+    """The gateway gives up (502) before Label Studio stores the batch, which it does only after
+    the import checked what was missing and sent it again: the second copy nobody judged is removed."""
+    kit = illume_project
+    items = make_items(kit.image_dir, 3)
+    client = connect(proxy.url, label_studio.token)
+    placer = ImagePlacer(client, kit.id, Path(label_studio.data_dir))
+    route = rf"/api/projects/{kit.id}/import"
+    late = proxy.add(Fault("POST", route, "late"))
+    proxy.add(Fault("POST", route, "call", then=lambda: late.deliver()))  # the resend, then the late first one
+    result = import_items(client, kit.id, items, placer)
+    assert (result.imported, result.copies_removed) == (3, 3)
+    tasks = list(kit.client.pages("/api/tasks", {"project": kit.id, "fields": "all"}))
+    assert sorted(t["data"]["item_id"] for t in tasks) == sorted(item.item_id for item in items)
+    assert proxy.injected == Counter({"late": 1, "call": 1})
+
+
 def test_a_prediction_answered_502_or_dropped_is_stored_once(illume_project, label_studio, proxy):
     from connector.predicting import project_predictions, store_prediction
 
