@@ -70,8 +70,11 @@ def resample(client: LabelStudioClient, project: dict, task_ids: list[int], batc
     announce_total(progress, len(ids))
     for start in range(0, len(ids), batch_size):
         batch = ids[start:start + batch_size]
+        # read again just before asking: the request rewrites the task's meta, which a write since
+        # `before` (another batch's, the backend's) may have added to (candidates_appended, _retired)
+        now = stored_tasks(client, project["id"], batch)
         for task in batch:
-            request_resample(client, task, before[task])
+            request_resample(client, task, now.get(task, before[task]))
             drop_prediction(client, task, version)
         retrieve_tasks(client, project["id"], batch, version)
         if progress:
