@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +30,9 @@ log = logging.getLogger("ml_backend")
 WRITE_WORKERS = 8  # concurrent candidate writes into Label Studio per request
 LOGGED_REFUSALS = 10  # per request; every refusal's reason is in the response
 MAX_LABEL_CONFIG_CHARS = 100_000  # parsed configs are cached: bound what the cache may hold
+MAX_PATH_CHARS = 4096  # /reload's model and adapter (PATH_MAX on Linux)
+LISTED_IDS = 10  # repeated task ids named in a refusal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class Open(BaseModel):
@@ -76,9 +81,9 @@ class WebhookResponse(BaseModel):
 
 
 class ReloadRequest(BaseModel):
-    model: str
-    adapter: str | None = None
-    version: str | None = None
+    model: str = Field(max_length=MAX_PATH_CHARS)
+    adapter: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
+    version: str | None = Field(default=None, max_length=200)
 
 
 class ReloadStatusResponse(BaseModel):
@@ -156,6 +161,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         if body.label_config and len(body.label_config) > MAX_LABEL_CONFIG_CHARS:
             raise HTTPException(413, f"the labeling config is {len(body.label_config)} characters long, over the "
                                      f"limit of {MAX_LABEL_CONFIG_CHARS}")
+        if repeated := _repeated_ids(body.tasks):  # both would write into the same Label Studio task
+            more = f" (and {len(repeated) - LISTED_IDS} more)" if len(repeated) > LISTED_IDS else ""
+            raise HTTPException(422, f"task ids {', '.join(map(str, repeated[:LISTED_IDS]))}{more} appear more than "
+                                     "once in the request; send each task once")
         try:
             fields = task_io.parse_label_config(body.label_config)
         except IllumeError as exc:
@@ -191,7 +200,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         for index in refused:
             results[index]["error"] = _printable(errors[index])
         for index in refused[:LOGGED_REFUSALS]:  # a hostile request must not flood the log
-            log.warning("%s skipped: %s", task_io.task_name(body.tasks[index]), _printable(errors[index]))
+            log.warning("%s skipped: %s", task_io.task_name(body.tasks[index]), _one_line(_printable(errors[index])))
         if len(refused) > LOGGED_REFUSALS:
             log.warning("... and %d more tasks of this request skipped (reasons in the response)",
                         len(refused) - LOGGED_REFUSALS)
@@ -269,6 +278,17 @@ async def _wait_or_drop(future: Future, request: Request, batcher: Batcher) -> B
 def _printable(text: str) -> str:
     """Reasons may quote task data: keep them encodable as UTF-8 JSON (lone surrogates escaped)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _one_line(text: str) -> str:
+    """A reason as one log line: control characters (a forged newline) escaped."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _repeated_ids(tasks: list[Any]) -> list[int]:
+    """The task ids that more than one task of a request carries."""
+    counts = Counter(task_io.task_id(task) for task in tasks if isinstance(task, dict))
+    return sorted(tid for tid, count in counts.items() if tid is not None and count > 1)
 
 
 def _finish_tasks(tasks: list[Any], project: Any, fields: task_io.LabelingSchema, sampled: list,

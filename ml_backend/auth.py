@@ -5,12 +5,13 @@ a bearer token for the admin routes, nothing for /health. A request without the 
 credentials is answered 401 before its body is read, and a body over the limit is refused
 413 from its Content-Length, or while it streams in, so it is never buffered whole. A body
 whose next piece takes longer than `body_timeout_s` is answered 408 and its connection closed.
+Every answer sent before the request body was read whole closes its connection: otherwise the
+client could go on sending a body nobody reads, holding the connection with no timer running.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import secrets
 
 from fastapi import HTTPException, status
@@ -31,7 +32,7 @@ def basic_auth_refusal(header: str, expected: tuple[str, str] | None) -> str | N
     if scheme.lower() == "basic":
         try:
             user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, or non-ASCII text (a bare ValueError)
             pass
     if user is None or not (_same(user, expected[0]) & _same(password, expected[1])):
         return "HTTP Basic credentials missing or wrong"
@@ -67,15 +68,16 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        body = BodyRead(headers, receive, send)
         refusal = self._refusal(scope["path"], headers.get("authorization", ""))
         if refusal is not None:
-            await refusal(scope, receive, send)
+            await refusal(scope, body.receive, body.send)
             return
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._too_large(declared)(scope, receive, send)
+            await self._too_large(declared)(scope, body.receive, body.send)
             return
-        await self.app(scope, self._bounded(receive), send)
+        await self.app(scope, self._bounded(body.receive), body.send)
 
     def _refusal(self, path: str, authorization: str) -> JSONResponse | None:
         if path in OPEN_PATHS:
@@ -121,3 +123,25 @@ class RequestGuard:
             return message
 
         return bounded_receive
+
+
+class BodyRead:
+    """Whether the request body has been read whole; until it has, a response says `Connection: close`
+    (uvicorn then closes the connection once the response is sent)."""
+
+    def __init__(self, headers: Headers, receive: Receive, send: Send) -> None:
+        self.pending = "transfer-encoding" in headers or headers.get("content-length", "0").lstrip("0") != ""
+        self._receive, self._send = receive, send
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.pending = False
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and self.pending:
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await self._send(message)

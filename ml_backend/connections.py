@@ -84,8 +84,9 @@ def limited_protocol(max_connections: int, header_timeout_s: float) -> type[H11P
                 self.transport.close()
 
         def _waiting(self) -> bool:
-            """No request in progress: only its headers (or nothing) have arrived."""
-            return self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+            """No request in progress: nothing or part of a request's headers has arrived, or its response
+            is complete (a client still sending the body of an answered request waits for nothing)."""
+            return self.cycle is None or self.cycle.response_complete
 
         def _make_room(self) -> None:
             waiting = [c for c in self.connections

@@ -78,6 +78,17 @@ def _sampling_note(vlm: VLM) -> str:
         if vlm.base_available else ""
 
 
+def _holds(folder: str, name: str, what: str) -> bool:
+    """Whether `folder` holds the file `name`; a path the system cannot even look up is refused."""
+    try:
+        return (Path(folder).expanduser() / name).is_file()
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, a NUL byte, ~user without a home
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = repr(folder[:200]) + ("..." if len(folder) > 200 else "")
+        raise IllumeError(f"{what} {shown} is not a usable path: {reason}",
+                          "Pass a directory on the backend's machine.") from None
+
+
 class ModelHolder:
     def __init__(self, loaded: Loaded, loader: Loader | None = None, device: str | None = None,
                  dtype: str | None = None, keep_base: bool = False) -> None:
@@ -92,12 +103,12 @@ class ModelHolder:
 
     def check_reload(self, model: str, adapter: str | None) -> None:
         """Refuse at once what could only fail later: a model or adapter that is not a local directory."""
-        if not (Path(model).expanduser() / "config.json").is_file() and not self.allow_hub_models:
+        if not _holds(model, "config.json", "model") and not self.allow_hub_models:
             raise IllumeError(f"model {model!r} is not a local directory with config.json (it does not exist, "
                               "or it looks like a hub id, and hub ids are off for reloads)",
                               "Pass a directory written by save_pretrained on the backend's machine, or start the "
                               "backend with --allow-hub-models to let /reload download from the hub.")
-        if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+        if adapter and not _holds(adapter, "adapter_config.json", "adapter"):
             raise IllumeError(f"adapter {adapter!r} is not a local directory with adapter_config.json",
                               "Pass the `adapter` directory written by the training job.")
 

@@ -23,6 +23,8 @@ from illume.text import check_text as check_text_value
 if TYPE_CHECKING:
     from illume.vlm import Query
 
+SHOWN_ID_CHARS = 40  # of a task's id, in errors and the log
+
 
 def task_data(item: Item, image_url: str, schema: LabelingSchema, round_: int = 1) -> dict:
     """One task to import: shown data, and the references kept out of the annotators' view."""
@@ -95,7 +97,12 @@ def sampling_key(task: dict[str, Any], fields: LabelingSchema) -> str:
 
 
 def task_name(task: Any) -> str:
-    return f"task {str(task.get('id'))[:40] if isinstance(task, dict) else '?'}"
+    """How errors and the log name a task ("task 7"); an id with control characters is shown
+    escaped (repr), so that it cannot forge a log line."""
+    if not isinstance(task, dict):
+        return "task ?"
+    shown = str(task.get("id"))[:SHOWN_ID_CHARS]
+    return f"task {shown if shown.isprintable() else repr(shown)[:SHOWN_ID_CHARS * 2]}"
 
 
 def check_text(task: dict[str, Any], key: str, value: str, max_chars: int) -> str:
@@ -111,9 +118,11 @@ def task_query(task: dict[str, Any], fields: LabelingSchema, policy: ImagePolicy
     values = {}
     for key in (fields.image, fields.question, fields.answer):
         value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise IllumeError(f"{task_name(task)}: field {key!r} is missing or empty",
-                              f"Import tasks whose data has {fields.image!r}, {fields.question!r} and {fields.answer!r}.")
+        fix = f"Import tasks whose data has {fields.image!r}, {fields.question!r} and {fields.answer!r} as text."
+        if value is not None and not isinstance(value, str):
+            raise IllumeError(f"{task_name(task)}: field {key!r} must be text, got {type(value).__name__}", fix)
+        if not value or not value.strip():
+            raise IllumeError(f"{task_name(task)}: field {key!r} is missing or empty", fix)
         values[key] = value.strip()
     question, answer = (check_text(task, key, values[key], max_text_chars) for key in (fields.question, fields.answer))
     image = check_image(storage_ref(values[fields.image], task_id(task)), policy)  # cloud URIs via Label Studio

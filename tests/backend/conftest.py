@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from backend_helpers import FAST_SAMPLING, png_bytes
+from backend_helpers import FAST_SAMPLING, ServerThread, png_bytes
 from illume.images import ImagePolicy
 from illume.vlm import VLM
+from ml_backend.app import create_app
 from ml_backend.model_holder import Loaded, ModelHolder
 from ml_backend.settings import Settings
 
@@ -45,11 +46,25 @@ def make_settings(llava_dir, image_root):
 
 
 @pytest.fixture
+def serve(llava, make_settings):
+    """serve(**settings) -> the backend on a real uvicorn server with its connection limits."""
+    servers = []
+
+    def start(**overrides):
+        settings = make_settings(**overrides)
+        app = create_app(settings, ModelHolder(Loaded(llava, "served-v1"), device="cpu"))
+        servers.append(ServerThread(app, settings=settings).__enter__())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
 def make_client(llava, make_settings):
     """make_client(**settings) -> (TestClient, app) over the session's loaded tiny model."""
     from fastapi.testclient import TestClient
-
-    from ml_backend.app import create_app
 
     clients = []
 

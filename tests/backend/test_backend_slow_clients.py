@@ -15,12 +15,9 @@ import pytest
 import requests
 from PIL import Image
 
-from backend_helpers import ServerThread
 from illume.vlm import Query
-from ml_backend.app import create_app
 from ml_backend.batcher import Batcher
 from ml_backend.connections import AcceptErrorLog
-from ml_backend.model_holder import Loaded, ModelHolder
 
 
 @dataclass(frozen=True)
@@ -117,23 +114,6 @@ def test_a_queued_download_whose_deadline_passed_is_never_started(slow):
 
 
 # ---------------------------------------------------------------------------------- connections
-@pytest.fixture
-def serve(llava, make_settings):
-    """serve(**settings) -> a real uvicorn server with the backend's connection limits."""
-    servers = []
-
-    def start(**overrides):
-        settings = make_settings(**overrides)
-        app = create_app(settings, ModelHolder(Loaded(llava, "slow-clients-v1"), device="cpu"))
-        server = ServerThread(app, settings=settings).__enter__()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.__exit__(None, None, None)
-
-
 def opened(port: int, first: bytes = b"") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     if first:
