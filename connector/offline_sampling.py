@@ -123,8 +123,13 @@ def run_shard(job: OfflineJob, rank: int, world: int, local_rank: int = 0) -> di
         # Each task's draws follow its sampling key (task id, options held), as in the backend: a restarted
         # run, another shard count or the backend itself samples a task as before.
         candidates = vlm.sample(queries, sampling) if queries else []
+        # the tasks as they are now, not before sampling: an annotation or another writer's options
+        # stored meanwhile are what the write must keep (the narrower the window, the safer)
+        now = stored_tasks(client, project["id"], ready) if ready else {}
         for task_id, found in zip(ready, candidates):
-            options = write_candidates(client, task_id, stored[task_id], fields, found)
+            if task_id not in now:
+                continue  # deleted while sampling
+            options = write_candidates(client, task_id, now[task_id], fields, found)
             result = task_io.prediction(options, found, fields, version, job.preselect)
             store_prediction(client, task_id, result)  # never twice, even after a lost answer
             done += 1

@@ -79,3 +79,35 @@ def test_offline_sampling_under_the_launcher_is_resumable_and_writes_each_task_o
     stored = {t["id"]: t["data"] for t in sync_client.pages("/api/tasks", {"project": project["id"]})}
     assert all(stored[t]["candidates"] and all(o["alias"].startswith("c") for o in stored[t]["candidates"])
                for t in tasks)
+
+
+def test_a_write_after_sampling_keeps_what_another_writer_stored_meanwhile(
+        illume_project, label_studio, tiny_model_dir, monkeypatch):
+    """While this shard samples, another writer (the backend) offers X on the task and a person
+    ticks it: the shard's write must start from the task as it is then, so X keeps its alias."""
+    from connector import project as project_module
+    from connector.offline_sampling import KEY_ENV, run_shard
+    from illume.labeling_schema import shipped_schema
+    from illume.labelstudio.candidates import stored_tasks, write_candidates
+    from illume.records import Candidate
+    from illume.vlm import VLM
+
+    kit = illume_project
+    task = kit.add_task("busy", ["the square is red.", "it is a box."])
+    real_sample = VLM.sample
+
+    def sample(self, queries, sampling):
+        found = real_sample(self, queries, sampling)
+        stored = stored_tasks(kit.client, kit.id, [task])[task]
+        write_candidates(kit.client, task, stored, shipped_schema(), [Candidate("another writer's text.", -1.0, 1.0)])
+        kit.annotate(task, ["c2"], user="erin")
+        return found
+
+    monkeypatch.setattr(VLM, "sample", sample)
+    monkeypatch.setattr(project_module, "served_model_version", lambda client, project: "")
+    monkeypatch.setenv(KEY_ENV, label_studio.token)
+    job = OfflineJob(url=label_studio.url, project=kit.id, model=str(tiny_model_dir("llava")),
+                     sampling=dataclasses.replace(PRODUCT_SAMPLING, max_new_tokens=8))
+    assert run_shard(job, 0, 1)["predicted"] == 1
+    options = {o["alias"]: o["value"] for o in stored_tasks(kit.client, kit.id, [task])[task].data["candidates"]}
+    assert options["c2"] == "another writer's text."  # erin's tick still means what she saw
