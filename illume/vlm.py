@@ -277,10 +277,13 @@ class VLM:
     def version(self) -> str:
         """A human-readable version: the adapter's version name, else the model's name."""
         if self.adapter:
-            meta = Path(self.adapter) / ADAPTER_META
-            if meta.is_file():
-                return json.loads(meta.read_text()).get("version") or Path(self.adapter).name
-            return Path(self.adapter).name
+            version = adapter_json(Path(self.adapter), ADAPTER_META).get("version")
+            if version is not None and not (isinstance(version, str) and len(version) <= MAX_VERSION_CHARS
+                                            and version.isprintable()):
+                raise IllumeError(f"adapter {self.adapter}: its {ADAPTER_META} names the version {str(version)[:80]!r}, "
+                                  f"not a printable text of at most {MAX_VERSION_CHARS} characters",
+                                  "Write the adapter again with the training job (--model-version NAME).")
+            return version or Path(self.adapter).name
         return Path(self.name).name or self.name
 
 
@@ -299,6 +302,54 @@ def dedupe_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     return sorted(best.values(), key=lambda c: -c.score)
 
 
+MAX_VERSION_CHARS = 200  # a version travels in every prediction, /health and /versions
+MAX_ADAPTER_JSON_BYTES = 1 << 20  # adapter_config.json and illume_adapter.json are a few hundred bytes
+
+
+def adapter_json(folder: Path, name: str) -> dict[str, Any]:
+    """A JSON object file of an adapter directory ({} when absent), bounded and named in errors."""
+    path = folder / name
+    if not path.exists():
+        return {}
+    todo = "Write the adapter again with the training job."
+    if not path.is_file() or path.stat().st_size > MAX_ADAPTER_JSON_BYTES:
+        raise IllumeError(f"adapter {folder}: {name} is not a regular file of at most {MAX_ADAPTER_JSON_BYTES} bytes",
+                          todo)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise IllumeError(f"adapter {folder}: {name} is not valid JSON ({type(exc).__name__})", todo) from exc
+    if not isinstance(data, dict):
+        raise IllumeError(f"adapter {folder}: {name} holds a {type(data).__name__}, not a JSON object", todo)
+    return data
+
+
+def _same_base(trained_on: Any, base: str) -> bool:
+    return not trained_on or trained_on == base or Path(str(trained_on)).name == Path(base).name
+
+
+def _check_weights(path: Path, adapter: str) -> None:
+    """The adapter's weights file holds tensors: peft would otherwise keep its fresh LoRA weights,
+    whose B matrices are zero, and serve the base model under the adapter's version."""
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        if not (path / "adapter_model.bin").is_file():
+            raise IllumeError(f"adapter directory {adapter} has no adapter_model.safetensors",
+                              "Pass the `adapter` directory written by the training job, whole.")
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            empty = not list(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise IllumeError(f"adapter {adapter}: adapter_model.safetensors cannot be read ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})", "Write the adapter again with the training job.") from exc
+    if empty:
+        raise IllumeError(f"adapter {adapter}: adapter_model.safetensors holds no weights",
+                          "Write the adapter again with the training job.")
+
+
 def apply_adapter(net: Any, adapter: str, base: str, merge: bool = True) -> Any:
     """Wrap a base model with a saved peft LoRA adapter, refusing one made for another base;
     merged into the weights (no peft layers left) unless merge is False."""
@@ -308,15 +359,17 @@ def apply_adapter(net: Any, adapter: str, base: str, merge: bool = True) -> Any:
     if not (path / "adapter_config.json").is_file():
         raise IllumeError(f"adapter directory {adapter} has no adapter_config.json",
                           "Pass the `adapter` directory written by the training job.")
-    meta = path / ADAPTER_META
-    if meta.is_file():
-        trained_on = json.loads(meta.read_text()).get("base_model")
-        if trained_on and Path(trained_on).name != Path(base).name and trained_on != base:
-            raise IllumeError(f"adapter {adapter} was trained on {trained_on}, not on {base}",
-                              "Load it with the base model it was trained on.")
+    meta = adapter_json(path, ADAPTER_META)
+    # ours record the base they were trained on; any peft adapter names one in its config
+    trained_on = meta.get("base_model") if meta else adapter_json(path, "adapter_config.json").get(
+        "base_model_name_or_path")
+    if not _same_base(trained_on, base):
+        raise IllumeError(f"adapter {adapter} was trained on {str(trained_on)[:200]}, not on {base}",
+                          "Load it with the base model it was trained on.")
+    _check_weights(path, adapter)
     try:
         wrapped = PeftModel.from_pretrained(net, str(path))
         return wrapped.merge_and_unload() if merge else wrapped
     except Exception as exc:
-        raise IllumeError(f"could not apply adapter {adapter} to {base}: {type(exc).__name__}: {exc}",
+        raise IllumeError(f"could not apply adapter {adapter} to {base}: {type(exc).__name__}: {str(exc)[:1000]}",
                           "Check that the adapter was trained on this base model.") from exc

@@ -12,18 +12,21 @@ reloads load the same way.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from PIL import Image
 
 from illume.errors import IllumeError
 from illume.vlm import VLM, Query, SamplingConfig
 
 log = logging.getLogger(__name__)
+MAX_REASON_CHARS = 2000  # of a refused reload's reason, kept in GET /reload and its history
 
 Loader = Callable[[str, "str | None"], VLM]
 
@@ -47,11 +50,18 @@ class ReloadStatus:
 
 
 def smoke_test(vlm: VLM) -> None:
-    """One short generation on a blank image (one with the adapter disabled too, when it can be):
-    a checkpoint that cannot do this is refused."""
+    """Finite weights, and one short generation on a blank image (one with the adapter disabled too,
+    when it can be) with finite scores: a checkpoint that cannot do this is refused."""
+    bad = next((name for name, p in vlm.model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise IllumeError(f"the model holds non-finite weights (NaN or inf), first in {bad}",
+                          "Train the adapter again (a diverged run writes such weights); the old model keeps serving.")
     query = Query(Image.new("RGB", (32, 32), "gray"), "what is shown", "nothing")
-    vlm.sample([query], SamplingConfig(temperatures=(0.7,), per_temperature=2, max_new_tokens=4,
-                                       base_share=0.5 if vlm.base_available else 0.0), dedupe=False)
+    [found] = vlm.sample([query], SamplingConfig(temperatures=(0.7,), per_temperature=2, max_new_tokens=4,
+                                                 base_share=0.5 if vlm.base_available else 0.0), dedupe=False)
+    if found and not any(math.isfinite(c.score) for c in found):
+        raise IllumeError("the model's candidates all have non-finite scores",
+                          "Train the adapter again; the old model keeps serving.")
 
 
 def processor_side(processor: Any) -> int:
@@ -152,10 +162,14 @@ class ModelHolder:
             log.info("reloaded: %s -> %s%s", old.version, loaded.version, _sampling_note(vlm))
         except Exception as exc:  # any failure keeps the old model serving
             reason = exc.what if isinstance(exc, IllumeError) else f"{type(exc).__name__}: {exc}"
+            if len(reason) > MAX_REASON_CHARS:  # a shape mismatch lists every layer
+                reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason) - MAX_REASON_CHARS} more characters)"
             status.state, status.error = "failed", f"checkpoint refused: {reason}"
             log.error("reload of %s (adapter %s) refused, still serving %s: %s", model, adapter,
                       self.version, reason)
         finally:
+            if status.state == "loading":  # interrupted by a BaseException: say so, never "loading" forever
+                status.state, status.error = "failed", "checkpoint refused: the reload was interrupted"
             status.finished_at = time.time()
             status.history.append({k: getattr(status, k) for k in ("state", "model", "adapter", "version", "error")})
             del status.history[:-20]
