@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from illume.layout import EXPORT_FEEDBACK, EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT
 from illume.text import check_text
 
 MANIFEST_FORMAT = 1
+PART = ".part"  # this export's own rows while the earlier export's are carried ahead of them
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
@@ -103,10 +105,12 @@ class ExportWriter:
     def __init__(self, directory: Path, images: ImageCollector) -> None:
         self.directory = directory
         self.images = images
-        self.rows = open(directory / EXPORT_ROWS, "w", encoding="utf-8")
-        self.pairs = open(directory / EXPORT_PAIRS, "w", encoding="utf-8")
+        # This export's rows, pairs and unticked rows stream into part files; the earlier export's,
+        # carried after this export's tasks were read, go ahead of them in the files (earlier first).
+        self.names = (EXPORT_ROWS, EXPORT_PAIRS, EXPORT_UNTICKED)
+        self.rows, self.pairs, self.unticked = (open(directory / f"{n}{PART}", "w", encoding="utf-8") for n in self.names)
+        self.parts: tuple | None = None  # the part files, once the final files are written
         self.feedback = open(directory / EXPORT_FEEDBACK, "w", encoding="utf-8")
-        self.unticked = open(directory / EXPORT_UNTICKED, "w", encoding="utf-8")
         self.row_keys: set[str] = set()
         self.earlier_keys: set[str] = set()  # rationale rows of the previous export: not new here
         # (task, row key) -> iteration, of the previous export's rows: a task judged again keeps the
@@ -157,7 +161,19 @@ class ExportWriter:
         if row.item_id not in self.with_rationale and row.item_id not in self.answer_only:
             self.answer_only[row.item_id] = row
 
+    def carry_first(self) -> None:
+        """From now on rows, pairs and unticked rows go to the final files, ahead of this export's."""
+        if self.parts is None:
+            self.parts = (self.rows, self.pairs, self.unticked)
+            self.rows, self.pairs, self.unticked = (open(self.directory / n, "w", encoding="utf-8") for n in self.names)
+
     def finish(self) -> None:
+        self.carry_first()
+        for final, part in zip((self.rows, self.pairs, self.unticked), self.parts):
+            part.close()
+            with open(part.name, encoding="utf-8") as handle:
+                shutil.copyfileobj(handle, final)
+            os.unlink(part.name)
         for row in self.answer_only.values():
             self.rows.write(to_line(row))
         self.counts["answer_rows"] = len(self.answer_only)
@@ -167,7 +183,7 @@ class ExportWriter:
             handle.close()
 
     def close(self) -> None:
-        for handle in (self.rows, self.pairs, self.feedback, self.unticked):
+        for handle in (self.rows, self.pairs, self.feedback, self.unticked, *(self.parts or ())):
             handle.close()
 
 
@@ -233,6 +249,7 @@ def carry_over(writer: ExportWriter, previous: Path) -> None:
     judged in this export: what its annotations say now replaces what they said then. (Rows of exports
     written before rows named their task are all carried.) Called after this export's tasks."""
     judged_now = set(writer.task_ids)
+    writer.carry_first()
 
     def carried(image: str) -> str:
         path = previous / image

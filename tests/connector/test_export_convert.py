@@ -54,8 +54,8 @@ def test_merge_turns_answer_only_into_rationale_and_keeps_images(tmp_path):
     manifest = convert([task("x", ["r2"], (["c0"], False))], tmp_path / "e1",
                        ExportOptions(previous=tmp_path / "e0", iteration=1))
     rows = read_jsonl(tmp_path / "e1" / "rows.jsonl", TrainingRow)
-    assert [(r.kind, r.item_id, r.rationale, r.iteration) for r in rows] == [  # this export's, then carried
-        ("rationale", "x", "r2", 1), ("rationale", "y", "s", 0)]
+    assert [(r.kind, r.item_id, r.rationale, r.iteration) for r in rows] == [
+        ("rationale", "y", "s", 0), ("rationale", "x", "r2", 1)]
     assert all((tmp_path / "e1" / r.image).is_file() for r in rows)
     assert manifest["counts"]["images"] == 2 and set(manifest["images"]) == {r.image for r in rows}
 
