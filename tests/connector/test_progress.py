@@ -89,7 +89,7 @@ def test_import_with_json_keeps_stdout_one_object_and_draws_the_bar_on_the_termi
         os.close(leader)
     assert result.returncode == 0, terminal.decode(errors="replace")[-2000:]
     assert json.loads(result.stdout) == {"project": illume_project.id, "imported": 5, "skipped": 0, "gold": 0,
-                                         "gold_share": 0.0}
+                                         "gold_share": 0.0, "copies_removed": 0}
     shown = terminal.decode(errors="replace")
     assert "imported" in shown and "5/5" in shown and "item/s" in shown
 
