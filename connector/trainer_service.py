@@ -23,12 +23,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Request  # module level: FastAPI resolves the annotations here
+from fastapi import FastAPI, HTTPException, Request  # module level: FastAPI resolves the annotations here
 
 from illume.errors import IllumeError
 from illume import options
 from illume.listen import Listen
 from illume.options import from_env, option
+from illume.request_guard import RequestGuard, body_timeout_option, max_body_option
 from illume.training_runs import max_runs_option
 
 TOKEN_ENV = "ILLUME_ADMIN_TOKEN"
@@ -47,6 +48,8 @@ class TrainerSettings:
     answer_wait_s: float = option(8.0, "seconds a press waits for the run to name its round; keep it below the "
                                        "backend's ILLUME_TRAIN_ANSWER_S", env="ILLUME_TRAINER_ANSWER_S", min=0)
     max_runs: int = max_runs_option()  # the backend's setting, same variable
+    max_body_bytes: int = max_body_option()  # the backend's too: a forwarded payload is one it took
+    body_timeout_s: float = body_timeout_option()
 
     @classmethod
     def from_env(cls, environ=None) -> "TrainerSettings":
@@ -61,26 +64,27 @@ class TrainerSettings:
 
 
 def create_app(settings: TrainerSettings):
-    """The trainer's HTTP face: POST /webhook (a forwarded START_TRAINING), GET /training, GET /health."""
-    import secrets
+    """The trainer's HTTP face: POST /webhook (a forwarded START_TRAINING), GET /training, GET /health.
 
+    Every route but /health needs the bearer token, checked (with the body's size) before a body is read."""
     from illume.training_runs import TrainingRuns
 
     runs = TrainingRuns(settings.max_runs, settings.answer_wait_s)
     app = FastAPI(title="ILLUME trainer")
-
-    def check(authorization: str | None) -> None:
-        if not secrets.compare_digest((authorization or "").encode(), f"Bearer {settings.token}".encode()):
-            raise HTTPException(401, "a bearer token (ILLUME_ADMIN_TOKEN) is required")
+    app.add_middleware(RequestGuard, basic_auth=None, admin_token=settings.token, admin_paths=None,
+                       max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "UP", "running": len(runs.running())}
 
     @app.post("/webhook")
-    async def webhook(request: Request, authorization: str | None = Header(None)) -> dict[str, Any]:
-        check(authorization)
-        payload = await request.json()
+    async def webhook(request: Request) -> dict[str, Any]:
+        try:
+            payload = json.loads(await request.body())
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond the parser
+            raise HTTPException(400, "the body is not a JSON object: send Label Studio's START_TRAINING payload, "
+                                     "as the backend's forwarder does") from None
         if not isinstance(payload, dict) or payload.get("action") != "START_TRAINING":
             return {"status": "ignored", "detail": "only START_TRAINING starts anything here"}
         answer = runs.start(settings.command, payload)
@@ -88,8 +92,7 @@ def create_app(settings: TrainerSettings):
                 "round": answer.run.round if answer.run is not None else None}
 
     @app.get("/training")
-    def training(authorization: str | None = Header(None)) -> dict[str, Any]:
-        check(authorization)
+    def training() -> dict[str, Any]:
         return runs.status()
 
     app.state.training_runs = runs
@@ -110,7 +113,12 @@ def forward(url: str, token: str, payload: dict[str, Any], timeout_s: float = 60
                        "(docker compose --profile gpu up -d trainer) and press again")
     if response.status_code != 200:
         return False, f"the trainer at {url} answered HTTP {response.status_code}: {response.text[:300]}"
-    answer = response.json()
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        return False, f"the trainer at {url} answered something other than a JSON object: {response.text[:300]!r}"
     detail = answer.get("detail", "")
     if answer.get("status") != "started":
         return False, f"the trainer did not start: {detail}"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from illume.errors import IllumeError
 from illume.labelstudio.candidates import assign_aliases, stored_tasks, write_candidates
 from illume.labelstudio import task as task_io
-from ml_backend.auth import RequestGuard
+from illume.request_guard import RequestGuard
 from ml_backend.batcher import Batcher, BatchResult, QueueFull
 from ml_backend.connections import install_accept_error_log
 from ml_backend.model_holder import ModelHolder, processor_side

@@ -10,7 +10,7 @@ everyone out:
 - accept() errors (EMFILE and the like) are logged once per interval with a count, not once per
   event.
 
-The per-chunk body read timeout is the ASGI middleware's (ml_backend.auth.RequestGuard).
+The per-chunk body read timeout is the ASGI middleware's (illume.request_guard.RequestGuard).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.options import option
+from illume.request_guard import body_timeout_option, max_body_option
 from illume.sampling import PRODUCT_SAMPLING, SamplingConfig, preselect_option
 from illume.text import MAX_TEXT_CHARS
 from illume.training_runs import ANSWER_WAIT_S, max_runs_option
@@ -52,8 +53,7 @@ class Settings:
                              env="ILLUME_QUEUE_SIZE", min=1)
     max_tasks_per_request: int = option(1000, "Tasks one /predict request may carry.",
                                         env="ILLUME_MAX_TASKS_PER_REQUEST", min=1)
-    max_body_bytes: int = option(16 * 1024 * 1024, "Largest request body (refused with 413 from Content-Length "
-                                                   "or while streaming in).", env="ILLUME_MAX_BODY_BYTES", min=1)
+    max_body_bytes: int = max_body_option()  # the trainer service's too
     max_text_chars: int = option(MAX_TEXT_CHARS, "Longest question or answer of a task (longer ones fail their "
                                                  "task only).", env="ILLUME_MAX_TEXT_CHARS", min=1)
     download_workers: int = option(8, "Images downloaded at once (the download pool, not the server's threads).",
@@ -82,8 +82,7 @@ class Settings:
                                     env="ILLUME_DOWNLOAD_PER_HOST", min=1)
     header_timeout_s: float = option(10.0, "Seconds a connection may take to send a request's headers.",
                                      env="ILLUME_HEADER_TIMEOUT", min=0.1)
-    body_timeout_s: float = option(15.0, "Seconds allowed between two pieces of a request body.",
-                                   env="ILLUME_BODY_TIMEOUT", min=0.1)
+    body_timeout_s: float = body_timeout_option()  # the trainer service's too
     keep_alive_s: float = option(5.0, "Seconds an idle kept-alive connection stays open.", env="ILLUME_KEEP_ALIVE",
                                  min=0.1)
     max_connections: int = option(0, "Open connections at most (0: the open-file limit less 128); past it a new "

@@ -15,7 +15,7 @@ from backend_helpers import LABEL_CONFIG, ServerThread, data_uri, task
 from illume.errors import IllumeError
 from illume.images import ImagePolicy
 from illume.labelstudio import task as task_io
-from ml_backend.auth import admin_refusal, basic_auth_refusal
+from illume.request_guard import admin_refusal, basic_auth_refusal
 
 CREDENTIALS = ("studio", "s3cret")
 BASIC = b"Authorization: Basic " + base64.b64encode(b"studio:s3cret") + b"\r\n"

@@ -1,7 +1,8 @@
 """Credentials and body size, checked before any route reads the request body.
 
-`RequestGuard` is an ASGI middleware: HTTP Basic for Label Studio's routes (and the API docs),
-a bearer token for the admin routes, nothing for /health. A request without the right
+`RequestGuard` is an ASGI middleware, in front of the ML backend and of the trainer service: HTTP
+Basic for the backend's Label Studio routes (and the API docs), a bearer token for the admin routes
+(on the trainer, every route), nothing for /health. A request without the right
 credentials is answered 401 before its body is read, and a body over the limit is refused
 413 from its Content-Length, or while it streams in, so it is never buffered whole. A body
 whose next piece takes longer than `body_timeout_s` is answered 408 and its connection closed.
@@ -19,8 +20,22 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from illume.options import option
+
 OPEN_PATHS = frozenset({"/health"})  # Label Studio's health check carries no credentials
 ADMIN_PATHS = frozenset({"/reload"})
+
+
+def max_body_option():
+    """The largest request body: a setting of the backend and of the trainer service, declared once."""
+    return option(16 * 1024 * 1024, "Largest request body (refused with 413 from Content-Length or while "
+                                    "streaming in).", env="ILLUME_MAX_BODY_BYTES", min=1)
+
+
+def body_timeout_option():
+    """Seconds between two pieces of a request body: the backend's and the trainer service's setting."""
+    return option(15.0, "Seconds allowed between two pieces of a request body.", env="ILLUME_BODY_TIMEOUT",
+                  min=0.1)
 
 
 def basic_auth_refusal(header: str, expected: tuple[str, str] | None) -> str | None:
@@ -55,9 +70,13 @@ def _same(given: str, expected: str) -> bool:
 
 
 class RequestGuard:
+    """`admin_paths`: the paths that need the admin token; None: every path but OPEN_PATHS."""
+
     def __init__(self, app: ASGIApp, basic_auth: tuple[str, str] | None, admin_token: str | None,
-                 max_body_bytes: int, body_timeout_s: float | None = None) -> None:
+                 max_body_bytes: int, body_timeout_s: float | None = None,
+                 admin_paths: frozenset[str] | None = ADMIN_PATHS) -> None:
         self.app = app
+        self.admin_paths = admin_paths
         self.body_timeout_s = body_timeout_s
         self.basic_auth = basic_auth
         self.admin_token = admin_token
@@ -82,7 +101,7 @@ class RequestGuard:
     def _refusal(self, path: str, authorization: str) -> JSONResponse | None:
         if path in OPEN_PATHS:
             return None
-        if path.rstrip("/") in ADMIN_PATHS:
+        if self.admin_paths is None or path.rstrip("/") in self.admin_paths:
             refused = admin_refusal(authorization, self.admin_token)
             if refused:
                 headers = {"WWW-Authenticate": "Bearer"} if refused[0] == 401 else None
@@ -95,7 +114,7 @@ class RequestGuard:
 
     def _too_large(self, size: str) -> JSONResponse:
         return JSONResponse({"detail": f"the request body is {size} bytes, over the limit of {self.max_body_bytes}; "
-                                       "send fewer tasks per request, or raise --max-body-bytes"},
+                                       "send less per request, or raise --max-body-bytes (ILLUME_MAX_BODY_BYTES)"},
                             status.HTTP_413_CONTENT_TOO_LARGE, headers={"Connection": "close"})
 
     def _bounded(self, receive: Receive) -> Receive:
@@ -118,7 +137,8 @@ class RequestGuard:
                 if received > self.max_body_bytes:  # a body without (or lying about) Content-Length
                     raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                                         f"the request body is more than {self.max_body_bytes} bytes, over the limit; "
-                                        "send fewer tasks per request, or raise --max-body-bytes",
+                                        "send less per request, or raise --max-body-bytes "
+                                        "(ILLUME_MAX_BODY_BYTES)",
                                         headers={"Connection": "close"})
             return message
 
