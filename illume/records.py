@@ -5,8 +5,10 @@ Files are written atomically: a reader never sees a half-written file, even afte
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -178,20 +180,52 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
 RECREATE = "Re-create the file, e.g. with `illume-sync export`."
 
 
+MAX_LINE_BYTES = 64 << 20  # one record; a row may carry a data: URI image (20 MB of image: 27 MB of base64)
+
+
 def iter_json_objects(path: str | os.PathLike, todo: str = RECREATE) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) per non-blank line; a line that is not a JSON object is an error
-    naming the file and the line, with `todo` as the next step."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    """(line number, object) per non-blank line; a line that is not a JSON object (or is not UTF-8,
+    nested beyond the parser, or longer than MAX_LINE_BYTES) is an error naming the file and the
+    line, with `todo` as the next step."""
+    with open(path, "rb") as handle:  # decoded line by line, so that an error names its line
+        for number in itertools.count(1):
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise IllumeError(f"{path}, line {number}: longer than {MAX_LINE_BYTES} bytes", todo)
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark (Windows editors) is no text
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise IllumeError(f"{path}, line {number}: not valid JSON ({exc.msg})", todo) from exc
-            if not isinstance(data, dict):
-                raise IllumeError(f"{path}, line {number}: expected a JSON object, found {type(data).__name__}", todo)
-            yield number, data
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise IllumeError(f"{path}, line {number}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                  f"Save the file as UTF-8. {todo}") from None
+            if line.strip():
+                yield number, _json_object(line, f"{path}, line {number}", todo)
+
+
+def _json_object(text: str, where: str, todo: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IllumeError(f"{where}: not valid JSON ({exc.msg})", todo) from None
+    except RecursionError:
+        raise IllumeError(f"{where}: JSON nested too deeply to read", todo) from None
+    if not isinstance(data, dict):
+        raise IllumeError(f"{where}: expected a JSON object, found {type(data).__name__}", todo)
+    return data
+
+
+def read_json_object(path: str | os.PathLike, todo: str) -> dict[str, Any]:
+    """The JSON object a whole file holds; IllumeError (naming the file, with `todo`) when it is not
+    UTF-8, not JSON, nested beyond the parser or not an object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IllumeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          f"Save the file as UTF-8. {todo}") from None
+    return _json_object(text, str(path), todo)
 
 
 def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from illume.errors import IllumeError
 from illume.ports import free_port
+from illume.records import read_json_object
 from training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -30,13 +30,8 @@ def read_config(config: TrainConfig) -> dict[str, Any]:
     path = Path(config.deepspeed_config) if config.deepspeed_config else template_path(config.zero)
     if not path.is_file():
         raise IllumeError(f"DeepSpeed config {path} does not exist", "Pass an existing JSON file to --deepspeed-config.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise IllumeError(f"DeepSpeed config {path} is not valid JSON ({exc.msg})", "Fix the file or drop --deepspeed-config.") from exc
-    if not isinstance(data, dict):
-        raise IllumeError(f"DeepSpeed config {path} must hold a JSON object", "Start from training/ds_zero0.json.")
-    return data
+    return read_json_object(path, "Fix the DeepSpeed config (start from training/ds_zero0.json) or drop "
+                                  "--deepspeed-config.")
 
 
 def _fill(node: Any, values: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from illume.errors import IllumeError
-from illume.records import Item, iter_json_objects
+from illume.records import MAX_LINE_BYTES, Item, iter_json_objects
 from illume.text import MAX_TEXT_CHARS, check_text, max_text_chars
 
 REQUIRED = ("image", "question", "answer")
@@ -125,14 +125,24 @@ def read_jsonl_items(path: Path) -> list[Item]:
 
 def read_csv_items(path: Path) -> list[Item]:
     max_chars = max_text_chars()
-    with open(path, encoding="utf-8", newline="") as handle:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))  # a cell may hold a data: URI image
+    # -sig: spreadsheets save "CSV UTF-8" with a byte-order mark, which would else join the first column's name
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]
-        if missing:
-            raise IllumeError(f"{path}: the header lacks the column(s) {', '.join(missing)}", FIX)
-        # Row numbers count the header as row 1, as spreadsheets do.
-        return [row_to_item(_cells(row, path, number), path, f"row {number}", max_chars)
-                for number, row in enumerate(reader, start=2)]
+        items: list[Item] = []
+        number = 1  # rows count the header as row 1, as spreadsheets do
+        try:
+            missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]
+            if missing:
+                raise IllumeError(f"{path}: the header lacks the column(s) {', '.join(missing)}", FIX)
+            for number, row in enumerate(reader, start=2):
+                items.append(row_to_item(_cells(row, path, number), path, f"row {number}", max_chars))
+        except UnicodeDecodeError as exc:
+            raise IllumeError(f"{path}: not UTF-8 text near row {number + 1} ({exc.reason})",
+                              "Save the file as CSV UTF-8 (a spreadsheet's 'CSV UTF-8' export).") from None
+        except csv.Error as exc:  # a cell over the size limit, a NUL byte the reader refuses, ...
+            raise IllumeError(f"{path}: row {number + 1} cannot be read as CSV ({exc})", FIX) from None
+        return items
 
 
 def _cells(row: dict[str | None, Any], path: Path, number: int) -> dict[str, Any]:

@@ -8,13 +8,12 @@ Images are COCO 2014 files (`COCO_val2014_%012d.jpg`) looked up under `image_roo
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from illume.errors import IllumeError
-from illume.records import Item
+from illume.records import Item, read_json_object
 
 COLUMN_FIELDS = ("image_id", "question", "question_id", "multiple_choice_answer", "explanation")
 FIX = "Check the file is VQA-X as released or as split by ILLUME (see SPEC section 2)."
@@ -30,16 +29,11 @@ def is_column_layout(data: Any) -> bool:
 
 def read_vqax(path: str | Path, image_root: str | Path | None = None, coco_split: str = "val2014") -> list[Item]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise IllumeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})", FIX) from exc
+    data = read_json_object(path, FIX)
     root = Path(image_root) if image_root else path.parent / "images"
     if is_column_layout(data):
         return _read_columns(path, data, root, coco_split)
-    if isinstance(data, dict):
-        return _read_original(path, data, root)
-    raise IllumeError(f"{path}: expected a JSON object at the top level, found {type(data).__name__}", FIX)
+    return _read_original(path, data, root)
 
 
 def _read_columns(path: Path, data: dict, root: Path, coco_split: str) -> list[Item]:

@@ -86,6 +86,37 @@ def test_malformed_jsonl_names_the_line(tmp_path):
         read_items(path)
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("x.jsonl", b'{"image": "a", "question": "q", "answer": "a"}\n{"image": "a", "question": "\xff"}\n',
+     r"x.jsonl, line 2: not UTF-8 text"),
+    ("x.jsonl", b"[" * 100_000 + b"\n", r"x.jsonl, line 1: JSON nested too deeply"),
+    ("x.csv", b"image,question,answer\na.png,q\xe9?,a\n", r"x.csv: not UTF-8 text near row 2"),
+    ("x.json", b'{"1": {"question": "\xff"}}', r"x.json: not UTF-8 text"),
+    ("x.json", b"[" * 100_000, r"x.json: JSON nested too deeply"),
+    ("x.json", b"[]", r"x.json: expected a JSON object, found list"),
+])
+def test_unreadable_files_are_clear_errors_not_tracebacks(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(IllumeError, match=message) as refused:
+        read_items(tmp_path / name)
+    assert refused.value.todo
+
+
+def test_a_spreadsheets_byte_order_mark_and_long_cells(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; a cell over the csv module's 128 KiB default
+    is judged by the text limit, not refused by the reader."""
+    path = tmp_path / "items.csv"
+    path.write_bytes("\ufeffimage,question,answer\na.png,Which colour?,red\n".encode())
+    [item] = read_items(path)
+    assert (item.question, item.answer) == ("Which colour?", "red")
+    path.write_text("image,question,answer\na.png,\"" + "x" * 200_000 + "\",a\n")
+    with pytest.raises(IllumeError, match=r"row 2: field 'question' is 200000 characters long"):
+        read_items(path)
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"image": "a.png", "question": "q?", "answer": "a"}).encode())
+    assert read_items(jsonl)[0].question == "q?"
+
+
 def test_duplicate_ids_and_unknown_formats(tmp_path):
     dup = tmp_path / "d.jsonl"
     row = json.dumps({"id": "same", "image": "a", "question": "q", "answer": "a"})
