@@ -7,13 +7,15 @@ from typing import Any
 
 from illume.labelstudio.client import LabelStudioClient, send_checked
 from illume.errors import IllumeError
-from illume.labeling_schema import (INSTRUCTIONS_NAME, SHIPPED_CONFIG, LabelingSchema, parse_schema, project_schema,
-                                    shipped_text)
+from illume.labeling_schema import (INSTRUCTIONS_NAME, MAX_CONFIG_CHARS, SHIPPED_CONFIG, LabelingSchema, parse_schema,
+                                    project_schema, shipped_text)
+from illume.text import read_text_file
 
 # Label Studio's "Uncertainty sampling" offers tasks with the lowest prediction score first.
 LOWEST_SCORE_FIRST = "Uncertainty sampling"
 # The skip setting under which a skipped task returns to the same person's stream (a skip settles nothing).
 REQUEUE_FOR_ME = "REQUEUE_FOR_ME"
+MAX_INSTRUCTIONS_BYTES = 1 << 20  # the page annotators read first; the shipped one is 1 KB
 
 
 def all_projects(client: LabelStudioClient) -> list[dict]:
@@ -68,7 +70,8 @@ def read_label_config(path: Path | None = None) -> str:
     path = Path(path)
     if not path.is_file():
         raise IllumeError(f"Labeling config {path} does not exist", "Pass --label-config with an XML file.")
-    text = path.read_text(encoding="utf-8")
+    # bytes: UTF-8 holds at most 4 per character, so a config the schema could take is never cut off
+    text = read_text_file(path, "Labeling config", "Pass --label-config with an XML file.", MAX_CONFIG_CHARS * 4)
     parse_schema(text, f" {path}")
     return text
 
@@ -85,7 +88,8 @@ def read_instructions(path: Path | None = None, label_config: Path | None = None
     path = Path(path)
     if not path.is_file():
         raise IllumeError(f"Instructions file {path} does not exist", "Pass --instructions with an HTML or text file.")
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_text_file(path, "Instructions file", "Pass --instructions with an HTML or text file.",
+                          MAX_INSTRUCTIONS_BYTES).strip()
     if not text:
         raise IllumeError(f"Instructions file {path} is empty", "Write the guidance annotators should read first.")
     return text

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Type, TypeVar
 
 from illume.errors import IllumeError
+from illume.text import read_text_file
 from illume.prompts import rationale_of_reply, rationale_prompt, rationale_reply
 
 
@@ -217,15 +218,13 @@ def _json_object(text: str, where: str, todo: str) -> dict[str, Any]:
     return data
 
 
+MAX_JSON_FILE_BYTES = 1 << 30  # VQA-X's training split, the largest file read whole, is about 30 MB
+
+
 def read_json_object(path: str | os.PathLike, todo: str) -> dict[str, Any]:
     """The JSON object a whole file holds; IllumeError (naming the file, with `todo`) when it is not
-    UTF-8, not JSON, nested beyond the parser or not an object."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IllumeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                          f"Save the file as UTF-8. {todo}") from None
-    return _json_object(text, str(path), todo)
+    UTF-8, over MAX_JSON_FILE_BYTES, not JSON, nested beyond the parser or not an object."""
+    return _json_object(read_text_file(path, "the file", todo, MAX_JSON_FILE_BYTES), str(path), todo)
 
 
 def iter_jsonl(path: str | os.PathLike, cls: Type[R]) -> Iterator[R]:

@@ -14,6 +14,23 @@ _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(chr(plane << 16 | 0xFFFE) + chr(plane
 _UNUSABLE_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{_NONCHARACTERS}]")
 
 
+def read_text_file(path: str | os.PathLike, what: str, todo: str, max_bytes: int) -> str:
+    """A file a user names, as text: at most `max_bytes`, UTF-8 (a leading byte-order mark is dropped).
+    IllumeError naming `what` and the file, with `todo`, when it is unreadable, too long or not UTF-8."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise IllumeError(f"{what} {path} cannot be read ({exc.strerror or exc})", todo) from None
+    if len(raw) > max_bytes:
+        raise IllumeError(f"{what} {path} is larger than {max_bytes:,} bytes", todo)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IllumeError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          f"Save it as UTF-8. {todo}") from None
+
+
 def normalise(text: str) -> str:
     """The key under which two candidates (or two answers) count as the same text."""
     return re.sub(r"[^\w ]", "", " ".join(text.lower().split())).strip()

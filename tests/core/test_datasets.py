@@ -91,7 +91,7 @@ def test_malformed_jsonl_names_the_line(tmp_path):
      r"x.jsonl, line 2: not UTF-8 text"),
     ("x.jsonl", b"[" * 100_000 + b"\n", r"x.jsonl, line 1: JSON nested too deeply"),
     ("x.csv", b"image,question,answer\na.png,q\xe9?,a\n", r"x.csv: not UTF-8 text near row 2"),
-    ("x.json", b'{"1": {"question": "\xff"}}', r"x.json: not UTF-8 text"),
+    ("x.json", b'{"1": {"question": "\xff"}}', r"x.json is not UTF-8 text"),
     ("x.json", b"[" * 100_000, r"x.json: JSON nested too deeply"),
     ("x.json", b"[]", r"x.json: expected a JSON object, found list"),
 ])
