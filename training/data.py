@@ -8,7 +8,6 @@ the prompt in its encoder and learns the target in its decoder. Nothing is ever 
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field, replace
@@ -20,8 +19,8 @@ import torch
 from illume import processor_batch, prompts
 from illume.errors import IllumeError
 from illume.images import load_local_image
-from illume.records import (ANSWER_ONLY, RATIONALE, Item, PreferencePair, TrainingRow, read_jsonl, rationale_weight,
-                            sha256_file)
+from illume.records import (ANSWER_ONLY, RATIONALE, Item, PreferencePair, TrainingRow, read_json_object, read_jsonl,
+                            rationale_weight, sha256_file)
 from illume.layout import EXPORT_MANIFEST, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_UNTICKED
 
 IGNORE = -100
@@ -65,12 +64,7 @@ def load_export(directory: str | Path, need_pairs: bool = False, need_unticked: 
     rows_path, pairs_path, manifest_path = base / EXPORT_ROWS, base / EXPORT_PAIRS, base / EXPORT_MANIFEST
     manifest: dict[str, Any] = {}
     if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise IllumeError(f"{manifest_path} is not valid JSON ({exc.msg})", _EXPORT_HINT) from exc
-        if not isinstance(manifest, dict):
-            raise IllumeError(f"{manifest_path} must hold a JSON object", _EXPORT_HINT)
+        manifest = read_json_object(manifest_path, _EXPORT_HINT)
     rows = read_jsonl(rows_path, TrainingRow) if rows_path.is_file() else []
     pairs = read_jsonl(pairs_path, PreferencePair) if pairs_path.is_file() else []
     unticked = read_jsonl(base / EXPORT_UNTICKED, TrainingRow) if (base / EXPORT_UNTICKED).is_file() else []

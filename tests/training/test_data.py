@@ -65,7 +65,18 @@ def test_bad_exports_are_refused_before_training(tmp_path, export_dir, tiny_mode
     rows.write_text(good + good.splitlines()[0].replace('"answer": "red"', '"answer": "purple"') + "\n")
     with pytest.raises(IllumeError, match="does not match the sha256"):
         load_export(export_dir)
+    rows.write_bytes(good.encode() + b'{"kind": "rationale", "target": "caf\xe9"}\n')
+    with pytest.raises(IllumeError, match="line 13: not UTF-8 text"):
+        load_export(export_dir)
     rows.write_text(good)
+    manifest = export_dir / EXPORT_MANIFEST
+    kept = manifest.read_bytes()
+    for broken, message in ((b"[1]", "expected a JSON object"), (b"\xff{}", "is not UTF-8 text"),
+                            (b"[" * 100_000, "nested too deeply")):
+        manifest.write_bytes(broken)
+        with pytest.raises(IllumeError, match=message):
+            load_export(export_dir)
+    manifest.write_bytes(kept)
     (export_dir / "images" / "0.png").unlink()
     with pytest.raises(IllumeError, match="image 'images/0.png' not found"):
         load_export(export_dir)
