@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connector.export_images import file_in_export
 from illume.errors import IllumeError
 from illume.prompts import rationale_reply
-from illume.records import RATIONALE, TrainingRow, assistant_turn, atomic_write_text, iter_jsonl, user_turn
-from illume.layout import EXPORT_PAIRS, EXPORT_ROWS, EXPORT_TRL_SFT, EXPORT_TRL_UNPAIRED, EXPORT_UNTICKED
+from illume.records import (RATIONALE, TrainingRow, assistant_turn, atomic_write_text, iter_json_objects,
+                            iter_jsonl, user_turn)
+from illume.layout import EXPORT_IMAGES, EXPORT_PAIRS, EXPORT_ROWS, EXPORT_TRL_SFT, EXPORT_TRL_UNPAIRED, EXPORT_UNTICKED
 
 HUB_CONFIGS = {"sft": EXPORT_TRL_SFT, "unpaired": EXPORT_TRL_UNPAIRED, "preference": EXPORT_PAIRS}  # config name -> file
 
@@ -72,8 +74,32 @@ class HubPlan:
     pushed: bool
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+REWRITE = "Write the layouts again with `illume-sync export-trl` (or re-export), then push."
+
+
+def _lines(export: Path, path: Path) -> list[dict[str, Any]]:
+    """The file's records, each `images` as files inside the export's images/ folder: the dataset
+    embeds the files it names, so a path leading elsewhere ("../", absolute) must never reach it."""
+    root = export.resolve()
+    return [{**record, "images": _images(root, record.get("images"), f"{path}, line {number}")}
+            for number, record in iter_json_objects(path, REWRITE)]
+
+
+def _images(root: Path, images: Any, where: str) -> list[str]:
+    """The resolved files `images` (paths relative to the export) names; IllumeError for any other."""
+    if not isinstance(images, list):
+        raise IllumeError(f"{where}: \"images\" must be a list of image paths, got {type(images).__name__}", REWRITE)
+    return [str(_image_file(root, image, where)) for image in images]
+
+
+def _image_file(root: Path, image: Any, where: str) -> Path:
+    path = file_in_export(root, image)
+    if path is None:
+        raise IllumeError(f"{where}: image {str(image)[:200]!r} is not a file inside the export's "
+                          f"{EXPORT_IMAGES}/ folder ({root / EXPORT_IMAGES}); it would be uploaded with the dataset",
+                          f"Name images relative to the export, under {EXPORT_IMAGES}/, as `illume-sync export` "
+                          f"writes them. {REWRITE}")
+    return path
 
 
 def push_to_hub(export: Path, repo: str, dry_run: bool = False, private: bool = True) -> HubPlan:
@@ -84,7 +110,7 @@ def push_to_hub(export: Path, repo: str, dry_run: bool = False, private: bool = 
         raise IllumeError(f"--push-to-hub needs a dataset repository as OWNER/NAME, got {repo!r}",
                           "Pass e.g. --push-to-hub my-team/illume-feedback.")
     present = {name: export / file for name, file in HUB_CONFIGS.items() if (export / file).is_file()}
-    records = {name: _lines(path) for name, path in present.items()}
+    records = {name: _lines(export, path) for name, path in present.items()}
     images = {image for lines in records.values() for line in lines for image in line["images"]}
     plan = HubPlan(repo, {name: len(lines) for name, lines in records.items()}, len(images), pushed=False)
     if dry_run:
@@ -94,8 +120,7 @@ def push_to_hub(export: Path, repo: str, dry_run: bool = False, private: bool = 
     for name, lines in records.items():
         if not lines:
             continue
-        dataset = datasets.Dataset.from_list(
-            [{**line, "images": [str(export / image) for image in line["images"]]} for line in lines])
+        dataset = datasets.Dataset.from_list(lines)  # images: files checked to be in the export's images/
         dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image()))
         dataset.push_to_hub(repo, config_name=name, private=private)
     plan.pushed = True

@@ -14,7 +14,8 @@ images and the manifest (what export.convert swaps in atomically).
     task judged again here: its judgment now (an annotation edited since, say) replaces the earlier one;
   * a task not shaped as Label Studio writes tasks (connector.task_shape) is left out and reported;
   * a task whose image the image policy refuses (a disallowed host, outside the allowed roots,
-    too large) is left out and reported in the manifest, with nothing fetched or copied;
+    too large) is left out and reported in the manifest, with nothing fetched or copied; so is a
+    carried row or pair whose image is not an image file in the previous export's images/ folder;
   * the annotations of excluded annotators (below the quality threshold) are left out of a task's
     judgment, while its completeness still counts everyone (the manifest's "annotator_quality").
 """
@@ -244,34 +245,43 @@ def remember_earlier(writer: ExportWriter, previous: Path) -> None:
                     row.iteration
 
 
-def carry_over(writer: ExportWriter, previous: Path) -> None:
+def carry_over(writer: ExportWriter, previous: Path, tally: "Tally") -> None:
     """The earlier export's rows and pairs, images copied along (paths stay relative), but none of a task
     judged in this export: what its annotations say now replaces what they said then. (Rows of exports
-    written before rows named their task are all carried.) Called after this export's tasks."""
+    written before rows named their task are all carried.) A row or pair whose image is not an image
+    file in the earlier export's images/ folder is left out and reported. Called after this export's tasks."""
     judged_now = set(writer.task_ids)
     writer.carry_first()
 
-    def carried(image: str) -> str:
-        path = previous / image
-        return writer.images.add_file(path) if path.is_file() and not Path(image).is_absolute() else image
+    def carried(record: TrainingRow | PreferencePair, file: str) -> bool:
+        """Points the record at its images in this export; False (reported) when one is refused."""
+        images = record.images if isinstance(record, PreferencePair) else [record.image]
+        try:
+            moved = [writer.images.carry(previous, image) for image in images]
+        except IllumeError as exc:  # this record only is left out
+            tally.refused_images.append({"task": record.task_id, "item_id": str(record.item_id)[:200],
+                                         "carried_from": str(previous / file), "reason": exc.what, "todo": exc.todo})
+            return False
+        if isinstance(record, PreferencePair):
+            record.images = moved
+        else:
+            record.image = moved[0]
+        return True
 
     for row in iter_jsonl(previous / EXPORT_ROWS, TrainingRow):
-        if row.task_id in judged_now:
+        if row.task_id in judged_now or not carried(row, EXPORT_ROWS):
             continue
-        row.image = carried(row.image)
         if row.kind == RATIONALE:
             writer.add_rationale(row, new=False)
         else:
             writer.note_answer_only(row)
     if (previous / EXPORT_PAIRS).is_file():
         for pair in iter_jsonl(previous / EXPORT_PAIRS, PreferencePair):
-            if pair.task_id not in judged_now:
-                pair.images = [carried(image) for image in pair.images]
+            if pair.task_id not in judged_now and carried(pair, EXPORT_PAIRS):
                 writer.add_pair(pair)
     if (previous / EXPORT_UNTICKED).is_file():
         for row in iter_jsonl(previous / EXPORT_UNTICKED, TrainingRow):
-            if row.task_id not in judged_now:
-                row.image = carried(row.image)
+            if row.task_id not in judged_now and carried(row, EXPORT_UNTICKED):
                 writer.add_unticked(row)
 
 
@@ -331,7 +341,7 @@ def write_export(tasks: Iterable[dict], work: Path, collector: ImageCollector, o
                 continue
             _add_task(task, writer, tally, options, schema, excluded)
         if previous is not None:
-            carry_over(writer, previous)
+            carry_over(writer, previous, tally)
         if not writer.counts["completed"]:
             raise _nothing_to_export(options, tally)
         if pool is not None:
