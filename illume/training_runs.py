@@ -47,6 +47,11 @@ EXAMPLE = "illume-sync round --project {project} --run-dir runs/P --base-model M
 # naming the project keeps runs of several projects apart in the one log.
 ROUND_LINE = rb"^round ([0-9]+):[^\n]* of project %s\b"
 LOG_TAIL_CHARS = 2000
+# The log is shared by all runs and grows without bound, and a press polls it every 0.1 s: only
+# these bytes are read, from the end (the tail; UTF-8 takes at most 4 bytes a character) and
+# from the run's start (where its round line is).
+LOG_TAIL_BYTES = 4 * LOG_TAIL_CHARS
+ROUND_LINE_BYTES = 65536
 PRESSES_KEPT = 20  # GET /training lists the answers to the latest presses
 ANSWER_WAIT_S = 10.0  # how long a press waits for its run to name its round (the backend's default)
 
@@ -99,17 +104,30 @@ class TrainingRun:
     ended_at: float | None = None
     ended: threading.Event = field(default_factory=threading.Event)
 
-    def output(self) -> bytes:
+    def head(self) -> bytes:
+        """The first ROUND_LINE_BYTES of this run's output."""
+        return self._read(ROUND_LINE_BYTES)
+
+    def tail(self) -> str:
+        """The last LOG_TAIL_CHARS characters of this run's output (its output only: the log is shared)."""
+        data = self._read(LOG_TAIL_BYTES, from_end=True)
+        return data.decode("utf-8", "replace")[-LOG_TAIL_CHARS:]  # "replace": the seek may cut a character
+
+    def _read(self, limit: int, from_end: bool = False) -> bytes:
+        """At most `limit` bytes of this run's output: its first, or with from_end its last."""
         try:
             with open(self.log_path, "rb") as handle:
-                handle.seek(self.log_offset)
-                return handle.read()
+                start = self.log_offset
+                if from_end:
+                    start = max(start, os.fstat(handle.fileno()).st_size - limit)
+                handle.seek(start)
+                return handle.read(limit)
         except OSError:
             return b""
 
     def find_round(self) -> int | None:
         pattern = ROUND_LINE % (re.escape(self.project.encode()) if self.project else rb"[0-9]+")
-        if self.round is None and (match := re.search(pattern, self.output()[:65536], re.MULTILINE)):
+        if self.round is None and (match := re.search(pattern, self.head(), re.MULTILINE)):
             self.round = int(match.group(1))
         return self.round
 
@@ -123,7 +141,7 @@ class TrainingRun:
                 "started_at": _clock(self.started_at), "running": self.exit_code is None,
                 "exit_code": self.exit_code, "ended_at": _clock(self.ended_at) if self.ended_at else None,
                 "log": str(self.log_path),
-                "log_tail": self.output()[-LOG_TAIL_CHARS:].decode("utf-8", "replace")}
+                "log_tail": self.tail()}
 
 
 @dataclass(frozen=True)
@@ -209,7 +227,7 @@ class TrainingRuns:
             if time.monotonic() >= deadline:
                 break
         if run.ended.is_set() and run.exit_code != 0:
-            tail = run.output().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
+            tail = run.tail().strip().splitlines()[-1:] or ["(no output)"]
             return Answer("failed", f"Training for {label} ended at once with exit code {run.exit_code}: "
                           f"{tail[0][:300]} (log: {run.log_path}).", run)
         if run.round is not None:

@@ -9,7 +9,7 @@ import math
 import os
 import re
 import struct
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -105,6 +105,7 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
                        "U8": torch.uint8, "BOOL": torch.bool}
+_HEADER_MAX_BYTES = 100_000_000  # the safetensors format's own limit
 
 
 class SafetensorsFile:
@@ -116,12 +117,10 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = path
-        with open(path, "rb") as handle:
-            size = struct.unpack("<Q", handle.read(8))[0]
-            header = json.loads(handle.read(size))
-        header.pop("__metadata__", None)
-        self.tensors: dict[str, dict] = header
-        self.data_start = 8 + size
+        try:
+            self.tensors, self.data_start = _read_header(path)
+        except (OSError, ValueError, KeyError, TypeError, struct.error, RecursionError) as exc:
+            raise _damaged(path, exc) from exc
 
     def read(self, name: str, start: int, count: int) -> torch.Tensor:
         """Elements [start, start + count) of the flattened tensor `name`."""
@@ -145,14 +144,70 @@ class SafetensorsFile:
         return math.prod(self.tensors[name]["shape"])
 
 
+def _read_header(path: Path) -> tuple[dict[str, dict], int]:
+    """(tensor name -> entry, where the data starts); ValueError etc. for a cut or damaged file."""
+    with open(path, "rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
+        if file_size < 8:
+            raise ValueError(f"it has {file_size} bytes, fewer than the 8 of its header length")
+        (length,) = struct.unpack("<Q", handle.read(8))
+        # Checked before reading: a damaged length would otherwise make read() allocate it (up to 2**64).
+        if not 2 <= length <= min(_HEADER_MAX_BYTES, file_size - 8):
+            raise ValueError(f"its header length ({length} bytes) does not fit the file ({file_size} bytes)")
+        header = json.loads(handle.read(length))
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    header.pop("__metadata__", None)
+    data_size = file_size - 8 - length
+    for name, entry in header.items():
+        _check_entry(name, entry, data_size)
+    return header, 8 + length
+
+
+def _check_entry(name: str, entry: dict, data_size: int) -> None:
+    """A tensor's entry is well formed and its bytes lie in the file (a cut download fails here)."""
+    begin, end = entry["data_offsets"]
+    shape = entry["shape"]
+    if not (isinstance(entry["dtype"], str) and isinstance(shape, list)
+            and all(isinstance(n, int) and n >= 0 for n in (*shape, begin, end))):
+        raise ValueError(f"tensor {name!r} has a malformed entry")
+    if not 0 <= begin <= end <= data_size:
+        raise ValueError(f"tensor {name!r} lies at bytes {begin}-{end}, past the {data_size} bytes of data")
+
+
+def _damaged(path: Path, reason: Exception | str) -> IllumeError:
+    if isinstance(reason, Exception) and type(reason) is not ValueError:  # plain ValueErrors are our own words
+        reason = f"{type(reason).__name__}: {reason}"
+    return IllumeError(f"the checkpoint file {path} is incomplete or damaged ({reason})",
+                       "Download or save the model again (a partly downloaded model is the usual cause).")
+
+
 def safetensors_files(model_dir: Path) -> list[Path] | None:
     """The checkpoint's .safetensors files (single or sharded), or None for other formats."""
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [model_dir / shard for shard in shards]
+        return [_shard_path(model_dir, index, shard) for shard in sorted(set(_weight_map(index).values()))]
     single = model_dir / "model.safetensors"
     return [single] if single.is_file() else None
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError("its weight_map is not an object of file names")
+        return weight_map
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise _damaged(index, exc) from exc
+
+
+def _shard_path(model_dir: Path, index: Path, shard: str) -> Path:
+    """A shard the index names, refused outside the model directory. Checked on the name, not
+    resolved: the Hugging Face cache links a snapshot's files to blobs elsewhere."""
+    name = PurePosixPath(shard)
+    if not shard or name.is_absolute() or ".." in name.parts:
+        raise _damaged(index, f"its weight_map names {shard!r}, which is not a file inside {model_dir}")
+    return model_dir / shard
 
 
 def _checkpoint_to_model_names(model: nn.Module, keys: list[str]) -> dict[str, str] | None:
@@ -216,6 +271,9 @@ def load_partitioned(model_dir: str, ds_config: dict[str, Any]) -> tuple[nn.Modu
     hf_config = HfDeepSpeedConfig(ds_config)
     path = Path(model_dir)
     files = safetensors_files(path) if path.is_dir() else None
+    # Headers first: a damaged or partly downloaded file fails at once, naming itself (IllumeError),
+    # before the model is built and outside the try below, which would bury that in its own message.
+    readers = [SafetensorsFile(f) for f in files or []]
     try:
         if files is None:
             log.warning("%s has no safetensors checkpoint: rank 0 reads it whole (transformers' ZeRO 3 loading)",
@@ -226,7 +284,6 @@ def load_partitioned(model_dir: str, ds_config: dict[str, Any]) -> tuple[nn.Modu
         raise IllumeError(f"could not build the model from {model_dir} under ZeRO 3: {type(exc).__name__}: {exc}",
                           "Check that the directory is a complete save_pretrained checkpoint of an "
                           "image-text-to-text model.") from exc
-    readers = [SafetensorsFile(f) for f in files]
     located = {key: reader for reader in readers for key in reader.tensors}
     names = _checkpoint_to_model_names(model, list(located))
     if names is None:
