@@ -109,10 +109,13 @@ def _refused(response: requests.Response, admin_token: str) -> None:
 def _json(response: requests.Response, admin_token: str) -> dict[str, Any]:
     _refused(response, admin_token)
     try:
-        return response.json()
+        status = response.json()
     except ValueError:
-        raise IllumeError(f"The ML backend answered GET /reload with no JSON: {response.text[:200]}",
-                          "Check that --backend-url names an `illume-backend`.") from None
+        status = None
+    if not isinstance(status, dict):
+        raise IllumeError(f"The ML backend answered GET /reload with no JSON object: {response.text[:200]!r}",
+                          "Check that --backend-url names an `illume-backend`.")
+    return status
 
 
 def absolute_if_local(path: str | None) -> str | None:
@@ -126,9 +129,10 @@ def backend_health(backend_url: str) -> dict[str, Any]:
     """One look at GET /health for a status report (never raises)."""
     try:
         response = requests.get(backend_url.rstrip("/") + "/health", timeout=5)
-        return response.json() if response.status_code == 200 else {"status": f"HTTP {response.status_code}"}
+        health = response.json() if response.status_code == 200 else {"status": f"HTTP {response.status_code}"}
     except (requests.RequestException, ValueError) as exc:
         return {"status": f"unreachable ({type(exc).__name__})"}
+    return health if isinstance(health, dict) else {"status": "answered no JSON object: not an illume-backend?"}
 
 
 @dataclass(frozen=True)

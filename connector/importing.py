@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 from urllib.parse import quote
 
-from illume.labelstudio.client import LabelStudioClient, send_checked
+from illume.labelstudio.client import LabelStudioClient, json_body, send_checked
 from illume.labelstudio.task import item_key, task_data
 from illume.errors import IllumeError
 from illume.labeling_schema import LabelingSchema
@@ -138,7 +138,8 @@ class ImagePlacer:
         kind, field_name = STORAGE_KINDS[scheme]
         response = self.client.request("GET", f"/api/storages/{kind}", params={"project": self.project_id},
                                        expect=(200, 404))
-        storages = response.json() if response.status_code == 200 else []
+        storages = json_body(response, f"GET /api/storages/{kind}") if response.status_code == 200 else []
+        storages = storages if isinstance(storages, list) else []
         if not any(s.get(field_name) == bucket for s in storages if isinstance(s, dict)):
             raise IllumeError(f"Image {image}: project {self.project_id} has no {kind} storage connected for "
                               f"{field_name} {bucket!r}, so Label Studio could not resolve it",
@@ -151,7 +152,8 @@ class ImagePlacer:
             return
         storages = self.client.get("/api/storages/localfiles", params={"project": self.project_id})
         for storage in storages if isinstance(storages, list) else []:
-            if folder.is_relative_to(Path(storage.get("path", "/nonexistent"))):
+            if isinstance(storage, dict) and isinstance(storage.get("path"), str) and \
+                    folder.is_relative_to(Path(storage["path"])):
                 self._storages.add(Path(storage["path"]))
                 return
         response = self.client.request("POST", "/api/storages/localfiles", expect=(200, 201, 400), json={

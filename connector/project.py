@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from illume.labelstudio.client import LabelStudioClient, send_checked
+from illume.labelstudio.client import LabelStudioClient, json_body, send_checked
 from illume.errors import IllumeError
 from illume.labeling_schema import (INSTRUCTIONS_NAME, MAX_CONFIG_CHARS, SHIPPED_CONFIG, LabelingSchema, parse_schema,
                                     project_schema, shipped_text)
@@ -32,7 +32,9 @@ def find_project(client: LabelStudioClient, ref: str | int) -> dict:
     if ref.isdigit():
         response = client.request("GET", f"/api/projects/{ref}", expect=(200, 404))
         if response.status_code == 200:
-            return response.json()
+            found = json_body(response, f"GET /api/projects/{ref}")
+            if isinstance(found, dict):
+                return found
     else:
         matches = sorted((p for p in all_projects(client) if p.get("title") == ref), key=lambda p: p["id"])
         if matches:

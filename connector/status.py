@@ -19,7 +19,11 @@ from connector.judging import NOTE_KEYS, judge_task, pretick_summary
 from illume.labelstudio.task import task_round
 from connector.predicting import project_predictions
 from connector.project import project_backends, require_schema, required_annotations
+from connector.task_shape import FIX_TASK, task_problem
 from illume.metrics import annotation_effort, candidate_diversity
+
+
+REFUSALS_SHOWN = 5
 
 
 def prediction_version(prediction: Any, known: dict[int, dict]) -> str:
@@ -45,6 +49,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
     required = required_annotations(project, min_annotations)
     tasks = completed = below_min = skipped_only = cancelled = shown = accepted = 0
     by_version: Counter[str] = Counter()
+    refused: list[dict[str, Any]] = []  # tasks not shaped as Label Studio writes them (connector.task_shape)
     notes: Counter = Counter({key: 0 for key in NOTE_KEYS})
     by_round: dict[int, list] = {}  # round -> Feedback of its completed tasks
     schema = require_schema(project)
@@ -54,6 +59,9 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
                        params={"exportType": "JSON", "download_all_tasks": "true"}) as body:
         for task in iter_tasks(body):
             tasks += 1
+            if (problem := task_problem(task, schema)) is not None:  # as the export leaves it out
+                refused.append({"task": task.get("id") if isinstance(task, dict) else None, "reason": problem[:500]})
+                continue
             for version in {prediction_version(p, predictions) for p in task.get("predictions") or []}:
                 by_version[version] += 1
             skips = sum(1 for a in task.get("annotations") or [] if a.get("was_cancelled"))
@@ -76,6 +84,7 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
         "tasks": tasks, "completed": completed, "open": tasks - completed, "min_annotations": required,
         "below_min_annotations": below_min, "skipped_only": skipped_only, "cancelled_annotations": cancelled,
         "tasks_by_model_version": dict(sorted(by_version.items())),
+        "refused_tasks": len(refused),
         "acceptance_rate": round(accepted / shown, 4) if shown else None,
         "preticks": pretick_summary(notes, accepted),
         "none_with_ticks": notes["none_with_ticks"],
@@ -85,6 +94,9 @@ def project_status(client: LabelStudioClient, project: dict, backend_url: str | 
         "backends": [{"url": b.get("url"), "title": b.get("title"), "state": b.get("state"),
                       "model_version": b.get("model_version")} for b in backends],
     }
+    if refused:  # the first few, with what to do; `export` lists them all in its manifest
+        report["refused_tasks_first"] = refused[:REFUSALS_SHOWN]
+        report["refused_tasks_todo"] = FIX_TASK
     if backend_url:
         report["backend_health"] = backend_health(backend_url)
     return report

@@ -213,8 +213,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
             return None
         try:
             found = client.request("GET", f"/api/projects/{int(project)}/", expect=(200,), timeout=5).json()
+            if not isinstance(found, dict):  # a proxy's page, say: no counts, so every press trains
+                raise ValueError(f"the answer is a JSON {type(found).__name__}, not the project object")
         except Exception as exc:  # Label Studio unreachable: start anyway, the round itself will say
-            log.warning("could not read project %s's annotation counts: %s", project, exc)
+            log.warning("could not read project %s's annotation counts: %s", project, _one_line(str(exc))[:300])
             return None
         return tuple(found.get(key) for key in ("total_annotations_number", "skipped_annotations_number",
                                                 "num_tasks_with_annotations", "task_number"))

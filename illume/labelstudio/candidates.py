@@ -170,14 +170,28 @@ def stored_tasks(client: TaskClient, project: int, task_ids: Sequence[int]) -> d
             raise IllumeError(f"Label Studio refused to list the tasks of project {project} "
                               f"(HTTP {response.status_code}: {response.text[:200]})",
                               "Check that LABEL_STUDIO_API_KEY belongs to a user who may read the project's tasks.")
-        for task in response.json():
-            if isinstance(task, dict) and "id" in task:
+        try:
+            listed = response.json()
+        except ValueError:  # a proxy's page: no task can be written, and none is misread
+            raise IllumeError(f"Label Studio answered the task listing of project {project} with no JSON",
+                              "Check that the backend's LABEL_STUDIO_URL is Label Studio's own address.") from None
+        for task in listed if isinstance(listed, list) else []:
+            if isinstance(task, dict) and _whole(task.get("id")) is not None:
                 annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
                 judged = bool(annotations or task.get("drafts"))
-                newest = max((int(a.get("id") or 0) for a in annotations), default=0)
+                newest = max((_whole(a.get("id")) or 0 for a in annotations), default=0)
                 meta = task.get("meta") if isinstance(task.get("meta"), dict) else {}
-                found[int(task["id"])] = StoredTask(task.get("data") or {}, judged, project, meta, newest)
+                data = task.get("data") if isinstance(task.get("data"), dict) else {}
+                found[_whole(task["id"])] = StoredTask(data, judged, project, meta, newest)
     return found
+
+
+def _whole(value: Any) -> int | None:
+    """An id as Label Studio writes it (a number, or its digits), else None: a task with another id
+    is not one this request can write to, and must not fail the others."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 def write_candidates(client: TaskClient, task_id: int, stored: StoredTask, fields: LabelingSchema,

@@ -144,8 +144,11 @@ class LabelStudioClient:
                                     expect=(200, 404))
             if response.status_code == 404:
                 return  # Label Studio answers 404 for a page past the end
-            body = response.json()
+            body = json_body(response, f"GET {path}")
             results = body if isinstance(body, list) else body.get("results", body.get("tasks", []))
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise IllumeError(f"Label Studio answered GET {path} with a list that is not one of objects",
+                                  f"Check --url / {URL_ENV}: it must be Label Studio's own address.")
             yield from results
             if isinstance(body, list) or not results or (not body.get("next") and len(results) < page_size):
                 return
@@ -242,6 +245,19 @@ def _refused_key(url: str, status: Any, detail: Any) -> IllumeError:
     return IllumeError(f"Label Studio at {url} refused the API key (HTTP {status}: {str(detail)[:200]})",
                        f"Check --api-key / {KEY_ENV}: copy a current personal access token (or a legacy token) from "
                        "Label Studio's Account & Settings page (legacy tokens must be enabled on the server).")
+
+
+def json_body(response: httpx.Response | requests.Response, what: str) -> dict | list:
+    """The JSON object or list a response carries; an IllumeError when it carries anything else (a
+    proxy's HTML page, a bare string), instead of a traceback further on."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, (dict, list)):
+        raise IllumeError(f"Label Studio answered {what} with no JSON object or list: {response.text[:200]!r}",
+                          f"Check --url / {URL_ENV}: it must be Label Studio's own address, not a proxy's page.")
+    return body
 
 
 def _json_or_empty(response: httpx.Response) -> Any:

@@ -151,3 +151,35 @@ def test_a_stale_torch_extension_lock_is_removed_and_reported(round_command, tmp
         assert answer.status == "started" and f"Before it: removed a stale torch extension build lock {stale}" \
             in answer.message and not stale.exists() and held.exists()
         assert runs.wait(60)
+
+
+def test_a_press_starts_when_label_studio_answers_the_project_with_no_object(make_client, round_command, tmp_path):
+    """The project's counts (for "nothing new") come from Label Studio; a proxy's answer that is not
+    the project object leaves them unknown, and the press is still answered 200 and starts the run."""
+    import http.server
+    import threading
+
+    from illume.labelstudio.client import LabelStudioClient
+
+    class ListAnswer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the handler's API)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ListAnswer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        studio = LabelStudioClient(f"http://127.0.0.1:{httpd.server_address[1]}", "legacy-token", retries=0)
+        client, app = make_client(train_command=round_command(2), train_answer_s=60, label_studio=studio)
+        answer = press(client, 7)
+        assert answer["status"] == "started" and answer["round"] == 2, answer
+        (tmp_path / "release").touch()
+        assert app.state.training_runs.wait(60)
+    finally:
+        httpd.shutdown()

@@ -38,3 +38,24 @@ def test_status_counts_versions_acceptance_and_preticks(illume_project, label_st
                                      "--project", str(kit.id)])
     assert text.exit_code == 0 and "annotators (0 gold tasks judged" in text.output
     assert label_studio.username in text.output.split("annotators (")[1]  # the table
+
+
+def test_a_task_shaped_otherwise_is_counted_and_named_not_a_traceback(illume_project, label_studio):
+    """An annotation another tool wrote with its choices as a bare text, not a list: `export` leaves
+    the task out, and `status` reports on the rest and names it (it stopped with an error before)."""
+    kit = illume_project
+    good = kit.add_task("fine", ["it is red."])
+    kit.annotate(good, ["c0"])
+    odd = kit.add_task("odd", ["it is red."])
+    kit.client.post(f"/api/tasks/{odd}/annotations/", {"result": [
+        {"from_name": "rationales", "to_name": "image", "type": "choices", "value": {"choices": "c0"}}]})
+
+    result = CliRunner().invoke(main, ["status", "--url", label_studio.url, "--api-key", label_studio.token,
+                                       "--project", str(kit.id), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["tasks"], report["completed"], report["refused_tasks"]) == (2, 1, 1)
+    [refused] = report["refused_tasks_first"]
+    assert refused["task"] == odd and refused["reason"].startswith(f"task {odd}, annotation 1: ")
+    assert "Fix the task in Label Studio" in report["refused_tasks_todo"]
+    assert report["acceptance_rate"] == 1.0  # the good task's one candidate, ticked
