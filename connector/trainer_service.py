@@ -20,7 +20,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request  # module level: FastAPI resolves the annotations here
@@ -29,6 +28,7 @@ from illume.errors import IllumeError
 from illume import options
 from illume.listen import Listen
 from illume.options import from_env, option
+from illume.records import read_json_object
 from illume.request_guard import RequestGuard, body_timeout_option, max_body_option
 from illume.training_runs import max_runs_option
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         if not payload_file:
             raise IllumeError("ILLUME_WEBHOOK_PAYLOAD is not set (the backend sets it for its training command)",
                               "Run this as the backend's --train-command, not by hand.")
-        payload = json.loads(Path(payload_file).read_text(encoding="utf-8"))
+        payload = read_json_object(payload_file, "Run this as the backend's --train-command, which writes the file.")
         started, line = forward(url, token, payload, TrainerSettings.answer_wait_s + 30)
         print(line, flush=True)
         raise SystemExit(0 if started else 1)

@@ -38,7 +38,7 @@ def task_round(data: dict) -> int:
     """The labeling round a task belongs to (tasks imported without one are round 1)."""
     try:
         return int(data.get("round") or 1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Python's JSON reads 1e999 as inf
         return 1
 
 

@@ -85,3 +85,20 @@ def test_the_forwarder_says_what_came_back_when_it_is_not_the_trainers_answer():
         server.shutdown()
     assert not started and "not a JSON object" not in line and "other than a JSON object" in line
     assert "a proxy's page" in line
+
+
+@pytest.mark.parametrize("content", [None, b"{not json", b"[1]", b"\xff"])
+def test_the_forwarder_says_what_is_wrong_with_its_payload_file(tmp_path, monkeypatch, capsys, content):
+    from connector.trainer_service import main
+
+    payload = tmp_path / "payload.json"
+    if content is not None:
+        payload.write_bytes(content)
+    monkeypatch.setenv("ILLUME_TRAINER_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ILLUME_WEBHOOK_PAYLOAD", str(payload))
+    with pytest.raises(SystemExit) as exited:
+        main(["forward"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and str(payload) in error and "--train-command" in error
+
