@@ -47,16 +47,15 @@ from illume.datasets import shapes
 from illume.errors import IllumeError
 from illume.records import Item, atomic_write_text
 
-BUILDER_VERSION = 3  # bump when the recipe changes, so cached models are rebuilt
+BUILDER_VERSION = 4  # bump when the recipe changes, so cached models are rebuilt (4: always one thread)
 METRICS_FILE = "demo_metrics.json"
 SETTINGS_FILE = "demo_settings.json"
 CAPTION_PROMPT = "Describe the picture:"
 INVENTORY_PROMPTS = {"kind": "List the shapes:", "color": "List the colors:"}
 DEFAULT_CACHE = Path(os.environ.get("ILLUME_CACHE", Path.home() / ".cache" / "illume")) / "demo-models"
-# measured: 10m15s with --threads 1 on a busy 2-core machine (the language stage is 9 of them); more torch
+# measured: 10m15s on one thread of a busy 2-core machine (the language stage is 9 of them); more torch
 # threads than free cores slowed the same build several times over
-BUILD_ESTIMATE = ("about 10 minutes on one free CPU core (on a busy machine use --threads 1); "
-                  "each stage says its ETA")
+BUILD_ESTIMATE = "about 10 minutes on one free CPU core; each stage says its ETA"
 # LoRA training that suits the demo model: the demo (connector.demo) and benchmarks/data_efficiency.py use it
 # 15 epochs at lr 1e-3, the epoch kept chosen on held-out items within the gate's accuracy bound: measured
 # on 3 demo builds (docs/retention.md, 2026-12-02 "15 epochs at lr 1e-3"); 5 epochs at 3e-4 learnt little
@@ -548,6 +547,11 @@ def build_demo_model(out: str | Path, settings: DemoSettings = DemoSettings(), p
         raise IllumeError(f"{out} already holds a demo model", "Choose another --out directory, or delete it first.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_beside(out)
+    threads = torch.get_num_threads()
+    # One thread: CPU sums split across threads round differently, so a build on 2 threads and one on 1
+    # (or 8) are different models with different demo figures (seed 0: round 1 promoted on one, not on
+    # the other). On one thread the same seed gives the same model on every run (docs/retention.md).
+    torch.set_num_threads(1)
     try:
         started = time.time()
         stages = Stages(progress)
@@ -577,6 +581,8 @@ def build_demo_model(out: str | Path, settings: DemoSettings = DemoSettings(), p
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -618,10 +624,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--test-items", type=int, default=defaults.test_items)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--no-eval", action="store_true", help="skip measuring the test figures")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     overrides = dict(steps=args.steps, scenes=args.scenes, explanation_fraction=args.explanation_fraction,
                      test_items=args.test_items, evaluate=not args.no_eval, batch_size=args.batch_size)
 

@@ -184,3 +184,20 @@ def test_a_build_reports_every_stage_even_when_not_on_a_terminal(built):
     for stage in ("tokenizer", "scenes", "pixels", "tokens", "vision", "language", "measure"):
         assert any(line.startswith(f"[{stage}] done in") for line in lines), stage
     assert lines[0].startswith("building the demo model into") and "about 10 minutes" in lines[1]
+
+
+def test_a_build_runs_on_one_thread_and_gives_the_same_model_each_time(tmp_path):
+    """Float sums split across threads round differently, so a build's thread count would pick the
+    model (and the demo's figures); the builder uses one thread and gives the caller's setting back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    try:
+        paths = [demo_model.build_demo_model(tmp_path / f"build-{n}", demo_model.DemoSettings(**SMALL),
+                                             lambda _: seen.append(torch.get_num_threads())) for n in (1, 2)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    first, second = ((p / "model.safetensors").read_bytes() for p in paths)
+    assert first == second
