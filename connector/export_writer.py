@@ -114,6 +114,7 @@ class ExportWriter:
         self.feedback = open(directory / EXPORT_FEEDBACK, "w", encoding="utf-8")
         self.row_keys: set[str] = set()
         self.earlier_keys: set[str] = set()  # rationale rows of the previous export: not new here
+        self.held: dict[str, TrainingRow] = {}  # this export's rows of an earlier row's text (add_rationale)
         # (task, row key) -> iteration, of the previous export's rows: a task judged again keeps the
         # iteration in which a row it still gives was first accepted (or first left unticked)
         self.earlier_iterations: dict[tuple[str, Any, str], int] = {}
@@ -135,10 +136,16 @@ class ExportWriter:
 
     def add_rationale(self, row: TrainingRow, new: bool) -> None:
         key = _row_key(row.item_id, row.rationale or "")
-        if not self._first(self.row_keys, key):
+        if key in self.row_keys or (new and key in self.held):
             return
         self.with_rationale.add(row.item_id)
         self.answer_only.pop(row.item_id, None)
+        if new and key in self.earlier_keys:
+            # The earlier export's row of this text goes first and keeps its iteration; this one only
+            # stands if that one is not carried (its task judged again here): release_held decides.
+            self.held[key] = row
+            return
+        self.row_keys.add(key)
         row.iteration = self.earlier_iterations.get((RATIONALE, row.task_id, key), row.iteration)
         self.rows.write(to_line(row))
         self.counts["rationale_rows"] += 1
@@ -162,6 +169,12 @@ class ExportWriter:
         if row.item_id not in self.with_rationale and row.item_id not in self.answer_only:
             self.answer_only[row.item_id] = row
 
+    def release_held(self) -> None:
+        """This export's rows held back for an earlier row of the same text that was not carried."""
+        held, self.held = self.held, {}
+        for row in held.values():
+            self.add_rationale(row, new=False)
+
     def carry_first(self) -> None:
         """From now on rows, pairs and unticked rows go to the final files, ahead of this export's."""
         if self.parts is None:
@@ -170,6 +183,7 @@ class ExportWriter:
 
     def finish(self) -> None:
         self.carry_first()
+        self.release_held()
         for final, part in zip((self.rows, self.pairs, self.unticked), self.parts):
             part.close()
             with open(part.name, encoding="utf-8") as handle:
@@ -275,6 +289,7 @@ def carry_over(writer: ExportWriter, previous: Path, tally: "Tally") -> None:
             writer.add_rationale(row, new=False)
         else:
             writer.note_answer_only(row)
+    writer.release_held()  # after the carried rows: a text accepted again keeps its first row
     if (previous / EXPORT_PAIRS).is_file():
         for pair in iter_jsonl(previous / EXPORT_PAIRS, PreferencePair):
             if pair.task_id not in judged_now and carried(pair, EXPORT_PAIRS):

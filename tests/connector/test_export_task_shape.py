@@ -150,6 +150,31 @@ def test_a_task_judged_again_keeps_the_iteration_its_rows_were_first_made_in(tmp
     assert unticked == {("the sky is blue", 0)}
 
 
+def test_a_text_accepted_again_in_a_later_round_keeps_its_first_row_and_place(tmp_path):
+    """Round 2 shows an item again on a task of its own; a rationale accepted in both rounds is one
+    row, the round-1 one, ahead of round 2's new rows: the order and the iterations the training
+    reads do not change with which round accepted a text last."""
+    round_1 = [task(11, "item", ["the ball is red", "the ball is round"], ["c0", "c1"]),
+               task(12, "other", ["the sky is blue"], ["c0"])]
+    convert(round_1, tmp_path / "e1", ExportOptions(iteration=1))
+    round_2 = [task(21, "item", ["the ball is red", "the ball is big"], ["c0", "c1"])]
+    manifest = convert(round_2, tmp_path / "e2", ExportOptions(previous=tmp_path / "e1", iteration=2))
+    rows = [(r.rationale, r.iteration, r.task_id) for r in read_jsonl(tmp_path / "e2" / "rows.jsonl", TrainingRow)
+            if r.kind == "rationale"]
+    assert rows == [("the ball is red", 1, 11), ("the ball is round", 1, 11), ("the sky is blue", 1, 12),
+                    ("the ball is big", 2, 21)]
+    assert manifest["counts"]["new_rationale_rows"] == 1
+
+    # task 11 judged again, now without "the ball is red": round 2's row of that text stands
+    again = copy.deepcopy(round_1[0])
+    again["annotations"][0]["result"][0]["value"]["choices"] = ["c1"]
+    convert([again, *round_2], tmp_path / "e3", ExportOptions(previous=tmp_path / "e1", iteration=2))
+    rows = [(r.rationale, r.iteration, r.task_id) for r in read_jsonl(tmp_path / "e3" / "rows.jsonl", TrainingRow)
+            if r.kind == "rationale"]
+    assert sorted(rows) == [("the ball is big", 2, 21), ("the ball is red", 2, 21), ("the ball is round", 1, 11),
+                            ("the sky is blue", 1, 12)]
+
+
 def test_aliases_are_never_given_again_once_taken_off_a_task():
     from illume.labelstudio.candidates import assign_aliases
 
